@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Run every test of hca and print one closing line: "N passed, N failed".
+#   tests/run.sh BUILD_DIR [unit|asan|fuzz|integration ...]
+# Unit tests (cmocka) and integration scripts speak TAP; a binary that dies
+# without reporting counts as a failure, never as a pass.
+set -uo pipefail
+
+BUILD=${1:?usage: tests/run.sh BUILD_DIR [suite...]}
+shift
+SUITES=("$@")
+[ ${#SUITES[@]} -gt 0 ] || SUITES=(unit asan fuzz integration)
+TOP=$(cd "$(dirname "$0")/.." && pwd)
+PASSED=0
+FAILED=0
+FAILURES=()
+FUZZ_SECONDS=${FUZZ_SECONDS:-15}
+
+# Count TAP lines of one test program; its output is kept in a log.
+run_tap() {
+	local name=$1 log ok notok rc
+	shift
+	log=$(mktemp)
+	"$@" >"$log" 2>&1
+	rc=$?
+	ok=$(grep -cE '^ok [0-9]+' "$log")
+	notok=$(grep -cE '^not ok [0-9]+' "$log")
+	if [ "$rc" -ne 0 ] && [ "$notok" -eq 0 ]; then
+		notok=1 # it died or failed without saying which test
+		echo "not ok - $name exited with status $rc"
+	fi
+	grep -E '^(not )?ok [0-9]+' "$log" | sed "s/^/[$name] /"
+	if [ "$notok" -gt 0 ]; then
+		FAILURES+=("$name")
+		echo "---- output of $name ----"
+		tail -n 60 "$log"
+		echo "----"
+	fi
+	PASSED=$((PASSED + ok))
+	FAILED=$((FAILED + notok))
+	rm -f "$log"
+}
+
+run_unit() {
+	local dir=$1 t
+	for t in "$dir"/tests/test_*; do
+		[ -x "$t" ] || continue
+		CMOCKA_MESSAGE_OUTPUT=TAP HCA_TOP="$TOP" run_tap "$(basename "$dir")/$(basename "$t")" "$t"
+	done
+}
+
+# A short libFuzzer run per target: a crash or leak is a failure.
+fuzz_one() {
+	local t=$1 corpus
+	corpus=$(mktemp -d)
+	cp "$TOP"/tests/fuzz/corpus/"$(basename "$t")"/* "$corpus"/ 2>/dev/null
+	if "$t" -max_total_time="$FUZZ_SECONDS" -print_final_stats=0 "$corpus" >/dev/null 2>"$corpus.log"; then
+		echo "ok 1 - $(basename "$t") ran ${FUZZ_SECONDS}s without a crash"
+	else
+		echo "not ok 1 - $(basename "$t") found a crash"
+		tail -n 40 "$corpus.log"
+	fi
+	rm -rf "$corpus" "$corpus.log"
+}
+
+for s in "${SUITES[@]}"; do
+	case "$s" in
+	unit) run_unit "$BUILD" ;;
+	asan) [ -d "$BUILD/asan/tests" ] && run_unit "$BUILD/asan" ;;
+	fuzz)
+		for t in "$BUILD"/fuzz/fuzz_*; do
+			[ -x "$t" ] && run_tap "fuzz/$(basename "$t")" fuzz_one "$t"
+		done ;;
+	integration)
+		for t in "$TOP"/tests/integration/test_*.sh; do
+			[ -f "$t" ] && run_tap "integration/$(basename "$t" .sh)" bash "$t" "$BUILD"
+		done ;;
+	*) echo "unknown suite '$s'" >&2; exit 2 ;;
+	esac
+done
+
+if [ ${#FAILURES[@]} -gt 0 ]; then
+	echo "failed: ${FAILURES[*]}"
+fi
+echo "$PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]
