@@ -1,0 +1,217 @@
+/*
+ * hv_argv: VM spec -> QEMU argv, a pure function so golden files can pin
+ * every option (tests/unit/golden/). Block devices use -blockdev JSON, which
+ * needs no comma escaping of paths; character devices escape commas.
+ */
+#include "hypervisor/hv.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+void hv_argv_free(struct hv_argv *a)
+{
+	if (!a || !a->v)
+		return;
+	for (size_t i = 0; i < a->n; i++)
+		free(a->v[i]);
+	free(a->v);
+	memset(a, 0, sizeof(*a));
+}
+
+static int push_owned(struct hv_argv *a, char *s)
+{
+	if (!s)
+		return -ENOMEM;
+	if (a->n + 2 > a->cap) {
+		size_t cap = a->cap ? a->cap * 2 : 64;
+		char **v = realloc(a->v, cap * sizeof(*v));
+		if (!v) {
+			free(s);
+			return -ENOMEM;
+		}
+		a->v = v;
+		a->cap = cap;
+	}
+	a->v[a->n++] = s;
+	a->v[a->n] = NULL;
+	return 0;
+}
+
+static int push(struct hv_argv *a, const char *s)
+{
+	return push_owned(a, strdup(s));
+}
+
+__attribute__((format(printf, 2, 3)))
+static int pushf(struct hv_argv *a, const char *fmt, ...)
+{
+	va_list ap;
+	char *s = NULL;
+	int n;
+
+	va_start(ap, fmt);
+	n = vasprintf(&s, fmt, ap);
+	va_end(ap);
+	return push_owned(a, n < 0 ? NULL : s);
+}
+
+/* QemuOpts values: a comma is written as ",,". */
+static char *opt_escape(const char *s)
+{
+	size_t n = strlen(s), commas = 0;
+	char *out, *o;
+
+	for (size_t i = 0; i < n; i++)
+		commas += s[i] == ',';
+	out = malloc(n + commas + 1);
+	if (!out)
+		return NULL;
+	o = out;
+	for (size_t i = 0; i < n; i++) {
+		*o++ = s[i];
+		if (s[i] == ',')
+			*o++ = ',';
+	}
+	*o = '\0';
+	return out;
+}
+
+static int push_base(struct hv_argv *a, const Hca__VmSpec *s,
+		     const struct hv_argv_ctx *c)
+{
+	bool kvm = c->accel == HCA__ACCEL__ACCEL_KVM;
+	char *pid = opt_escape(c->paths->pidfile);
+	int rc = push(a, c->qemu) || pushf(a, "-name") ||
+		 pushf(a, "guest=%s,debug-threads=on", s->name) ||
+		 push(a, "-uuid") || push(a, s->uuid) ||
+		 push(a, "-no-user-config") || push(a, "-nodefaults") ||
+		 push(a, "-machine") || push(a, "q35") ||
+		 push(a, "-accel") || push(a, kvm ? "kvm" : "tcg") ||
+		 push(a, "-cpu") || push(a, kvm ? "host" : "max") ||
+		 push(a, "-smp") || pushf(a, "%u", s->vcpus) ||
+		 push(a, "-m") || pushf(a, "%llu", (unsigned long long)s->memory_mib) ||
+		 push(a, "-display") || push(a, "none") ||
+		 push(a, "-msg") || push(a, "timestamp=on") ||
+		 /* elevateprivileges=deny and spawn=deny kill a daemonizing
+		  * QEMU 10.0 silently (exit 1, nothing on stderr). */
+		 push(a, "-sandbox") ||
+		 push(a, "on,obsolete=deny,resourcecontrol=deny") ||
+		 push(a, "-daemonize") || push(a, "-pidfile") || push_owned(a, pid);
+	return rc ? -ENOMEM : 0;
+}
+
+static int push_chardevs(struct hv_argv *a, const struct hv_paths *p)
+{
+	char *qmp = opt_escape(p->qmp), *con = opt_escape(p->console);
+	char *log = opt_escape(p->serial_log);
+	int rc = -ENOMEM;
+
+	if (!qmp || !con || !log)
+		goto out;
+	/* The serial console is a socket for `hcactl vm console`; QEMU keeps
+	 * logging it to a file whether or not anyone is attached. */
+	rc = push(a, "-qmp") || pushf(a, "unix:%s,server=on,wait=off", qmp) ||
+	     push(a, "-chardev") ||
+	     pushf(a, "socket,id=console0,path=%s,server=on,wait=off,logfile=%s,logappend=on",
+		   con, log) ||
+	     push(a, "-serial") || push(a, "chardev:console0") ? -ENOMEM : 0;
+out:
+	free(qmp);
+	free(con);
+	free(log);
+	return rc;
+}
+
+static int push_boot(struct hv_argv *a, const Hca__VmSpec *s)
+{
+	const Hca__BootSpec *b = s->boot;
+
+	if (!b || !b->kernel[0])
+		return 0;
+	if (push(a, "-kernel") || push(a, b->kernel))
+		return -ENOMEM;
+	if (b->initrd[0] && (push(a, "-initrd") || push(a, b->initrd)))
+		return -ENOMEM;
+	if (b->cmdline[0] && (push(a, "-append") || push(a, b->cmdline)))
+		return -ENOMEM;
+	return 0;
+}
+
+static int push_disk(struct hv_argv *a, const Hca__DiskSpec *d,
+		     const struct hv_disk *hd, bool boot)
+{
+	const char *fmt = hd->format == HCA__DISK_FORMAT__DISK_FORMAT_RAW ? "raw" : "qcow2";
+	json_t *bd = json_pack("{s:s, s:s, s:b, s:{s:s, s:s, s:b}}",
+			       "driver", fmt, "node-name", d->name, "read-only", hd->readonly,
+			       "file", "driver", "file", "filename", hd->path,
+			       "read-only", hd->readonly);
+	char *js = bd ? json_dumps(bd, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	int rc;
+
+	json_decref(bd);
+	rc = push(a, "-blockdev") || push_owned(a, js) || push(a, "-device") ||
+	     pushf(a, "virtio-blk-pci,drive=%s,id=disk-%s%s", d->name, d->name,
+		   boot ? ",bootindex=1" : "");
+	return rc ? -ENOMEM : 0;
+}
+
+static int push_nic(struct hv_argv *a, const Hca__VmSpec *s, size_t i)
+{
+	const Hca__NicSpec *n = s->nics[i];
+	char mac[18], tap[16];
+	int rc;
+
+	hv_nic_mac(s, i, mac);
+	if (n->mode == HCA__NIC_MODE__NIC_MODE_BRIDGE) {
+		hv_nic_tap(s, i, tap);
+		rc = push(a, "-netdev") ||
+		     pushf(a, "tap,id=net%zu,ifname=%s,script=no,downscript=no", i, tap);
+	} else {
+		rc = push(a, "-netdev") || pushf(a, "user,id=net%zu", i);
+	}
+	rc = rc || push(a, "-device") ||
+	     pushf(a, "virtio-net-pci,netdev=net%zu,id=nic%zu,mac=%s", i, i, mac);
+	return rc ? -ENOMEM : 0;
+}
+
+int hv_argv_build(const Hca__VmSpec *s, const struct hv_argv_ctx *c,
+		  struct hv_argv *a)
+{
+	bool disk_boot = !s->boot || !s->boot->kernel[0];
+	int rc;
+
+	memset(a, 0, sizeof(*a));
+	if ((rc = push_base(a, s, c)) || (rc = push_chardevs(a, c->paths)) ||
+	    (rc = push_boot(a, s)))
+		goto out;
+	for (size_t i = 0; i < s->n_disks; i++)
+		if ((rc = push_disk(a, s->disks[i], &c->disks[i], disk_boot && i == 0)))
+			goto out;
+	for (size_t i = 0; i < s->n_nics; i++)
+		if ((rc = push_nic(a, s, i)))
+			goto out;
+out:
+	if (rc)
+		hv_argv_free(a);
+	return rc;
+}
+
+int hv_paths_init(struct hv_paths *p, const char *dir)
+{
+	int n = snprintf(p->dir, sizeof(p->dir), "%s", dir);
+
+	/* sun_path holds 108 bytes: refuse rather than truncate a socket path. */
+	if (n < 0 || (size_t)n >= sizeof(p->dir) || (size_t)n + sizeof("/console.sock") > 108)
+		return -ENAMETOOLONG;
+	snprintf(p->qmp, sizeof(p->qmp), "%s/qmp.sock", dir);
+	snprintf(p->console, sizeof(p->console), "%s/console.sock", dir);
+	snprintf(p->pidfile, sizeof(p->pidfile), "%s/qemu.pid", dir);
+	snprintf(p->qemu_log, sizeof(p->qemu_log), "%s/qemu.log", dir);
+	snprintf(p->serial_log, sizeof(p->serial_log), "%s/serial.log", dir);
+	return 0;
+}

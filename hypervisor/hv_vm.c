@@ -1,0 +1,538 @@
+/*
+ * hv_vm: supervise one QEMU process through QMP, on the caller's loop.
+ *
+ * QEMU is launched with -daemonize, so it runs in its own session, is
+ * re-parented away from the agent and outlives it. That QEMU ended is learnt
+ * from a pidfd (which also works for a process that is not our child and
+ * fires even while it lingers as a zombie), never from kill(pid, 0). Every
+ * operation is asynchronous; one runs at a time per VM, except that a stop
+ * may interrupt a shutdown.
+ */
+#include "hypervisor/hv.h"
+#include "hypervisor/hv_launch.h"
+#include "hypervisor/hv_qmp.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <qb/qblog.h>
+
+enum op {
+	OP_NONE,
+	OP_START,
+	OP_ATTACH,
+	OP_PAUSE,
+	OP_RESUME,
+	OP_SHUTDOWN,
+	OP_STOP,
+};
+
+static const char *const op_names[] = {
+	[OP_NONE] = "none", [OP_START] = "start", [OP_ATTACH] = "attach",
+	[OP_PAUSE] = "pause", [OP_RESUME] = "resume",
+	[OP_SHUTDOWN] = "shutdown", [OP_STOP] = "stop",
+};
+
+#define START_TIMEOUT_MS 60000u
+#define STOP_GRACE_MS 10000u
+#define RECONNECT_MS 250u
+
+struct hv_vm {
+	char name[HV_NAME_MAX + 1];
+	char uuid[40];
+	qb_loop_t *loop;
+	char qemu[256];
+	unsigned qmp_timeout_ms;
+	struct hv_paths paths;
+	const struct hv_vm_ops *ops;
+	void *opaque;
+
+	Hca__VmState state;
+	char reason[256];
+	pid_t pid;              /* the QEMU daemon, 0 when none */
+	int pidfd;              /* readable once QEMU has ended */
+	uint64_t started_at;
+	struct hv_qmp *qmp;
+	char shutdown_reason[64]; /* from the SHUTDOWN event, "" if none seen */
+	bool killed;            /* we sent SIGKILL */
+
+	struct hv_launch *launch;
+
+	enum op op;
+	hv_done_fn done;
+	void *done_opaque;
+	qb_loop_timer_handle op_timer;
+	qb_loop_timer_handle reconnect_timer;
+};
+
+static void set_state(struct hv_vm *vm, Hca__VmState st, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void set_state(struct hv_vm *vm, Hca__VmState st, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(vm->reason, sizeof(vm->reason), fmt, ap);
+	va_end(ap);
+	if (vm->state != st)
+		qb_log(LOG_INFO, "vm %s: %s -> %s (%s)", vm->name,
+		       hv_state_name(vm->state), hv_state_name(st), vm->reason);
+	vm->state = st;
+	if (vm->ops && vm->ops->state_changed)
+		vm->ops->state_changed(vm, st, vm->reason, vm->opaque);
+}
+
+static void timer_del(struct hv_vm *vm, qb_loop_timer_handle *t)
+{
+	if (*t) {
+		qb_loop_timer_del(vm->loop, *t);
+		*t = 0;
+	}
+}
+
+/* End the operation under way; the callback may start the next one. */
+static void op_finish(struct hv_vm *vm, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void op_finish(struct hv_vm *vm, int err, const char *fmt, ...)
+{
+	hv_done_fn done = vm->done;
+	void *opaque = vm->done_opaque;
+	char msg[512] = "";
+	va_list ap;
+
+	if (vm->op == OP_NONE)
+		return;
+	if (fmt) {
+		va_start(ap, fmt);
+		vsnprintf(msg, sizeof(msg), fmt, ap);
+		va_end(ap);
+	}
+	if (err)
+		qb_log(LOG_ERR, "%s", msg);
+	timer_del(vm, &vm->op_timer);
+	vm->op = OP_NONE;
+	vm->done = NULL;
+	vm->done_opaque = NULL;
+	if (done)
+		done(vm, err, msg, opaque);
+}
+
+static int op_begin(struct hv_vm *vm, enum op op, hv_done_fn done, void *opaque)
+{
+	if (vm->op != OP_NONE) {
+		qb_log(LOG_WARNING, "vm %s: %s refused, %s under way", vm->name,
+		       op_names[op], op_names[vm->op]);
+		return -EBUSY;
+	}
+	vm->op = op;
+	vm->done = done;
+	vm->done_opaque = opaque;
+	return 0;
+}
+
+static void op_timeout(void *data);
+
+static void op_arm(struct hv_vm *vm, unsigned ms)
+{
+	qb_loop_timer_add(vm->loop, QB_LOOP_HIGH, (uint64_t)ms * QB_TIME_NS_IN_MSEC,
+			  vm, op_timeout, &vm->op_timer);
+}
+
+/* ---- QEMU ended ---- */
+
+static void runtime_files_remove(struct hv_vm *vm)
+{
+	unlink(vm->paths.pidfile);
+	unlink(vm->paths.qmp);
+	unlink(vm->paths.console);
+}
+
+static void detach_process(struct hv_vm *vm)
+{
+	timer_del(vm, &vm->reconnect_timer);
+	hv_qmp_free(vm->qmp);
+	vm->qmp = NULL;
+	if (vm->pidfd >= 0) {
+		qb_loop_poll_del(vm->loop, vm->pidfd);
+		close(vm->pidfd);
+		vm->pidfd = -1;
+	}
+	vm->pid = 0;
+	vm->started_at = 0;
+}
+
+static void process_ended(struct hv_vm *vm)
+{
+	enum op op = vm->op;
+
+	qb_log(LOG_INFO, "vm %s: QEMU pid %d ended", vm->name, (int)vm->pid);
+	detach_process(vm);
+	runtime_files_remove(vm);
+	if (vm->killed)
+		set_state(vm, HCA__VM_STATE__VM_STATE_STOPPED, "powered off (QEMU killed)");
+	else if (vm->shutdown_reason[0])
+		set_state(vm, HCA__VM_STATE__VM_STATE_STOPPED, "shut down (%s)", vm->shutdown_reason);
+	else
+		set_state(vm, HCA__VM_STATE__VM_STATE_CRASHED,
+			  "QEMU exited unexpectedly, see %s", vm->paths.qemu_log);
+	if (op == OP_SHUTDOWN || op == OP_STOP)
+		op_finish(vm, 0, NULL);
+	else
+		op_finish(vm, -ESRCH, "vm %s: QEMU ended during %s (%s)", vm->name,
+			  op_names[op], vm->reason);
+}
+
+static int on_pidfd(int fd, int revents, void *data)
+{
+	process_ended(data);
+	return 0;
+}
+
+/* ---- QMP ---- */
+
+static void on_status(struct hv_qmp *q, int err, json_t *ret, const char *cls,
+		      const char *desc, void *data)
+{
+	struct hv_vm *vm = data;
+	const char *st = json_string_value(json_object_get(ret, "status"));
+
+	if (err) {
+		op_finish(vm, err, "vm %s: query-status failed: %s", vm->name,
+			  err == -EIO ? desc : strerror(-err));
+		return;
+	}
+	if (st && (!strcmp(st, "paused") || !strcmp(st, "suspended")))
+		set_state(vm, HCA__VM_STATE__VM_STATE_PAUSED, "paused");
+	else if (st && !strcmp(st, "shutdown"))
+		set_state(vm, HCA__VM_STATE__VM_STATE_SHUTTING_DOWN, "shutting down");
+	else
+		set_state(vm, HCA__VM_STATE__VM_STATE_RUNNING, "running (QEMU status %s)",
+			  st ? st : "?");
+	if (vm->op == OP_START || vm->op == OP_ATTACH)
+		op_finish(vm, 0, NULL);
+}
+
+static void on_qmp_ready(struct hv_qmp *q, void *data)
+{
+	struct hv_vm *vm = data;
+	int rc = hv_qmp_command(q, "query-status", NULL, on_status, vm);
+
+	if (rc < 0)
+		op_finish(vm, rc, "vm %s: query-status: %s", vm->name, strerror(-rc));
+}
+
+static void on_qmp_event(struct hv_qmp *q, const char *name, json_t *data,
+			 void *opaque)
+{
+	struct hv_vm *vm = opaque;
+	const char *why;
+
+	qb_log(LOG_DEBUG, "vm %s: event %s", vm->name, name);
+	if (!strcmp(name, "SHUTDOWN")) {
+		why = json_string_value(json_object_get(data, "reason"));
+		snprintf(vm->shutdown_reason, sizeof(vm->shutdown_reason), "%s",
+			 why ? why : "unknown");
+		set_state(vm, HCA__VM_STATE__VM_STATE_SHUTTING_DOWN, "QEMU shutting down (%s)",
+			  vm->shutdown_reason);
+	} else if (!strcmp(name, "STOP") && vm->state == HCA__VM_STATE__VM_STATE_RUNNING) {
+		set_state(vm, HCA__VM_STATE__VM_STATE_PAUSED, "paused");
+	} else if (!strcmp(name, "RESUME") && vm->state == HCA__VM_STATE__VM_STATE_PAUSED) {
+		set_state(vm, HCA__VM_STATE__VM_STATE_RUNNING, "running");
+	} else if (!strcmp(name, "GUEST_PANICKED")) {
+		qb_log(LOG_ERR, "vm %s: guest panicked", vm->name);
+	}
+}
+
+static void reconnect(void *data)
+{
+	struct hv_vm *vm = data;
+
+	vm->reconnect_timer = 0;
+	if (vm->qmp && vm->pid > 0)
+		hv_qmp_connect(vm->qmp);
+}
+
+static void on_qmp_closed(struct hv_qmp *q, int err, void *data)
+{
+	struct hv_vm *vm = data;
+
+	/* QEMU closes its monitor as it exits: the pidfd will tell. If it does
+	 * not, the monitor was lost while QEMU lives on: keep trying. */
+	qb_log(err ? LOG_WARNING : LOG_DEBUG, "vm %s: QMP closed (%s)", vm->name,
+	       err ? strerror(-err) : "EOF");
+	if (err && (vm->op == OP_START || vm->op == OP_ATTACH))
+		op_finish(vm, err, "vm %s: cannot reach QMP at %s: %s", vm->name,
+			  vm->paths.qmp, strerror(-err));
+	if (vm->pid > 0 && !vm->reconnect_timer)
+		qb_loop_timer_add(vm->loop, QB_LOOP_LOW, RECONNECT_MS * QB_TIME_NS_IN_MSEC,
+				  vm, reconnect, &vm->reconnect_timer);
+}
+
+static const struct hv_qmp_ops qmp_ops = {
+	.ready = on_qmp_ready,
+	.event = on_qmp_event,
+	.closed = on_qmp_closed,
+};
+
+/* Watch @pid (already verified as this VM's QEMU) and connect its QMP. */
+static int supervise(struct hv_vm *vm, pid_t pid, int pidfd)
+{
+	int rc;
+
+	vm->pid = pid;
+	vm->pidfd = pidfd;
+	vm->shutdown_reason[0] = '\0';
+	vm->killed = false;
+	vm->started_at = hv_proc_start_time(pid);
+	rc = qb_loop_poll_add(vm->loop, QB_LOOP_HIGH, pidfd, POLLIN, vm, on_pidfd);
+	if (rc < 0)
+		return rc;
+	vm->qmp = hv_qmp_new(vm->loop, vm->paths.qmp, &qmp_ops, vm, vm->qmp_timeout_ms);
+	if (!vm->qmp)
+		return -ENOMEM;
+	return hv_qmp_connect(vm->qmp);
+}
+
+/* ---- operations ---- */
+
+static void op_timeout(void *data)
+{
+	struct hv_vm *vm = data;
+
+	vm->op_timer = 0;
+	switch (vm->op) {
+	case OP_SHUTDOWN:
+		set_state(vm, vm->state == HCA__VM_STATE__VM_STATE_SHUTTING_DOWN ?
+			  HCA__VM_STATE__VM_STATE_RUNNING : vm->state,
+			  "guest ignored the shutdown request");
+		op_finish(vm, -ETIMEDOUT, "vm %s: guest did not shut down in time; "
+			  "still running (use stop to power it off)", vm->name);
+		break;
+	case OP_STOP:
+		/* quit was not honoured in time: power off for real. */
+		qb_log(LOG_WARNING, "vm %s: QEMU did not quit, killing it", vm->name);
+		vm->killed = true;
+		hv_pidfd_kill(vm->pidfd);
+		break;
+	default:
+		op_finish(vm, -ETIMEDOUT, "vm %s: %s timed out", vm->name, op_names[vm->op]);
+	}
+}
+
+static void on_launched(struct hv_launch *l, int err, pid_t pid, int pidfd,
+			const char *msg, void *data)
+{
+	struct hv_vm *vm = data;
+	int rc;
+
+	vm->launch = NULL;
+	if (err) {
+		runtime_files_remove(vm);
+		set_state(vm, HCA__VM_STATE__VM_STATE_STOPPED, "failed to start");
+		op_finish(vm, err, "vm %s: QEMU failed to start: %s", vm->name, msg);
+		return;
+	}
+	rc = supervise(vm, pid, pidfd);
+	if (rc < 0 && rc != -EALREADY)
+		op_finish(vm, rc, "vm %s: cannot supervise QEMU pid %d: %s", vm->name,
+			  (int)pid, strerror(-rc));
+}
+
+int hv_vm_start(struct hv_vm *vm, const struct hv_argv *argv, hv_done_fn done,
+		void *opaque)
+{
+	int rc;
+
+	if (vm->state != HCA__VM_STATE__VM_STATE_STOPPED &&
+	    vm->state != HCA__VM_STATE__VM_STATE_CRASHED)
+		return -EALREADY;
+	if ((rc = op_begin(vm, OP_START, done, opaque)))
+		return rc;
+	runtime_files_remove(vm);
+	vm->launch = hv_launch_start(vm->loop, argv, &vm->paths, on_launched, vm);
+	if (!vm->launch) {
+		rc = -errno;
+		vm->op = OP_NONE;
+		return rc;
+	}
+	op_arm(vm, START_TIMEOUT_MS);
+	set_state(vm, HCA__VM_STATE__VM_STATE_STARTING, "launching QEMU");
+	return 0;
+}
+
+int hv_vm_attach(struct hv_vm *vm, hv_done_fn done, void *opaque)
+{
+	pid_t pid = 0;
+	int pidfd = -1, rc;
+	char why[160];
+
+	if ((rc = op_begin(vm, OP_ATTACH, done, opaque)))
+		return rc;
+	rc = hv_proc_find(&vm->paths, vm->uuid, &pid, &pidfd, why, sizeof(why));
+	if (rc == -ESRCH) {
+		runtime_files_remove(vm);
+		set_state(vm, HCA__VM_STATE__VM_STATE_STOPPED, "%s", why);
+		op_finish(vm, 0, NULL);
+		return 0;
+	}
+	if (rc < 0) {
+		vm->op = OP_NONE;
+		return rc;
+	}
+	qb_log(LOG_INFO, "vm %s: re-attaching to QEMU pid %d", vm->name, (int)pid);
+	set_state(vm, HCA__VM_STATE__VM_STATE_STARTING, "re-attaching to QEMU pid %d", (int)pid);
+	op_arm(vm, START_TIMEOUT_MS);
+	rc = supervise(vm, pid, pidfd);
+	if (rc < 0 && rc != -EALREADY)
+		op_finish(vm, rc, "vm %s: cannot supervise QEMU pid %d: %s", vm->name,
+			  (int)pid, strerror(-rc));
+	return 0;
+}
+
+static void on_simple_reply(struct hv_qmp *q, int err, json_t *ret,
+			    const char *cls, const char *desc, void *data)
+{
+	struct hv_vm *vm = data;
+	const char *what = op_names[vm->op];
+
+	if (err == -ETIMEDOUT)
+		op_finish(vm, err, "vm %s: QEMU did not answer %s within %u ms (QMP timeout)",
+			  vm->name, what, vm->qmp_timeout_ms);
+	else if (err == -EIO)
+		op_finish(vm, err, "vm %s: QEMU refused %s: %s", vm->name, what, desc);
+	else if (err)
+		op_finish(vm, err, "vm %s: %s failed: %s", vm->name, what, strerror(-err));
+	else if (vm->op == OP_PAUSE)
+		set_state(vm, HCA__VM_STATE__VM_STATE_PAUSED, "paused by operator"),
+		op_finish(vm, 0, NULL);
+	else if (vm->op == OP_RESUME)
+		set_state(vm, HCA__VM_STATE__VM_STATE_RUNNING, "running"),
+		op_finish(vm, 0, NULL);
+	/* shutdown and stop complete when the process ends */
+}
+
+static int qmp_op(struct hv_vm *vm, enum op op, const char *cmd, hv_done_fn done,
+		  void *opaque)
+{
+	int rc;
+
+	if (!vm->qmp || !hv_qmp_is_ready(vm->qmp))
+		return -ENOTCONN;
+	if ((rc = op_begin(vm, op, done, opaque)))
+		return rc;
+	rc = hv_qmp_command(vm->qmp, cmd, NULL, on_simple_reply, vm);
+	if (rc < 0)
+		vm->op = OP_NONE;
+	return rc;
+}
+
+int hv_vm_pause(struct hv_vm *vm, hv_done_fn done, void *opaque)
+{
+	if (vm->state == HCA__VM_STATE__VM_STATE_PAUSED)
+		return -EALREADY;
+	if (vm->state != HCA__VM_STATE__VM_STATE_RUNNING)
+		return -EINVAL;
+	return qmp_op(vm, OP_PAUSE, "stop", done, opaque);
+}
+
+int hv_vm_resume(struct hv_vm *vm, hv_done_fn done, void *opaque)
+{
+	if (vm->state == HCA__VM_STATE__VM_STATE_RUNNING)
+		return -EALREADY;
+	if (vm->state != HCA__VM_STATE__VM_STATE_PAUSED)
+		return -EINVAL;
+	return qmp_op(vm, OP_RESUME, "cont", done, opaque);
+}
+
+int hv_vm_shutdown(struct hv_vm *vm, unsigned timeout_s, hv_done_fn done,
+		   void *opaque)
+{
+	int rc;
+
+	if (vm->state != HCA__VM_STATE__VM_STATE_RUNNING)
+		return -EINVAL; /* a paused guest cannot see the power button */
+	if ((rc = qmp_op(vm, OP_SHUTDOWN, "system_powerdown", done, opaque)))
+		return rc;
+	op_arm(vm, timeout_s * 1000u);
+	set_state(vm, HCA__VM_STATE__VM_STATE_SHUTTING_DOWN,
+		  "ACPI shutdown requested, waiting up to %u s", timeout_s);
+	return 0;
+}
+
+int hv_vm_stop(struct hv_vm *vm, bool force, hv_done_fn done, void *opaque)
+{
+	int rc;
+
+	if (vm->pid <= 0)
+		return -EINVAL;
+	if (vm->op == OP_STOP)
+		return -EBUSY;
+	/* A stop overrides whatever else is under way; before QMP is ready,
+	 * killing is the only way. */
+	if (vm->op == OP_START || vm->op == OP_ATTACH)
+		force = true;
+	if (vm->op != OP_NONE)
+		op_finish(vm, -ECANCELED, "vm %s: %s interrupted by stop", vm->name,
+			  op_names[vm->op]);
+	op_begin(vm, OP_STOP, done, opaque);
+	if (!force && vm->qmp && hv_qmp_is_ready(vm->qmp) &&
+	    hv_qmp_command(vm->qmp, "quit", NULL, NULL, NULL) == 0) {
+		op_arm(vm, STOP_GRACE_MS);
+		return 0;
+	}
+	vm->killed = true;
+	rc = hv_pidfd_kill(vm->pidfd);
+	if (rc < 0)
+		op_finish(vm, rc, "vm %s: cannot kill QEMU pid %d: %s", vm->name,
+			  (int)vm->pid, strerror(-rc));
+	return 0;
+}
+
+/* ---- handle ---- */
+
+struct hv_vm *hv_vm_new(const char *name, const char *uuid,
+			const struct hv_vm_cfg *cfg,
+			const struct hv_vm_ops *ops, void *opaque)
+{
+	struct hv_vm *vm = calloc(1, sizeof(*vm));
+
+	if (!vm)
+		return NULL;
+	snprintf(vm->name, sizeof(vm->name), "%s", name);
+	snprintf(vm->uuid, sizeof(vm->uuid), "%s", uuid);
+	snprintf(vm->qemu, sizeof(vm->qemu), "%s", cfg->qemu);
+	vm->loop = cfg->loop;
+	vm->qmp_timeout_ms = cfg->qmp_timeout_ms;
+	vm->paths = *cfg->paths;
+	vm->ops = ops;
+	vm->opaque = opaque;
+	vm->pidfd = -1;
+	vm->state = HCA__VM_STATE__VM_STATE_STOPPED;
+	snprintf(vm->reason, sizeof(vm->reason), "defined");
+	return vm;
+}
+
+void hv_vm_free(struct hv_vm *vm)
+{
+	if (!vm)
+		return;
+	vm->ops = NULL; /* no state callbacks into an owner that is going away */
+	op_finish(vm, -ECANCELED, "vm %s: agent detached", vm->name);
+	hv_launch_free(vm->launch);
+	detach_process(vm);
+	free(vm);
+}
+
+Hca__VmState hv_vm_state(const struct hv_vm *vm) { return vm->state; }
+const char *hv_vm_reason(const struct hv_vm *vm) { return vm->reason; }
+int hv_vm_pid(const struct hv_vm *vm) { return (int)vm->pid; }
+uint64_t hv_vm_started_at(const struct hv_vm *vm) { return vm->started_at; }
+bool hv_vm_busy(const struct hv_vm *vm) { return vm->op != OP_NONE; }
