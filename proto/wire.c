@@ -2,6 +2,7 @@
 #include "proto/wire.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,14 +33,11 @@ static void crc_table_init(void)
 
 uint32_t wire_crc32c(const void *buf, size_t len)
 {
-	static int ready;
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	const uint8_t *p = buf;
 	uint32_t c = 0xFFFFFFFFu;
 
-	if (!__atomic_load_n(&ready, __ATOMIC_ACQUIRE)) {
-		crc_table_init(); /* idempotent, so a race only repeats work */
-		__atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
-	}
+	pthread_once(&once, crc_table_init);
 	while (len--)
 		c = crc_table[(c ^ *p++) & 0xFF] ^ (c >> 8);
 	return c ^ 0xFFFFFFFFu;

@@ -1,0 +1,188 @@
+/*
+ * storage: the volumes VMs boot from and the state store that says what
+ * exists where.
+ *
+ * Both are opaque handles over a backend chosen at open: local files and a
+ * directory of records for a standalone node today, RBD images and RADOS
+ * objects for a cluster. Callers see the same contract either way, and one
+ * contract test runs against every backend.
+ *
+ * Every call that touches storage blocks; run it on a worker thread. All
+ * calls are thread-safe on one handle.
+ *
+ * Errors: functions return 0 or a negative errno. On failure the cause is
+ * logged once (libqb, where it was found) and written to @err (@errlen
+ * bytes, may be NULL/0) as one line naming the volume or key, for people.
+ *
+ * Strings and buffers passed in are only read during the call; nothing keeps
+ * a pointer to them.
+ */
+#ifndef HCA_STO_H
+#define HCA_STO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- volumes ---- */
+
+#define STO_VOL_NAME_MAX 95u
+#define STO_VOL_SIZE_MIN (1ull << 20)  /* 1 MiB */
+#define STO_VOL_SIZE_MAX (64ull << 40) /* 64 TiB */
+#define STO_VOL_SIZE_ALIGN 512u
+
+enum sto_fmt { STO_FMT_QCOW2, STO_FMT_RAW };
+
+/* "qcow2" / "raw", the names QEMU's block drivers use; "unknown" otherwise. */
+const char *sto_fmt_name(enum sto_fmt fmt);
+
+struct sto_vols;
+
+struct sto_vol_info {
+	bool exists;
+	uint64_t size; /* virtual size in bytes, as the guest sees it */
+	enum sto_fmt fmt;
+};
+
+/*
+ * Open the local-file volume backend: volume NAME lives at DIR/NAME.qcow2 or
+ * DIR/NAME.raw. @dir is created (0700, with missing parents) if absent.
+ * @qemu_img is the qemu-img binary (NULL: "qemu-img" from PATH); the strings
+ * are copied. Stale temp files of a crashed create are removed.
+ * Returns the handle (free with sto_vols_close) or NULL, with @err set.
+ */
+struct sto_vols *sto_vols_open_file(const char *dir, const char *qemu_img,
+				    char *err, size_t errlen);
+
+/* Release @s. NULL is a no-op. Volumes are left as they are. */
+void sto_vols_close(struct sto_vols *s);
+
+/* Backend name: "file" (later "rbd"). Owned by the backend, static. */
+const char *sto_vols_backend(const struct sto_vols *s);
+
+/* [a-z0-9][a-z0-9._-]{0,94}, without "..". */
+bool sto_vol_name_valid(const char *vol);
+
+/*
+ * Create volume @vol of @size bytes, never overwriting anything.
+ * @size: STO_VOL_SIZE_MIN..STO_VOL_SIZE_MAX, a multiple of 512.
+ * Returns 0; -EINVAL for a bad name or size; -EEXIST if @vol exists in any
+ * format (it is left untouched); -EIO if the backend tool failed (its first
+ * stderr line in @err); other -errno from the system. On failure nothing of
+ * the new volume is left behind.
+ */
+int sto_vol_create(struct sto_vols *s, const char *vol, uint64_t size,
+		   enum sto_fmt fmt, char *err, size_t errlen);
+
+/*
+ * Delete @vol and its data. A volume that does not exist is not an error
+ * (returns 0), so an interrupted undefine can simply be retried.
+ * The caller makes sure no VM has it open.
+ */
+int sto_vol_remove(struct sto_vols *s, const char *vol, char *err,
+		   size_t errlen);
+
+/*
+ * Grow @vol to @size bytes (same limits as create). The same size is a no-op.
+ * Returns 0; -ENOENT; -EINVAL for a smaller size (shrinking would cut off
+ * guest data) or a bad size; -EIO if the backend tool failed. Offline only: a
+ * running VM's disk is grown through QMP block_resize instead.
+ */
+int sto_vol_resize(struct sto_vols *s, const char *vol, uint64_t size,
+		   char *err, size_t errlen);
+
+/*
+ * Fill @out (caller-owned). A missing volume is an answer, not an error:
+ * returns 0 with out->exists false. -EBADMSG if the stored image is not what
+ * its name says (e.g. a .qcow2 without the qcow2 magic); -EUCLEAN if @vol
+ * exists in two formats at once (someone made one by hand).
+ */
+int sto_vol_info(struct sto_vols *s, const char *vol, struct sto_vol_info *out,
+		 char *err, size_t errlen);
+
+/*
+ * What QEMU opens for @vol, written to @buf (@len bytes, caller-owned,
+ * NUL-terminated): a file path for "file", an "rbd:" spec for "rbd". The
+ * format for the block driver comes from sto_vol_info().
+ * Returns 0; -ENOENT if @vol does not exist; -ERANGE if @len is too small.
+ */
+int sto_vol_path(struct sto_vols *s, const char *vol, char *buf, size_t len,
+		 char *err, size_t errlen);
+
+/* ---- the state store: small records with compare-and-swap ---- */
+
+#define STO_KEY_MAX 200u
+#define STO_REC_MAX (4u << 20) /* largest payload, 4 MiB */
+
+struct sto_store;
+
+/*
+ * Open the directory backend, the embedded store of a standalone node: key
+ * "vm/web1" is the file DIR/vm/web1.rec. @dir is created (0700) if absent and
+ * temp files left by a crash are removed. Several processes may open the
+ * same @dir; compare-and-swap holds across all of them.
+ * Returns the handle (free with sto_store_close) or NULL, with @err set.
+ */
+struct sto_store *sto_store_open_dir(const char *dir, char *err,
+				     size_t errlen);
+
+/* Release @st. NULL is a no-op. */
+void sto_store_close(struct sto_store *st);
+
+/* Backend name: "dir" (later "rados"). Static. */
+const char *sto_store_backend(const struct sto_store *st);
+
+/*
+ * "ns/name": exactly two parts, each starting with [a-z0-9] and made of
+ * [a-z0-9._-], no "..", at most STO_KEY_MAX characters in all.
+ */
+bool sto_key_valid(const char *key);
+
+/*
+ * Read @key. On success *buf is a malloc'd copy of the payload (caller frees;
+ * never NULL, even for an empty payload), *len its length and *version the
+ * record's version (>= 1).
+ * Returns 0; -EINVAL for a bad key; -ENOENT if absent; -EBADMSG if the stored
+ * record is corrupt (@err names the key and what is wrong).
+ */
+int sto_get(struct sto_store *st, const char *key, uint8_t **buf, size_t *len,
+	    uint64_t *version, char *err, size_t errlen);
+
+/*
+ * Write @key iff its current version is @expect (0: it must not exist).
+ * @buf/@len: the payload, copied, at most STO_REC_MAX bytes.
+ * On success *new_version (may be NULL) is @expect + 1: a record deleted and
+ * created again starts over at 1, so a record that must never be mistaken
+ * for an older self (the owner record) is updated, never deleted.
+ * Returns 0; -ECANCELED if the version is not @expect (someone else changed
+ * it: re-read and decide again); -EEXIST if @expect is 0 and @key exists;
+ * -ENOENT if @expect > 0 and @key does not exist; -EMSGSIZE if @len is too
+ * large; -EINVAL for a bad key; -EBADMSG if the stored record's header is
+ * corrupt (a record whose payload alone is corrupt can still be replaced by
+ * version). Any other -errno (I/O): the write may or may not have taken
+ * effect; re-read before deciding.
+ */
+int sto_put(struct sto_store *st, const char *key, const void *buf, size_t len,
+	    uint64_t expect, uint64_t *new_version, char *err, size_t errlen);
+
+/*
+ * Delete @key iff its version is @expect (>= 1).
+ * Returns 0; -ENOENT if absent; -ECANCELED on a version mismatch; -EINVAL for
+ * a bad key or @expect 0; -EBADMSG if the stored record is corrupt.
+ */
+int sto_del(struct sto_store *st, const char *key, uint64_t expect, char *err,
+	    size_t errlen);
+
+/*
+ * The keys starting with @prefix ("" for all, "vm/" for one namespace, or any
+ * leading part of a key), sorted by strcmp. *keys is a malloc'd array of *n
+ * malloc'd strings (caller frees with sto_keys_free; NULL when *n is 0).
+ * Returns 0; -EINVAL for a prefix no key could start with.
+ */
+int sto_list(struct sto_store *st, const char *prefix, char ***keys, size_t *n,
+	     char *err, size_t errlen);
+
+/* Free what sto_list returned. NULL is a no-op. */
+void sto_keys_free(char **keys, size_t n);
+
+#endif

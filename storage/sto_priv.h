@@ -1,0 +1,122 @@
+/*
+ * storage internals: the backend ops tables and helpers shared by the
+ * backends. Not for use outside storage/ except by its tests.
+ *
+ * A backend embeds struct sto_vols / struct sto_store as the first member
+ * of its own handle and fills in an ops table. The front ends (sto_vol.c,
+ * sto_store.c) check names, sizes and pointers once, so every backend gets
+ * arguments that already satisfy the contract in sto.h.
+ */
+#ifndef HCA_STO_PRIV_H
+#define HCA_STO_PRIV_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <qb/qblog.h>
+
+#include "storage/sto.h"
+
+/* Anything in a store or volume directory whose name contains this is a temp
+ * file: neither keys nor volume names may contain it. */
+#define STO_TMP_MARK '#'
+/* Per-directory lock file; names starting with '.' are never keys/volumes. */
+#define STO_LOCK_NAME ".lock"
+
+struct sto_vol_ops {
+	/* Backend name reported by sto_vols_backend(): "file", "rbd". */
+	const char *name;
+	/* Create @vol exclusively; -EEXIST if it exists in any format. On any
+	 * failure nothing of the new volume remains. */
+	int (*create)(struct sto_vols *s, const char *vol, uint64_t size,
+		      enum sto_fmt fmt, char *err, size_t errlen);
+	/* Delete @vol; a missing volume returns 0 (undefine may be retried). */
+	int (*remove)(struct sto_vols *s, const char *vol, char *err,
+		      size_t errlen);
+	/* Grow @vol to @size; -EINVAL if @size is smaller than now, 0 if equal. */
+	int (*resize)(struct sto_vols *s, const char *vol, uint64_t size,
+		      char *err, size_t errlen);
+	/* Whether @vol exists and, if so, its virtual size and format. */
+	int (*info)(struct sto_vols *s, const char *vol,
+		    struct sto_vol_info *out, char *err, size_t errlen);
+	/* What QEMU opens: a file path, an rbd: spec. -ENOENT, -ERANGE. */
+	int (*path)(struct sto_vols *s, const char *vol, char *buf, size_t len,
+		    char *err, size_t errlen);
+	/* Free the backend's handle; never called with NULL. */
+	void (*close)(struct sto_vols *s);
+};
+
+struct sto_vols {
+	const struct sto_vol_ops *ops;
+};
+
+struct sto_store_ops {
+	/* Backend name reported by sto_store_backend(): "dir", "rados". */
+	const char *name;
+	/* Read a record: payload (malloc'd, never NULL), length, version >= 1.
+	 * -ENOENT if absent, -EBADMSG if corrupt. */
+	int (*get)(struct sto_store *st, const char *key, uint8_t **buf,
+		   size_t *len, uint64_t *version, char *err, size_t errlen);
+	/* Compare-and-swap write: store @buf as version @expect + 1 iff the
+	 * current version is @expect (0 = absent), atomically with respect to
+	 * every other writer of this store, in any process or node. Durable
+	 * when it returns 0. -ECANCELED, -EEXIST, -ENOENT as in sto.h. */
+	int (*put)(struct sto_store *st, const char *key, const void *buf,
+		   size_t len, uint64_t expect, uint64_t *new_version,
+		   char *err, size_t errlen);
+	/* Compare-and-delete, @expect >= 1; same atomicity as put. */
+	int (*del)(struct sto_store *st, const char *key, uint64_t expect,
+		   char *err, size_t errlen);
+	/* Keys starting with @prefix, in any order (the front end sorts), as a
+	 * malloc'd array of malloc'd strings. */
+	int (*list)(struct sto_store *st, const char *prefix, char ***keys,
+		    size_t *n, char *err, size_t errlen);
+	/* Free the backend's handle; never called with NULL. */
+	void (*close)(struct sto_store *st);
+};
+
+struct sto_store {
+	const struct sto_store_ops *ops;
+};
+
+/*
+ * Format a message, log it at @prio from the caller's file and line, copy it
+ * to @err and return @rc: the one way storage reports a failure.
+ */
+#define STO_FAIL(prio, err, errlen, rc, ...)                                 \
+	sto_fail_at(__func__, __FILE__, __LINE__, (prio), (err), (errlen),   \
+		    (rc), __VA_ARGS__)
+int sto_fail_at(const char *func, const char *file, uint32_t line,
+		uint8_t prio, char *err, size_t errlen, int rc,
+		const char *fmt, ...) __attribute__((format(printf, 8, 9)));
+
+/* A volume name or one part of a key: [a-z0-9][a-z0-9._-]*, no "..", @n
+ * bytes of @s (not NUL-terminated). Length limits are the caller's. */
+bool sto_part_valid(const char *s, size_t n);
+
+/* strerror() without its static buffer, so worker threads may share it. */
+const char *sto_errstr(int errnum);
+
+/* mkdir -p with mode 0700 for what is created. 0 or -errno. */
+int sto_mkdir_p(const char *dir);
+
+/* Open @dir (O_DIRECTORY), creating it first if needed. fd or -errno. */
+int sto_dir_open(const char *dir);
+
+/* fsync a directory so a rename or unlink in it survives a crash. */
+int sto_fsync_dir(int dirfd);
+
+/*
+ * Take the exclusive lock of the directory @dirfd (the STO_LOCK_NAME file),
+ * waiting for it. Each call opens its own file description, so the lock
+ * excludes other threads of this process as well as other processes, and a
+ * fork() does not share it. Returns the fd to close to release, or -errno.
+ */
+int sto_lock_dir(int dirfd);
+
+/* Remove the temp files (names containing STO_TMP_MARK) in @dirfd; the caller
+ * holds the directory lock. Returns how many were removed, or -errno. */
+int sto_remove_tmp(int dirfd, const char *where);
+
+#endif
