@@ -9,6 +9,7 @@
 .DEFAULT_GOAL := all
 .SUFFIXES:
 .DELETE_ON_ERROR:
+.SECONDARY:
 
 V ?= 0
 SANITIZE ?= 0
@@ -64,8 +65,9 @@ LIBHCA := $(BUILD)/libhca_agent.a $(BUILD)/libhca_hv.a $(BUILD)/libhca_sto.a \
 	$(BUILD)/libhca_proto.a
 BINS := $(BUILD)/hcad $(BUILD)/hcactl
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
+TOOL_BINS := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(wildcard tests/tools/*.c))
 
-all: $(BINS) $(UNIT_BINS)
+all: $(BINS) $(UNIT_BINS) $(TOOL_BINS)
 
 $(GEN_C) $(GEN_H) &: proto/hca.proto
 	@mkdir -p $(GEN)
@@ -93,6 +95,11 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(TEST_UTIL_OBJS) $(LIBHCA)
 	@mkdir -p $(dir $@)
 	$(call say,LD,$@)$(CC) $(ALL_LDFLAGS) -o $@ $< $(TEST_UTIL_OBJS) \
 		$(LIBHCA) $(LIBS) -lcmocka
+
+# Helpers of the integration tests and benchmarks (not installed).
+$(BUILD)/tools/%: $(BUILD)/obj/tests/tools/%.o $(LIBHCA)
+	@mkdir -p $(dir $@)
+	$(call say,LD,$@)$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIBHCA) $(LIBS)
 
 # ---- fuzzing: libFuzzer via clang, built apart from the main objects ----
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)

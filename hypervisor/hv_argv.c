@@ -146,8 +146,13 @@ static int push_disk(struct hv_argv *a, const Hca__DiskSpec *d,
 		     const struct hv_disk *hd, bool boot)
 {
 	const char *fmt = hd->format == HCA__DISK_FORMAT__DISK_FORMAT_RAW ? "raw" : "qcow2";
-	json_t *bd = json_pack("{s:s, s:s, s:b, s:{s:s, s:s, s:b}}",
-			       "driver", fmt, "node-name", d->name, "read-only", hd->readonly,
+	char node[48];
+	json_t *bd;
+
+	/* QEMU node names must start with a letter; disk names need not. */
+	snprintf(node, sizeof(node), "drive-%s", d->name);
+	bd = json_pack("{s:s, s:s, s:b, s:{s:s, s:s, s:b}}",
+			       "driver", fmt, "node-name", node, "read-only", hd->readonly,
 			       "file", "driver", "file", "filename", hd->path,
 			       "read-only", hd->readonly);
 	char *js = bd ? json_dumps(bd, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
@@ -155,7 +160,7 @@ static int push_disk(struct hv_argv *a, const Hca__DiskSpec *d,
 
 	json_decref(bd);
 	rc = push(a, "-blockdev") || push_owned(a, js) || push(a, "-device") ||
-	     pushf(a, "virtio-blk-pci,drive=%s,id=disk-%s%s", d->name, d->name,
+	     pushf(a, "virtio-blk-pci,drive=%s,id=disk-%s%s", node, d->name,
 		   boot ? ",bootindex=1" : "");
 	return rc ? -ENOMEM : 0;
 }

@@ -28,7 +28,7 @@ run_tap() {
 		notok=1 # it died or failed without saying which test
 		echo "not ok - $name exited with status $rc"
 	fi
-	grep -E '^(not )?ok [0-9]+' "$log" | sed "s/^/[$name] /"
+	grep -E '^(not )?ok [0-9]+' "$log" | sed "s|^|[$name] |"
 	if [ "$notok" -gt 0 ]; then
 		FAILURES+=("$name")
 		echo "---- output of $name ----"

@@ -1,0 +1,43 @@
+/*
+ * conf: hcad's configuration file. One `key = value` per line, `#` comments,
+ * blank lines ignored. Every problem is reported as FILE:LINE: what is wrong.
+ */
+#ifndef HCA_CONF_H
+#define HCA_CONF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONF_DEFAULT_PATH "/etc/hca/hcad.conf"
+/* sockets under state_dir/vm/NAME/ must fit in sun_path (108 bytes) */
+#define CONF_STATE_DIR_MAX 40
+
+enum conf_accel { CONF_ACCEL_AUTO, CONF_ACCEL_KVM, CONF_ACCEL_TCG };
+
+struct conf {
+	char node_name[64];
+	char state_dir[CONF_STATE_DIR_MAX + 1];
+	char storage_dir[256];
+	char api_name[64];
+	char qemu[256];
+	char qemu_img[256];
+	char log_file[256];      /* empty: stderr */
+	int accel;               /* enum conf_accel */
+	int log_level;           /* syslog priority */
+	uint64_t qmp_timeout_ms;
+	uint64_t shutdown_timeout_s;
+	uint64_t max_vcpus;
+	uint64_t max_memory_mib;
+};
+
+void conf_defaults(struct conf *c);
+
+/* Apply @text (named @fname in messages) over @c. Returns 0 or -EINVAL. */
+int conf_parse(struct conf *c, const char *text, const char *fname,
+	       char *err, size_t errlen);
+
+/* Read and parse @path. A missing file is an error unless @optional. */
+int conf_load(struct conf *c, const char *path, int optional, char *err,
+	      size_t errlen);
+
+#endif
