@@ -63,6 +63,7 @@ struct hv_vm {
 	bool killed;            /* we sent SIGKILL */
 
 	struct hv_launch *launch;
+	const char *cmd;        /* QMP command of the operation under way */
 
 	enum op op;
 	hv_done_fn done;
@@ -404,8 +405,8 @@ static void on_simple_reply(struct hv_qmp *q, int err, json_t *ret,
 	const char *what = op_names[vm->op];
 
 	if (err == -ETIMEDOUT)
-		op_finish(vm, err, "vm %s: QEMU did not answer %s within %u ms (QMP timeout)",
-			  vm->name, what, vm->qmp_timeout_ms);
+		op_finish(vm, err, "vm %s: QEMU did not answer '%s' within %u ms (QMP timeout)",
+			  vm->name, vm->cmd, vm->qmp_timeout_ms);
 	else if (err == -EIO)
 		op_finish(vm, err, "vm %s: QEMU refused %s: %s", vm->name, what, desc);
 	else if (err)
@@ -428,6 +429,7 @@ static int qmp_op(struct hv_vm *vm, enum op op, const char *cmd, hv_done_fn done
 		return -ENOTCONN;
 	if ((rc = op_begin(vm, op, done, opaque)))
 		return rc;
+	vm->cmd = cmd;
 	rc = hv_qmp_command(vm->qmp, cmd, NULL, on_simple_reply, vm);
 	if (rc < 0)
 		vm->op = OP_NONE;
