@@ -1,0 +1,51 @@
+/*
+ * vmm: the node's VMs. Owns the table of VMs (records from the store plus a
+ * supervised QEMU each), and carries out every local API request.
+ * Runs on the loop thread; blocking work goes to the work queue.
+ */
+#ifndef HCA_VMM_H
+#define HCA_VMM_H
+
+#include <stddef.h>
+
+#include <qb/qbloop.h>
+
+#include "agent/conf.h"
+#include "agent/work.h"
+#include "proto/hca.pb-c.h"
+#include "storage/sto.h"
+
+struct vmm;
+
+struct vmm_cfg {
+	qb_loop_t *loop;
+	const struct conf *conf;   /* borrowed, outlives the vmm */
+	struct sto_store *store;   /* borrowed */
+	struct sto_vols *vols;     /* borrowed */
+	struct work_queue *work;   /* borrowed */
+	Hca__Accel accel;
+	const char *accel_reason;  /* copied */
+	const char *qemu_version;  /* copied */
+};
+
+struct vmm *vmm_new(const struct vmm_cfg *cfg);
+
+/* Detach from every VM (their QEMUs keep running) and free. NULL ok. */
+void vmm_free(struct vmm *m);
+
+/*
+ * Read every VM record and re-attach to the QEMUs still running. A corrupt
+ * record is logged and listed as such; it does not stop the others.
+ * Returns 0 or -errno if the store cannot be listed.
+ */
+int vmm_load(struct vmm *m, char *err, size_t errlen);
+
+/* A reply, valid during the call only: pack or copy it there. */
+typedef void (*vmm_reply_fn)(const Hca__ApiReply *reply, void *ctx);
+
+/* Carry out @req (borrowed, only during the call); @reply runs exactly once,
+ * now or later on the loop. */
+void vmm_request(struct vmm *m, const Hca__ApiRequest *req, vmm_reply_fn reply,
+		 void *ctx);
+
+#endif
