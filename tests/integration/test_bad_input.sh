@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Every bad input gets one clear line naming the VM and the cause, a non-zero
+# exit, and leaves no volume, process or record behind.
+HCA_QMP_TIMEOUT_MS=1500
+. "$(dirname "$0")/lib.sh"
+hca_setup
+
+records() { ls "$T/s/store/vm" 2>/dev/null | wc -l; }
+volumes() { ls "$T/vols" 2>/dev/null | wc -l; }
+qemus() { pgrep -f -- "-name guest=$1," | wc -l; }
+
+check "define good1" define_guest good1
+expect_fail "duplicate name" "vm good1: already defined" define_guest good1
+expect_fail "unknown VM" "vm nosuch: no such VM" "$HCACTL" vm start nosuch
+expect_fail "invalid name" "invalid" "$HCACTL" vm define --name 'Bad Name' --kernel "$GUEST/vmlinux"
+small() { "$HCACTL" vm define --name "$1" --disk 16M --kernel "$GUEST/vmlinux" "${@:2}"; }
+expect_fail "zero memory" "memory" small m0 --memory 0
+expect_fail "oversized memory" "vm m1: memory .* out of range" small m1 --memory 64T
+expect_fail "zero vCPUs" "vcpus" small c0 --vcpus 0
+expect_fail "too many vCPUs" "vm c1: vcpus 999 out of range" small c1 --vcpus 999
+expect_fail "missing kernel file" "vm k1: kernel '/nonexistent/vmlinux': No such file" \
+	"$HCACTL" vm define --name k1 --disk 64M --kernel /nonexistent/vmlinux
+expect_fail "missing disk image" "vm d1: disk image '/nonexistent.img'" \
+	"$HCACTL" vm define --name d1 --disk name=data,path=/nonexistent.img --kernel "$GUEST/vmlinux"
+check "nothing half-created by failed defines (1 record, 1 volume)" test "$(records)-$(volumes)" = "1-1"
+
+# a disk in use by another VM
+qemu-img create -q -f raw "$T/shared.img" 16M
+check "define with an attached image" "$HCACTL" vm define --name att1 --disk "name=data,path=$T/shared.img,format=raw" --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio"
+expect_fail "disk in use by another VM" "vm att2: disk data: .*shared.img is in use by vm att1" \
+	"$HCACTL" vm define --name att2 --disk "name=data,path=$T/shared.img,format=raw" --kernel "$GUEST/vmlinux"
+
+# starting twice
+check "start good1" "$HCACTL" vm start good1
+expect_fail "start a running VM" "vm good1: already running" "$HCACTL" vm start good1
+expect_fail "undefine a running VM" "vm good1: is running; stop it first" "$HCACTL" vm undefine good1
+
+# QMP timeout: QEMU frozen with SIGSTOP cannot answer
+pid=$(qemu_pid good1)
+kill -STOP "$pid"
+expect_fail "QMP timeout names the VM and the command" "vm good1: QEMU did not answer .stop. within 1500 ms" \
+	"$HCACTL" vm pause good1
+kill -CONT "$pid"
+check "forced stop after the timeout" wait_for 10 "$HCACTL" vm stop good1 --force
+check "no QEMU left for good1" wait_for 5 test "$(qemus good1)" -eq 0
+
+# QEMU failing to start: its stderr is shown, nothing is left running
+echo "not a kernel" >"$T/notakernel"
+check "define a VM whose kernel is junk" "$HCACTL" vm define --name junk --disk 16M --kernel "$T/notakernel"
+expect_fail "QEMU failure shows QEMU's stderr" "vm junk: QEMU failed to start: .*(kernel|PVH|ELF|linux)" \
+	"$HCACTL" vm start junk
+check "junk is stopped, no QEMU left" test "$(vm_state junk)-$(qemus junk)" = "stopped-0"
+
+# a disk volume deleted behind hcad's back
+rm -f "$T/vols/junk-disk0.qcow2"
+expect_fail "start with a missing volume" "vm junk: disk disk0: .*No such file" "$HCACTL" vm start junk
+
+# malformed API messages
+for kind in garbage badmagic truncated badcrc wrongtype badheader; do
+	msg=$("$BUILD/tools/api_raw" "$HCA_API" "$kind")
+	if [ $? -eq 0 ] && grep -q '^malformed request' <<<"$msg"; then
+		ok "malformed API message ($kind): $msg"
+	else
+		not_ok "malformed API message ($kind) refused cleanly"
+	fi
+done
+check "hcad still serves after malformed messages" "$HCACTL" vm list
+
+# corrupt state record: hcad names it and keeps serving the other VMs
+hcad_stop
+rec="$T/s/store/vm/good1.rec"
+printf '\xff' | dd of="$rec" bs=1 seek=40 conv=notrunc status=none
+hcad_start
+expect_fail "corrupt record named on show" "good1.*corrupt" "$HCACTL" vm show good1
+expect_fail "corrupt record refused for start" "good1.*corrupt" "$HCACTL" vm start good1
+check "other VMs still served" "$HCACTL" vm show att1
+
+# bad configuration files
+for bad in "state_dir = relative" "nosuchkey = 1" "qmp_timeout_ms = 5" "accel = fast" "just words"; do
+	printf '%s\n' "$bad" >"$T/bad.conf"
+	expect_fail "config '$bad' refused with file:line" "bad.conf:1: " "$HCAD" -c "$T/bad.conf"
+done
+expect_fail "missing config file" "nonexistent.conf" "$HCAD" -c "$T/nonexistent.conf"
+expect_fail "second hcad on one state dir" "another hcad" "$HCAD" -c "$T/hcad.conf"
+
+hca_done
