@@ -1,0 +1,594 @@
+/*
+ * hca-workload: the test guest's main process (exec'd by /init as PID 1).
+ *
+ * It gives the host three kinds of evidence that a VM kept running and lost
+ * nothing across whatever the test does to it (migration, failover, crash):
+ *  - a counter line on the serial console every 100 ms, to see it run;
+ *  - memory it keeps dirtying and re-checking, so migration has real work and
+ *    a corrupted page is reported on the console;
+ *  - a journal of CRC-checked, sequence-numbered 4 KiB records on a raw disk
+ *    (layout in journal.h), each made durable before it counts as written,
+ *    which hca-journal-verify checks from the host afterwards.
+ *
+ * Parameters, from /proc/cmdline (or argv[1] when run by hand on a host):
+ *   hca.dirty_mib=N  memory kept dirty, MiB                    (default 16)
+ *   hca.dirty_rate=N MiB/s written into it, 0 = none            (default 4)
+ *   hca.disk=PATH    journal device; absent or "none" = no journal (default none)
+ *   hca.rec_ms=N     journal record interval, ms                (default 100)
+ *
+ * Console lines (stable, parsed by tests):
+ *   hca-workload start boot=<id> dirty_mib=<n> rate=<n> disk=<path|none> resume_seq=<n> boot_num=<n> rec_ms=<n>
+ *   hca-workload boot=<id> count=<n> seq=<last durable journal seq>
+ *   hca-workload poweroff seq=<n>
+ * plus one-off "hca-workload journal ..." and "hca-workload mem-corrupt ..." lines.
+ *
+ * An ACPI power button press (KEY_POWER on any /dev/input/event*), SIGTERM,
+ * SIGINT or SIGUSR1 makes it finish the record in hand, sync and power off.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/input.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/reboot.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "journal.h"
+
+#define NS_PER_MS      UINT64_C(1000000)
+#define NS_PER_S       UINT64_C(1000000000)
+#define PRINT_NS       (100 * NS_PER_MS)
+#define DIRTY_SLICE_NS (10 * NS_PER_MS)
+#define SCAN_BYTES     (1u << 20)
+#define PAGE           4096u
+#define MAX_BUTTONS    8
+#define MAX_MEM_REPORTS 10
+
+struct config {
+	unsigned dirty_mib;
+	unsigned dirty_rate;
+	unsigned rec_ms;
+	char disk[256];
+};
+
+struct journal {
+	int fd;             /* -1 when there is no journal */
+	uint64_t size;      /* usable bytes, a multiple of HCA_JREC_SIZE */
+	uint64_t off;       /* where the next record goes */
+	uint64_t seq;       /* last durable seq */
+	uint64_t boot_num;
+	bool full;
+	struct hca_jrec *rec; /* O_DIRECT-aligned scratch record */
+};
+
+struct dirtier {
+	uint64_t *mem;
+	size_t pages;
+	size_t cursor;      /* next page to rewrite */
+	uint32_t gen;       /* pass number; pages before cursor hold gen, the rest gen - 1 */
+	uint64_t pages_per_s;
+	uint64_t start_ns;
+	uint64_t done;      /* pages rewritten since start_ns */
+	uint64_t errors;
+};
+
+struct buttons {
+	int fd[MAX_BUTTONS];
+	int n;
+	uint64_t next_scan_ns;
+};
+
+static volatile sig_atomic_t stop_requested;
+static uint64_t boot_id;
+
+static uint64_t now_ns(clockid_t clk)
+{
+	struct timespec ts;
+
+	clock_gettime(clk, &ts);
+	return (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t mono_ns(void)
+{
+	return now_ns(CLOCK_MONOTONIC);
+}
+
+static void say(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("hca-workload ", stdout);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	fputc('\n', stdout);
+	fflush(stdout);
+}
+
+/* Flush everything and power off. Only PID 1 may do that: run by hand on a
+ * host, the same code must never take the host down, so it just exits. */
+static _Noreturn void power_off(int status)
+{
+	sync();
+	fflush(stdout);
+	/* The UART drains from an interrupt; without this the last line can be
+	 * lost when the machine goes away. */
+	tcdrain(STDOUT_FILENO);
+	if (getpid() == 1) {
+		reboot(RB_POWER_OFF);
+		say("reboot failed: %s", strerror(errno));
+		for (;;)
+			pause();
+	}
+	exit(status);
+}
+
+static _Noreturn void fatal(const char *what)
+{
+	say("fatal %s: %s", what, strerror(errno));
+	power_off(1);
+}
+
+/* ---- parameters ---- */
+
+static void set_uint(const char *key, const char *val, unsigned *out, unsigned min, unsigned max)
+{
+	char *end;
+	unsigned long long v;
+
+	errno = 0;
+	v = strtoull(val, &end, 10);
+	if (errno || end == val || *end || v < min || v > max) {
+		say("ignoring bad %s=%s (want %u..%u)", key, val, min, max);
+		return;
+	}
+	*out = (unsigned)v;
+}
+
+static void parse_param(struct config *cfg, char *tok)
+{
+	char *val = strchr(tok, '=');
+
+	if (strncmp(tok, "hca.", 4) || !val)
+		return;
+	*val++ = '\0';
+	if (!strcmp(tok, "hca.dirty_mib"))
+		set_uint(tok, val, &cfg->dirty_mib, 0, 1u << 16);
+	else if (!strcmp(tok, "hca.dirty_rate"))
+		set_uint(tok, val, &cfg->dirty_rate, 0, 1u << 20);
+	else if (!strcmp(tok, "hca.rec_ms"))
+		set_uint(tok, val, &cfg->rec_ms, 1, 3600u * 1000u);
+	else if (!strcmp(tok, "hca.disk"))
+		snprintf(cfg->disk, sizeof(cfg->disk), "%s", val);
+}
+
+static void parse_cmdline(struct config *cfg, const char *override)
+{
+	char line[4096] = "";
+	FILE *f;
+
+	*cfg = (struct config){ .dirty_mib = 16, .dirty_rate = 4, .rec_ms = 100 };
+	if (override) {
+		snprintf(line, sizeof(line), "%s", override);
+	} else if ((f = fopen("/proc/cmdline", "r"))) {
+		if (!fgets(line, sizeof(line), f))
+			line[0] = '\0';
+		fclose(f);
+	}
+	for (char *save, *tok = strtok_r(line, " \t\n", &save); tok;
+	     tok = strtok_r(NULL, " \t\n", &save))
+		parse_param(cfg, tok);
+	if (!strcmp(cfg->disk, "none"))
+		cfg->disk[0] = '\0';
+}
+
+static uint64_t make_boot_id(void)
+{
+	uint64_t id = 0;
+
+	/* GRND_INSECURE: an id need not be secret, and a fresh VM without a
+	 * virtio-rng must not block here waiting for entropy. */
+	if (getrandom(&id, sizeof(id), GRND_INSECURE) != (ssize_t)sizeof(id)) {
+		int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+
+		if (fd >= 0) {
+			if (read(fd, &id, sizeof(id)) != (ssize_t)sizeof(id))
+				id = 0;
+			close(fd);
+		}
+	}
+	id ^= now_ns(CLOCK_REALTIME) * UINT64_C(0x9e3779b97f4a7c15);
+	return id ? id : 1;
+}
+
+/* ---- journal ---- */
+
+/* virtio_blk probes synchronously, but give a slow TCG guest a moment. */
+static int open_disk(const char *path)
+{
+	for (int i = 0; i < 40; i++) {
+		int fd = open(path, O_RDWR | O_DIRECT | O_CLOEXEC);
+
+		if (fd < 0 && errno == EINVAL) /* a host file system without O_DIRECT */
+			fd = open(path, O_RDWR | O_CLOEXEC);
+		if (fd >= 0 || errno != ENOENT)
+			return fd;
+		usleep(50 * 1000);
+	}
+	return -1;
+}
+
+/* Does blk continue the journal whose last good record is prev? */
+static bool continues(const struct hca_jrec *prev, const void *blk)
+{
+	const struct hca_jrec *r = blk;
+
+	if (hca_jrec_check(blk) != HCA_JREC_VALID)
+		return false;
+	if (!prev->seq)
+		return true;
+	if (r->seq != prev->seq + 1)
+		return false;
+	return r->boot_id == prev->boot_id ? r->boot_num == prev->boot_num
+					    : r->boot_num == prev->boot_num + 1;
+}
+
+static bool read_block(int fd, void *buf, uint64_t off, uint64_t size)
+{
+	return off + HCA_JREC_SIZE <= size &&
+	       pread(fd, buf, HCA_JREC_SIZE, (off_t)off) == (ssize_t)HCA_JREC_SIZE;
+}
+
+/* Walk the journal from offset 0 to its last record that continues the chain.
+ * Returns the offset of the first block that does not; *last gets the last
+ * good record (seq 0 if none). */
+static int64_t scan_chain(struct journal *j, struct hca_jrec *last)
+{
+	uint8_t *buf;
+	uint64_t off = 0;
+
+	memset(last, 0, sizeof(*last));
+	if (posix_memalign((void **)&buf, PAGE, SCAN_BYTES))
+		return -1;
+	while (off < j->size) {
+		uint64_t len = j->size - off < SCAN_BYTES ? j->size - off : SCAN_BYTES;
+
+		if (pread(j->fd, buf, len, (off_t)off) != (ssize_t)len) {
+			free(buf);
+			return -1;
+		}
+		for (uint64_t i = 0; i < len; i += HCA_JREC_SIZE, off += HCA_JREC_SIZE) {
+			if (!continues(last, buf + i))
+				goto out;
+			memcpy(last, buf + i, sizeof(*last));
+		}
+	}
+out:
+	free(buf);
+	return (int64_t)off;
+}
+
+/* Decide where this boot appends. A bad block with nothing after it can only
+ * be a write that never completed (so was never acknowledged) and is
+ * replaced; anything after a break in the chain is evidence for the
+ * verifier, so the journal is left alone. */
+static bool journal_resume(struct journal *j)
+{
+	struct hca_jrec last;
+	int64_t stop = scan_chain(j, &last);
+
+	if (stop < 0) {
+		say("journal disabled: read failed: %s", strerror(errno));
+		return false;
+	}
+	j->off = (uint64_t)stop;
+	j->seq = last.seq;
+	j->boot_num = last.boot_num + 1;
+	if (j->off >= j->size)
+		return true;
+	if (!read_block(j->fd, j->rec, j->off, j->size)) {
+		say("journal disabled: read failed at offset %" PRIu64 ": %s", j->off, strerror(errno));
+		return false;
+	}
+	if (hca_jrec_check(j->rec) == HCA_JREC_ZERO)
+		return true;
+	if (!read_block(j->fd, j->rec, j->off + HCA_JREC_SIZE, j->size) ||
+	    hca_jrec_check(j->rec) == HCA_JREC_ZERO) {
+		say("journal replacing unfinished record at offset %" PRIu64, j->off);
+		return true;
+	}
+	say("journal disabled: disk has data after seq %" PRIu64 " that does not continue the journal (offset %" PRIu64 ")",
+	    j->seq, j->off);
+	return false;
+}
+
+static void journal_open(struct journal *j, const char *path)
+{
+	off_t end;
+
+	*j = (struct journal){ .fd = -1, .boot_num = 1 };
+	if (!path[0]) {
+		say("journal disabled: no hca.disk given");
+		return;
+	}
+	if (posix_memalign((void **)&j->rec, PAGE, sizeof(*j->rec)))
+		fatal("journal buffer");
+	j->fd = open_disk(path);
+	if (j->fd < 0) {
+		say("journal disabled: %s: %s", path, strerror(errno));
+		return;
+	}
+	end = lseek(j->fd, 0, SEEK_END);
+	j->size = end > 0 ? (uint64_t)end / HCA_JREC_SIZE * HCA_JREC_SIZE : 0;
+	if (!journal_resume(j)) {
+		close(j->fd);
+		j->fd = -1;
+	}
+}
+
+static void journal_append(struct journal *j, uint64_t counter)
+{
+	struct hca_jrec *r = j->rec;
+
+	if (j->fd < 0 || j->full)
+		return;
+	if (j->off + HCA_JREC_SIZE > j->size) {
+		say("journal full seq=%" PRIu64, j->seq);
+		j->full = true;
+		return;
+	}
+	*r = (struct hca_jrec){
+		.seq = j->seq + 1,
+		.boot_id = boot_id,
+		.boot_num = j->boot_num,
+		.counter = counter,
+		.time_ns = now_ns(CLOCK_REALTIME),
+		.mono_ns = mono_ns(),
+	};
+	hca_jrec_seal(r);
+	/* Only a record that survived fdatasync (a virtio flush, which also
+	 * commits qcow2 metadata on the host) counts as written. */
+	if (pwrite(j->fd, r, sizeof(*r), (off_t)j->off) != (ssize_t)sizeof(*r) ||
+	    fdatasync(j->fd)) {
+		say("journal error seq=%" PRIu64 ": %s; journal stopped", j->seq + 1, strerror(errno));
+		close(j->fd);
+		j->fd = -1;
+		return;
+	}
+	j->seq++;
+	j->off += HCA_JREC_SIZE;
+}
+
+static void journal_close(struct journal *j)
+{
+	if (j->fd >= 0) {
+		fdatasync(j->fd);
+		close(j->fd);
+		j->fd = -1;
+	}
+}
+
+/* ---- memory dirtier ---- */
+
+/* Generation 0 is the zero page the kernel handed out, so start-up costs
+ * nothing (filling 16 MiB up front takes about a second under TCG). */
+static uint64_t page_word(size_t page, uint32_t gen, size_t k)
+{
+	if (!gen)
+		return 0;
+	return ((uint64_t)page << 32 | gen) ^ (k * UINT64_C(0x9e3779b97f4a7c15));
+}
+
+static void page_fill(struct dirtier *d, size_t page, uint32_t gen)
+{
+	uint64_t *w = d->mem + page * (PAGE / 8);
+
+	for (size_t k = 0; k < PAGE / 8; k++)
+		w[k] = page_word(page, gen, k);
+}
+
+/* A page that no longer holds what we last wrote means the VM's memory was
+ * not carried over intact (a migration bug, typically). */
+static void page_check(struct dirtier *d, size_t page, uint32_t gen)
+{
+	const uint64_t *w = d->mem + page * (PAGE / 8);
+
+	for (size_t k = 0; k < PAGE / 8; k++) {
+		if (w[k] == page_word(page, gen, k))
+			continue;
+		if (d->errors++ < MAX_MEM_REPORTS)
+			say("mem-corrupt page=%zu word=%zu gen=%" PRIu32 " want=%016" PRIx64 " got=%016" PRIx64,
+			    page, k, gen, page_word(page, gen, k), w[k]);
+		return;
+	}
+}
+
+static void dirtier_init(struct dirtier *d, const struct config *cfg)
+{
+	*d = (struct dirtier){ .gen = 1 };
+	d->pages = (size_t)cfg->dirty_mib * (1u << 20) / PAGE;
+	if (!d->pages)
+		return;
+	d->mem = mmap(NULL, d->pages * PAGE, PROT_READ | PROT_WRITE,
+		      MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	if (d->mem == MAP_FAILED)
+		fatal("mmap dirty area");
+	d->pages_per_s = (uint64_t)cfg->dirty_rate * ((1u << 20) / PAGE);
+	d->start_ns = mono_ns();
+}
+
+/* Rewrite as many pages as the rate allows by now. After a long stall (the
+ * VM was paused) it does not try to catch up more than a slice. */
+static void dirtier_run(struct dirtier *d, uint64_t now)
+{
+	uint64_t due, slice = d->pages_per_s * DIRTY_SLICE_NS / NS_PER_S + 1;
+
+	if (!d->pages || !d->pages_per_s)
+		return;
+	due = (now - d->start_ns) / NS_PER_MS * d->pages_per_s / 1000;
+	if (due > d->done + slice)
+		d->done = due - slice;
+	for (; d->done < due; d->done++) {
+		page_check(d, d->cursor, d->gen - 1);
+		page_fill(d, d->cursor, d->gen);
+		if (++d->cursor == d->pages) {
+			d->cursor = 0;
+			d->gen++;
+		}
+	}
+}
+
+/* ---- power button ---- */
+
+static bool has_power_key(int fd)
+{
+	uint8_t keys[KEY_MAX / 8 + 1] = { 0 };
+
+	if (ioctl(fd, EVIOCGBIT(EV_KEY, sizeof(keys)), keys) < 0)
+		return false;
+	return keys[KEY_POWER / 8] & (1u << (KEY_POWER % 8));
+}
+
+/* The ACPI button driver registers its input device while /init loads it,
+ * so one scan normally finds it; keep looking each second if not. */
+static void buttons_scan(struct buttons *b, uint64_t now)
+{
+	DIR *dir;
+	struct dirent *de;
+
+	b->next_scan_ns = now + NS_PER_S;
+	if (b->n || !(dir = opendir("/dev/input")))
+		return;
+	while ((de = readdir(dir)) && b->n < MAX_BUTTONS) {
+		int fd;
+
+		if (strncmp(de->d_name, "event", 5))
+			continue;
+		fd = openat(dirfd(dir), de->d_name, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		if (has_power_key(fd))
+			b->fd[b->n++] = fd;
+		else
+			close(fd);
+	}
+	closedir(dir);
+}
+
+static bool power_pressed(int fd)
+{
+	struct input_event ev[16];
+	ssize_t n;
+
+	while ((n = read(fd, ev, sizeof(ev))) > 0)
+		for (size_t i = 0; i < (size_t)n / sizeof(ev[0]); i++)
+			if (ev[i].type == EV_KEY && ev[i].code == KEY_POWER && ev[i].value == 1)
+				return true;
+	return false;
+}
+
+/* ---- main loop ---- */
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	stop_requested = 1;
+}
+
+static void install_signals(void)
+{
+	struct sigaction sa = { .sa_handler = on_signal, .sa_flags = SA_RESTART };
+	const int sigs[] = { SIGTERM, SIGINT, SIGUSR1, SIGPWR };
+
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		sigaction(sigs[i], &sa, NULL);
+}
+
+/* Move a periodic deadline on; after a stall, restart from now instead of
+ * firing a burst of stale ticks. */
+static void advance(uint64_t *deadline, uint64_t period, uint64_t now)
+{
+	*deadline += period;
+	if (*deadline + NS_PER_S < now)
+		*deadline = now + period;
+}
+
+static int poll_timeout_ms(uint64_t now, uint64_t next)
+{
+	return next <= now ? 0 : (int)((next - now + NS_PER_MS - 1) / NS_PER_MS);
+}
+
+static void run(const struct config *cfg, struct journal *j, struct dirtier *d)
+{
+	struct buttons b = { .n = 0 };
+	uint64_t count = 0, now = mono_ns();
+	uint64_t next_print = now, next_rec = now, rec_ns = cfg->rec_ms * NS_PER_MS;
+
+	buttons_scan(&b, now);
+	while (!stop_requested) {
+		struct pollfd pfd[MAX_BUTTONS];
+		uint64_t next;
+
+		now = mono_ns();
+		if (now >= next_rec) {
+			journal_append(j, count);
+			advance(&next_rec, rec_ns, now);
+		}
+		if (now >= next_print) {
+			printf("hca-workload boot=%016" PRIx64 " count=%" PRIu64 " seq=%" PRIu64 "\n",
+			       boot_id, ++count, j->seq);
+			fflush(stdout);
+			advance(&next_print, PRINT_NS, now);
+		}
+		dirtier_run(d, now);
+		if (!b.n && now >= b.next_scan_ns)
+			buttons_scan(&b, now);
+
+		next = next_print < next_rec ? next_print : next_rec;
+		if (d->pages_per_s && now + DIRTY_SLICE_NS < next)
+			next = now + DIRTY_SLICE_NS;
+		for (int i = 0; i < b.n; i++)
+			pfd[i] = (struct pollfd){ .fd = b.fd[i], .events = POLLIN };
+		if (poll(pfd, (nfds_t)b.n, poll_timeout_ms(now, next)) <= 0)
+			continue;
+		for (int i = 0; i < b.n; i++)
+			if ((pfd[i].revents & POLLIN) && power_pressed(b.fd[i]))
+				stop_requested = 1;
+	}
+}
+
+int main(int argc, char **argv)
+{
+	struct config cfg;
+	struct journal j;
+	struct dirtier d;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	install_signals();
+	parse_cmdline(&cfg, argc > 1 ? argv[1] : NULL);
+	boot_id = make_boot_id();
+	journal_open(&j, cfg.disk);
+	dirtier_init(&d, &cfg);
+	say("start boot=%016" PRIx64 " dirty_mib=%u rate=%u disk=%s resume_seq=%" PRIu64 " boot_num=%" PRIu64 " rec_ms=%u",
+	    boot_id, cfg.dirty_mib, cfg.dirty_rate, j.fd >= 0 ? cfg.disk : "none", j.seq, j.boot_num,
+	    cfg.rec_ms);
+	run(&cfg, &j, &d);
+	journal_close(&j);
+	sync();
+	say("poweroff seq=%" PRIu64, j.seq);
+	power_off(0);
+}
