@@ -399,33 +399,52 @@ static int lock(struct store_dir *d, const struct loc *l, int *lk, char *err,
 	return 0;
 }
 
+/*
+ * The common start of put and del: lock @l's key, open its namespace
+ * directory (creating it when @create) and check the current version is
+ * @expect. On success the caller holds *lk and *nsfd (-1 if the namespace
+ * does not exist yet) and must close them.
+ */
+static int cas_begin(struct store_dir *d, struct loc *l, bool create,
+		     uint64_t expect, int *lk, int *nsfd, char *err, size_t errlen)
+{
+	uint64_t cur = 0;
+	int rc = lock(d, l, lk, err, errlen);
+
+	if (rc == 0)
+		rc = ns_open(d, l, create, nsfd, err, errlen);
+	if (rc == -ENOENT) /* no namespace, so no record: version 0 */
+		rc = 0;
+	if (rc == 0)
+		rc = cur_version(d, *nsfd, l, &cur, err, errlen);
+	if (rc == 0)
+		rc = check_expect(l, cur, expect, err, errlen);
+	return rc;
+}
+
+static void cas_end(int lk, int nsfd)
+{
+	if (nsfd >= 0)
+		close(nsfd);
+	if (lk >= 0)
+		close(lk);
+}
+
 static int dir_put(struct sto_store *st, const char *key, const void *buf,
 		   size_t len, uint64_t expect, uint64_t *new_version,
 		   char *err, size_t errlen)
 {
 	struct store_dir *d = to_dir(st);
-	uint64_t cur = 0;
 	struct loc l;
 	int lk = -1, nsfd = -1, rc;
 
 	loc_init(&l, key);
-	rc = lock(d, &l, &lk, err, errlen);
-	if (rc == 0)
-		rc = ns_open(d, &l, expect == 0, &nsfd, err, errlen);
-	if (rc == -ENOENT) /* no namespace, so no record: version 0 */
-		rc = 0;
-	if (rc == 0)
-		rc = cur_version(d, nsfd, &l, &cur, err, errlen);
-	if (rc == 0)
-		rc = check_expect(&l, cur, expect, err, errlen);
+	rc = cas_begin(d, &l, expect == 0, expect, &lk, &nsfd, err, errlen);
 	if (rc == 0)
 		rc = rec_write(d, nsfd, &l, expect + 1, buf, len, err, errlen);
 	if (rc == 0)
 		*new_version = expect + 1;
-	if (nsfd >= 0)
-		close(nsfd);
-	if (lk >= 0)
-		close(lk);
+	cas_end(lk, nsfd);
 	return rc;
 }
 
@@ -433,28 +452,16 @@ static int dir_del(struct sto_store *st, const char *key, uint64_t expect,
 		   char *err, size_t errlen)
 {
 	struct store_dir *d = to_dir(st);
-	uint64_t cur = 0;
 	struct loc l;
 	int lk = -1, nsfd = -1, rc;
 
 	loc_init(&l, key);
-	rc = lock(d, &l, &lk, err, errlen);
-	if (rc == 0)
-		rc = ns_open(d, &l, false, &nsfd, err, errlen);
-	if (rc == -ENOENT)
-		rc = 0;
-	if (rc == 0)
-		rc = cur_version(d, nsfd, &l, &cur, err, errlen);
-	if (rc == 0)
-		rc = check_expect(&l, cur, expect, err, errlen);
+	rc = cas_begin(d, &l, false, expect, &lk, &nsfd, err, errlen);
 	if (rc == 0 && unlinkat(nsfd, l.file, 0) < 0)
 		rc = io_fail(d, &l, "remove", -errno, err, errlen);
 	if (rc == 0 && (rc = sto_fsync_dir(nsfd)) < 0)
 		io_fail(d, &l, "sync the directory of", rc, err, errlen);
-	if (nsfd >= 0)
-		close(nsfd);
-	if (lk >= 0)
-		close(lk);
+	cas_end(lk, nsfd);
 	return rc;
 }
 

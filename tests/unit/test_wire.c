@@ -149,6 +149,18 @@ static char *hex(const uint8_t *b, size_t n)
 	return s;
 }
 
+/* Pack @msg as a frame of @type and compare its hex with golden @name. */
+static void check_golden_frame(const char *name, uint16_t type, const ProtobufCMessage *msg)
+{
+	size_t len;
+	uint8_t *f = wire_frame_pack(type, msg, &len);
+	char *h = hex(f, len);
+
+	assert_int_equal(golden_check(name, h), 0);
+	free(h);
+	free(f);
+}
+
 /* A change here means peers or stored records of older versions break. */
 static void golden_vm_record(void **state)
 {
@@ -159,9 +171,6 @@ static void golden_vm_record(void **state)
 	Hca__VolumeRef v = HCA__VOLUME_REF__INIT;
 	Hca__VolumeRef *vp[] = { &v };
 	Hca__VmRecord r = HCA__VM_RECORD__INIT;
-	size_t len;
-	uint8_t *f;
-	char *h;
 
 	d.name = "root";
 	d.size_bytes = 64 << 20;
@@ -183,48 +192,30 @@ static void golden_vm_record(void **state)
 	r.n_volumes = 1;
 	r.volumes = vp;
 	r.defined_at = 1700000000;
-	f = wire_frame_pack(WIRE_T_VM_RECORD, &r.base, &len);
-	h = hex(f, len);
-	assert_int_equal(golden_check("wire_vm_record.hex", h), 0);
-	free(h);
-	free(f);
+	check_golden_frame("wire_vm_record.hex", WIRE_T_VM_RECORD, &r.base);
 }
 
 static void golden_api_shutdown(void **state)
 {
 	Hca__ApiRequest r = HCA__API_REQUEST__INIT;
 	Hca__ShutdownRequest s = HCA__SHUTDOWN_REQUEST__INIT;
-	size_t len;
-	uint8_t *f;
-	char *h;
 
 	s.name = "web1";
 	s.timeout_s = 60;
 	r.op_case = HCA__API_REQUEST__OP_SHUTDOWN;
 	r.shutdown = &s;
-	f = wire_frame_pack(WIRE_T_API_REQUEST, &r.base, &len);
-	h = hex(f, len);
-	assert_int_equal(golden_check("wire_api_shutdown.hex", h), 0);
-	free(h);
-	free(f);
+	check_golden_frame("wire_api_shutdown.hex", WIRE_T_API_REQUEST, &r.base);
 }
 
 static void golden_api_error_reply(void **state)
 {
 	Hca__ApiReply r = HCA__API_REPLY__INIT;
 	Hca__Error e = HCA__ERROR__INIT;
-	size_t len;
-	uint8_t *f;
-	char *h;
 
 	e.code = HCA__ERROR_CODE__ERROR_BAD_STATE;
 	e.message = "vm web1: already running";
 	r.error = &e;
-	f = wire_frame_pack(WIRE_T_API_REPLY, &r.base, &len);
-	h = hex(f, len);
-	assert_int_equal(golden_check("wire_api_error_reply.hex", h), 0);
-	free(h);
-	free(f);
+	check_golden_frame("wire_api_error_reply.hex", WIRE_T_API_REPLY, &r.base);
 }
 
 int main(void)
