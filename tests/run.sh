@@ -12,17 +12,20 @@ SUITES=("$@")
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 PASSED=0
 FAILED=0
+SKIPPED=0
 FAILURES=()
 FUZZ_SECONDS=${FUZZ_SECONDS:-15}
 
 # Count TAP lines of one test program; its output is kept in a log.
 run_tap() {
-	local name=$1 log ok notok rc
+	local name=$1 log ok notok skipped rc
 	shift
 	log=$(mktemp)
 	"$@" >"$log" 2>&1
 	rc=$?
-	ok=$(grep -cE '^ok [0-9]+' "$log")
+	# a skipped test is not a pass
+	ok=$(grep -E '^ok [0-9]+' "$log" | grep -cviE '#[[:space:]]*skip')
+	skipped=$(grep -E '^ok [0-9]+' "$log" | grep -ciE '#[[:space:]]*skip')
 	notok=$(grep -cE '^not ok [0-9]+' "$log")
 	if [ "$rc" -ne 0 ] && [ "$notok" -eq 0 ]; then
 		notok=1 # it died or failed without saying which test
@@ -37,6 +40,7 @@ run_tap() {
 	fi
 	PASSED=$((PASSED + ok))
 	FAILED=$((FAILED + notok))
+	SKIPPED=$((SKIPPED + skipped))
 	rm -f "$log"
 }
 
@@ -81,5 +85,9 @@ done
 if [ ${#FAILURES[@]} -gt 0 ]; then
 	echo "failed: ${FAILURES[*]}"
 fi
-echo "$PASSED passed, $FAILED failed"
+if [ "$SKIPPED" -gt 0 ]; then
+	echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"
+else
+	echo "$PASSED passed, $FAILED failed"
+fi
 [ "$FAILED" -eq 0 ]
