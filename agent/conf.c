@@ -24,6 +24,8 @@ struct key {
 };
 
 static const char *const accel_names[] = { "auto", "kvm", "tcg", NULL };
+static const char *const cluster_names[] = { "local", "corosync", NULL };
+static const char *const store_names[] = { "dir", "rados", NULL };
 static const char *const level_names[] = { "error", "warning", "info", "debug", NULL };
 static const int level_values[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
 
@@ -38,7 +40,12 @@ static const struct key keys[] = {
 	STR(qemu, K_PATH),
 	STR(qemu_img, K_PATH),
 	STR(log_file, K_PATH),
+	STR(ceph_conf, K_PATH),
+	STR(ceph_client, K_STR),
+	STR(rados_pool, K_STR),
 	{ "accel", K_ENUM, offsetof(struct conf, accel), 0, 0, 0, accel_names, NULL },
+	{ "cluster", K_ENUM, offsetof(struct conf, cluster), 0, 0, 0, cluster_names, NULL },
+	{ "store", K_ENUM, offsetof(struct conf, store), 0, 0, 0, store_names, NULL },
 	{ "log_level", K_ENUM, offsetof(struct conf, log_level), 0, 0, 0, level_names, level_values },
 	UINT(qmp_timeout_ms, 100, 600000),
 	UINT(shutdown_timeout_s, 1, 3600),
@@ -57,6 +64,11 @@ void conf_defaults(struct conf *c)
 	snprintf(c->qemu, sizeof(c->qemu), "/usr/bin/qemu-system-x86_64");
 	snprintf(c->qemu_img, sizeof(c->qemu_img), "/usr/bin/qemu-img");
 	c->accel = CONF_ACCEL_AUTO;
+	c->cluster = CONF_CLUSTER_LOCAL;
+	c->store = CONF_STORE_DIR;
+	snprintf(c->ceph_conf, sizeof(c->ceph_conf), "/etc/ceph/ceph.conf");
+	snprintf(c->ceph_client, sizeof(c->ceph_client), "admin");
+	snprintf(c->rados_pool, sizeof(c->rados_pool), "hca");
 	c->log_level = LOG_INFO;
 	c->qmp_timeout_ms = 5000;
 	c->shutdown_timeout_s = 120;

@@ -13,6 +13,8 @@
 #define CONF_STATE_DIR_MAX 40
 
 enum conf_accel { CONF_ACCEL_AUTO, CONF_ACCEL_KVM, CONF_ACCEL_TCG };
+enum conf_cluster { CONF_CLUSTER_LOCAL, CONF_CLUSTER_COROSYNC };
+enum conf_store { CONF_STORE_DIR, CONF_STORE_RADOS };
 
 struct conf {
 	char node_name[64];
@@ -23,6 +25,11 @@ struct conf {
 	char qemu_img[256];
 	char log_file[256];      /* empty: stderr */
 	int accel;               /* enum conf_accel */
+	int cluster;             /* enum conf_cluster: membership driver */
+	int store;               /* enum conf_store: where records live */
+	char ceph_conf[256];
+	char ceph_client[64];    /* cephx id, e.g. "admin" */
+	char rados_pool[64];     /* records and RBD volumes */
 	int log_level;           /* syslog priority */
 	uint64_t qmp_timeout_ms;
 	uint64_t shutdown_timeout_s;

@@ -392,7 +392,14 @@ static Hca__ApiReply *fetch_vm(struct cli *cli, const char *name)
 
 static int cmd_start(struct cli *cli, const struct args *a)
 {
-	return ref_op(cli, a, HCA__API_REQUEST__OP_START, START_TIMEOUT_MS, NULL);
+	Hca__ApiRequest req = HCA__API_REQUEST__INIT;
+	Hca__VmRef ref = HCA__VM_REF__INIT;
+	const char *on = opt_get(a, "on");
+
+	ref_request(&req, &ref, HCA__API_REQUEST__OP_START, a->pos[0]);
+	if (on)
+		ref.on_node = (char *)on;
+	return send_op(cli, &req, START_TIMEOUT_MS, ref.name, NULL);
 }
 
 static int cmd_pause(struct cli *cli, const struct args *a)
@@ -944,10 +951,65 @@ static const char define_detail[] =
 	"hcad does not share your working directory: relative paths given as flags\n"
 	"are made absolute against it, and those in FILE against FILE's directory.\n";
 
+static const struct opt_def start_opts[] = { { "on", true, false }, { NULL, false, false } };
+
+static json_t *cluster_to_json(const Hca__ClusterStatus *c)
+{
+	json_t *nodes = json_array(), *o;
+
+	for (size_t i = 0; i < c->n_nodes; i++)
+		json_array_append_new(nodes, json_pack("{s:i, s:s, s:s, s:b, s:b}",
+			"id", (int)c->nodes[i]->id, "name", c->nodes[i]->name,
+			"address", c->nodes[i]->address, "online", c->nodes[i]->online,
+			"agent", c->nodes[i]->agent));
+	o = json_pack("{s:s, s:b, s:b, s:i, s:i, s:i, s:s, s:o, s:s, s:s}",
+		      "driver", c->driver, "connected", c->connected, "quorate", c->quorate,
+		      "votes", (int)c->votes, "expected_votes", (int)c->expected_votes,
+		      "quorum", (int)c->quorum, "local_node", c->local_node, "nodes", nodes,
+		      "store", c->store_backend, "storage_health", c->storage_health);
+	return o;
+}
+
+static int cmd_cluster_status(struct cli *cli, const struct args *a)
+{
+	Hca__ApiRequest req = HCA__API_REQUEST__INIT;
+	Hca__ApiReply *r = NULL;
+	const Hca__ClusterStatus *c;
+	int rc = EXIT_HCAD;
+
+	req.op_case = HCA__API_REQUEST__OP_CLUSTER_STATUS;
+	req.cluster_status = 1;
+	if (!(r = call(cli, &req, CALL_TIMEOUT_MS)))
+		return EXIT_HCAD;
+	if (r->result_case != HCA__API_REPLY__RESULT_CLUSTER || !(c = r->cluster)) {
+		complain(EXIT_HCAD, "malformed reply from hcad: no cluster status");
+		goto out;
+	}
+	rc = 0;
+	if (cli->json) {
+		rc = print_json(cluster_to_json(c));
+		goto out;
+	}
+	kv("membership", "%s (%s)", c->driver, !c->connected ? "not connected" :
+	   c->quorate ? "quorate" : "NOT QUORATE");
+	kv("votes", "%u of %u expected, %u needed", c->votes, c->expected_votes, c->quorum);
+	kv("this node", "%s", c->local_node);
+	kv("storage", "%s: %s", c->store_backend, c->storage_health);
+	printf("\n%-4s %-16s %-18s %-8s %s\n", "ID", "NODE", "ADDRESS", "STATE", "HCAD");
+	for (size_t i = 0; i < c->n_nodes; i++)
+		printf("%-4u %-16s %-18s %-8s %s\n", c->nodes[i]->id, c->nodes[i]->name,
+		       c->nodes[i]->address, c->nodes[i]->online ? "online" : "offline",
+		       c->nodes[i]->agent ? "up" : "-");
+out:
+	hca__api_reply__free_unpacked(r, NULL);
+	return rc;
+}
+
 static const struct cmd cmds[] = {
 	{ "vm", "define", cmd_define, define_opts, 0, 0, "vm define --file FILE | --name NAME [OPTIONS]",
 	  "Define a VM from a spec file or from flags.", define_detail },
-	{ "vm", "start", cmd_start, NULL, 1, 1, "vm start NAME", "Start a VM.", NULL },
+	{ "vm", "start", cmd_start, start_opts, 1, 1, "vm start NAME [--on NODE]",
+	  "Start a VM on its owner node (--on: make NODE the owner first).", NULL },
 	{ "vm", "stop", cmd_stop, stop_opts, 1, 1, "vm stop NAME [--force]",
 	  "Power a VM off now (--force: kill QEMU).", NULL },
 	{ "vm", "shutdown", cmd_shutdown, shutdown_opts, 1, 1, "vm shutdown NAME [--timeout S]",
@@ -962,6 +1024,8 @@ static const struct cmd cmds[] = {
 	  "Attach to a VM's serial console; Ctrl-] detaches.", NULL },
 	{ "node", "info", cmd_node_info, NULL, 0, 0, "node info",
 	  "This node: versions, accelerator, VM counts.", NULL },
+	{ "cluster", "status", cmd_cluster_status, NULL, 0, 0, "cluster status",
+	  "Nodes, membership, quorum and storage health.", NULL },
 	{ NULL, "version", cmd_version, NULL, 0, 0, "version", "Print hcactl's version.", NULL },
 };
 #define NCMDS (sizeof(cmds) / sizeof(cmds[0]))

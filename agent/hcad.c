@@ -6,6 +6,7 @@
  */
 #include "agent/api_server.h"
 #include "agent/conf.h"
+#include "agent/memb.h"
 #include "agent/vmm.h"
 #include "agent/work.h"
 #include "hypervisor/hv.h"
@@ -35,6 +36,7 @@ struct hcad {
 	struct sto_store *store;
 	struct sto_vols *vols;
 	struct work_queue *work;
+	struct memb *memb;
 	struct vmm *vmm;
 	struct api_server *api;
 	Hca__Accel accel;
@@ -257,9 +259,13 @@ int main(int argc, char **argv)
 	d.work = d.loop ? work_queue_new(d.loop, 2) : NULL;
 	if (!d.work)
 		die("cannot create the event loop");
+	d.memb = memb_new(d.loop, d.conf.cluster == CONF_CLUSTER_COROSYNC ? "corosync" : "local",
+			  d.conf.node_name, NULL, NULL, err, sizeof(err));
+	if (!d.memb)
+		die(err);
 	d.vmm = vmm_new(&(struct vmm_cfg){
 		.loop = d.loop, .conf = &d.conf, .store = d.store, .vols = d.vols,
-		.work = d.work, .accel = d.accel, .accel_reason = d.accel_reason,
+		.work = d.work, .memb = d.memb, .accel = d.accel, .accel_reason = d.accel_reason,
 		.qemu_version = d.qemu_version });
 	if (!d.vmm || vmm_load(d.vmm, err, sizeof(err)) < 0)
 		die(d.vmm ? err : "out of memory");
@@ -277,6 +283,7 @@ int main(int argc, char **argv)
 	api_server_free(d.api);
 	work_queue_free(d.work);
 	vmm_free(d.vmm);
+	memb_free(d.memb);
 	qb_loop_destroy(d.loop);
 	sto_vols_close(d.vols);
 	sto_store_close(d.store);

@@ -494,8 +494,64 @@ static void do_show(struct vmm *m, const char *name, vmm_reply_fn fn, void *ctx)
 		vmm_reply_vm(m, v, fn, ctx);
 }
 
+static void do_cluster_status(struct vmm *m, vmm_reply_fn fn, void *ctx)
+{
+	const struct memb_view *v = memb_view(m->memb);
+	const struct memb_node *self = memb_local(v);
+	Hca__ApiReply r = HCA__API_REPLY__INIT;
+	Hca__ClusterStatus cs = HCA__CLUSTER_STATUS__INIT;
+	Hca__ClusterNode nodes[MEMB_MAX_NODES], *ptrs[MEMB_MAX_NODES];
+
+	cs.driver = m->conf->cluster == CONF_CLUSTER_COROSYNC ? "corosync" : "local";
+	cs.connected = v->connected;
+	cs.quorate = v->quorate;
+	cs.votes = v->votes;
+	cs.expected_votes = v->expected;
+	cs.quorum = v->quorum;
+	cs.ring_seq = v->ring_seq;
+	cs.local_node = self ? (char *)self->name : (char *)m->conf->node_name;
+	cs.store_backend = (char *)sto_store_backend(m->store);
+	cs.storage_health = m->storage_health;
+	for (uint32_t i = 0; i < v->n; i++) {
+		hca__cluster_node__init(&nodes[i]);
+		nodes[i].id = v->nodes[i].id;
+		nodes[i].name = (char *)v->nodes[i].name;
+		nodes[i].address = (char *)v->nodes[i].addr;
+		nodes[i].online = v->nodes[i].online;
+		nodes[i].agent = v->nodes[i].agent;
+		ptrs[i] = &nodes[i];
+	}
+	cs.n_nodes = v->n;
+	cs.nodes = ptrs;
+	r.result_case = HCA__API_REPLY__RESULT_CLUSTER;
+	r.cluster = &cs;
+	fn(&r, ctx);
+}
+
+static bool changes_something(Hca__ApiRequest__OpCase op)
+{
+	switch (op) {
+	case HCA__API_REQUEST__OP_SHOW:
+	case HCA__API_REQUEST__OP_LIST:
+	case HCA__API_REQUEST__OP_NODE_INFO:
+	case HCA__API_REQUEST__OP_CLUSTER_STATUS:
+		return false;
+	default:
+		return true;
+	}
+}
+
 void vmm_request(struct vmm *m, const Hca__ApiRequest *q, vmm_reply_fn fn, void *ctx)
 {
+	char why[128];
+
+	/* Without quorum this node may be the minority of a partition: it
+	 * changes nothing and starts nothing; what runs keeps running. */
+	if (changes_something(q->op_case) && !memb_view(m->memb)->quorate) {
+		memb_describe(memb_view(m->memb), why, sizeof(why));
+		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_NO_QUORUM, "%s", why);
+		return;
+	}
 	switch (q->op_case) {
 	case HCA__API_REQUEST__OP_DEFINE:
 		vmm_define(m, q->define, fn, ctx);
@@ -527,6 +583,9 @@ void vmm_request(struct vmm *m, const Hca__ApiRequest *q, vmm_reply_fn fn, void 
 	case HCA__API_REQUEST__OP_NODE_INFO:
 		do_node_info(m, fn, ctx);
 		break;
+	case HCA__API_REQUEST__OP_CLUSTER_STATUS:
+		do_cluster_status(m, fn, ctx);
+		break;
 	default:
 		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_PROTOCOL,
 			    "unknown request (operation %d)", (int)q->op_case);
@@ -546,9 +605,11 @@ struct vmm *vmm_new(const struct vmm_cfg *cfg)
 	m->store = cfg->store;
 	m->vols = cfg->vols;
 	m->work = cfg->work;
+	m->memb = cfg->memb;
 	m->accel = cfg->accel;
 	snprintf(m->accel_reason, sizeof(m->accel_reason), "%s", cfg->accel_reason);
 	snprintf(m->qemu_version, sizeof(m->qemu_version), "%s", cfg->qemu_version);
+	snprintf(m->storage_health, sizeof(m->storage_health), "ok");
 	hv_limits_default(&m->limits);
 	m->limits.max_vcpus = (uint32_t)cfg->conf->max_vcpus;
 	m->limits.max_memory_mib = cfg->conf->max_memory_mib;

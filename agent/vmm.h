@@ -11,6 +11,7 @@
 #include <qb/qbloop.h>
 
 #include "agent/conf.h"
+#include "agent/memb.h"
 #include "agent/work.h"
 #include "proto/hca.pb-c.h"
 #include "storage/sto.h"
@@ -23,6 +24,7 @@ struct vmm_cfg {
 	struct sto_store *store;   /* borrowed */
 	struct sto_vols *vols;     /* borrowed */
 	struct work_queue *work;   /* borrowed */
+	struct memb *memb;         /* borrowed: membership and quorum */
 	Hca__Accel accel;
 	const char *accel_reason;  /* copied */
 	const char *qemu_version;  /* copied */

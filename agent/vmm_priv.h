@@ -26,9 +26,11 @@ struct vmm {
 	struct sto_store *store;
 	struct sto_vols *vols;
 	struct work_queue *work;
+	struct memb *memb;
 	Hca__Accel accel;
 	char accel_reason[160];
 	char qemu_version[160];
+	char storage_health[160]; /* one line: "ok" or why not */
 	struct hv_limits limits;
 	struct vm *vms;       /* sorted by name */
 };
