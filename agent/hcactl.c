@@ -642,7 +642,7 @@ static int by_name(const void *x, const void *y)
 }
 
 enum { COL_NAME, COL_STATE, COL_ACCEL, COL_VCPUS, COL_MEMORY, COL_PID, COL_UPTIME,
-       COL_REASON, NCOLS };
+       COL_OWNER, COL_REASON, NCOLS };
 #define REASON_MAX 60
 
 struct row {
@@ -661,6 +661,7 @@ static void fill_row(const Hca__VmStatus *st, struct row *r)
 	size_text(st->spec->memory_mib << 20, true, r->col[COL_MEMORY], sizeof(r->col[0]));
 	pid_text(st->pid, r->col[COL_PID], sizeof(r->col[0]));
 	uptime_text(st, r->col[COL_UPTIME], sizeof(r->col[0]));
+	snprintf(r->col[COL_OWNER], sizeof(r->col[0]), "%s", st->owner[0] ? st->owner : "-");
 	/* Why a VM is down is what people look for; running ones need no reason. */
 	snprintf(r->col[COL_REASON], sizeof(r->col[0]), "%.*s%s", REASON_MAX,
 		 ended ? st->reason : "", ended && strlen(st->reason) > REASON_MAX ? "..." : "");
@@ -670,7 +671,7 @@ static void fill_row(const Hca__VmStatus *st, struct row *r)
 static void print_table(const struct row *rows, size_t n)
 {
 	static const struct row head = { { "NAME", "STATE", "ACCEL", "VCPUS", "MEMORY", "PID",
-					   "UPTIME", "REASON" } };
+					   "UPTIME", "OWNER", "REASON" } };
 	size_t width[NCOLS] = { 0 };
 	size_t ncols = COL_REASON;
 

@@ -35,6 +35,8 @@ struct hcad {
 	char pidfile[128];
 	struct sto_store *store;
 	struct sto_vols *vols;
+	struct sto_vols *rbd;
+	qb_loop_timer_handle ceph_retry;
 	struct work_queue *work;
 	struct memb *memb;
 	struct vmm *vmm;
@@ -223,6 +225,70 @@ static int32_t on_hup(int32_t sig, void *data)
 	return 0;
 }
 
+/* ---- Ceph: connecting blocks, so it runs on a worker, and retries ---- */
+
+#define CEPH_RETRY_MS 5000u
+
+struct ceph_open {
+	struct hcad *d;
+	struct sto_store *store;
+	struct sto_vols *rbd;
+	char err[512];
+};
+
+static void ceph_open_fn(void *arg)
+{
+	struct ceph_open *c = arg;
+	const struct conf *cf = &c->d->conf;
+
+	c->store = sto_store_open_rados(cf->ceph_conf, cf->ceph_client, cf->rados_pool,
+					c->err, sizeof(c->err));
+	if (c->store)
+		c->rbd = sto_vols_open_rbd(cf->ceph_conf, cf->ceph_client, cf->rados_pool,
+					   c->err, sizeof(c->err));
+	if (c->store && !c->rbd) {
+		sto_store_close(c->store);
+		c->store = NULL;
+	}
+}
+
+static void ceph_retry(void *data);
+
+static void ceph_open_done(void *arg)
+{
+	struct ceph_open *c = arg;
+	struct hcad *d = c->d;
+	char err[512];
+
+	if (!c->store) {
+		qb_log(LOG_ERR, "storage unavailable: %s; retrying in %u s", c->err,
+		       CEPH_RETRY_MS / 1000);
+		vmm_set_storage_health(d->vmm, c->err);
+		qb_loop_timer_add(d->loop, QB_LOOP_LOW, CEPH_RETRY_MS * QB_TIME_NS_IN_MSEC, d,
+				  ceph_retry, &d->ceph_retry);
+	} else {
+		d->store = c->store;
+		d->rbd = c->rbd;
+		qb_log(LOG_NOTICE, "storage: connected to Ceph pool %s", d->conf.rados_pool);
+		if (vmm_set_storage(d->vmm, d->store, d->rbd, err, sizeof(err)) < 0)
+			qb_log(LOG_ERR, "storage: %s", err);
+	}
+	free(c);
+}
+
+static void ceph_retry(void *data)
+{
+	struct hcad *d = data;
+	struct ceph_open *c = calloc(1, sizeof(*c));
+
+	d->ceph_retry = 0;
+	if (!c)
+		return;
+	c->d = d;
+	if (work_queue_push(d->work, ceph_open_fn, ceph_open_done, c) < 0)
+		free(c);
+}
+
 static void open_storage(struct hcad *d)
 {
 	char path[128], err[512];
@@ -231,10 +297,12 @@ static void open_storage(struct hcad *d)
 	snprintf(path, sizeof(path), "%s/vm", d->conf.state_dir);
 	make_dir(path);
 	take_pidfile(d);
-	snprintf(path, sizeof(path), "%s/store", d->conf.state_dir);
-	d->store = sto_store_open_dir(path, err, sizeof(err));
-	if (!d->store)
-		die(err);
+	if (d->conf.store == CONF_STORE_DIR) {
+		snprintf(path, sizeof(path), "%s/store", d->conf.state_dir);
+		d->store = sto_store_open_dir(path, err, sizeof(err));
+		if (!d->store)
+			die(err);
+	}
 	d->vols = sto_vols_open_file(d->conf.storage_dir, d->conf.qemu_img, err, sizeof(err));
 	if (!d->vols)
 		die(err);
@@ -264,11 +332,13 @@ int main(int argc, char **argv)
 	if (!d.memb)
 		die(err);
 	d.vmm = vmm_new(&(struct vmm_cfg){
-		.loop = d.loop, .conf = &d.conf, .store = d.store, .vols = d.vols,
+		.loop = d.loop, .conf = &d.conf, .store = d.store, .vols = d.vols, .rbd = NULL,
 		.work = d.work, .memb = d.memb, .accel = d.accel, .accel_reason = d.accel_reason,
 		.qemu_version = d.qemu_version });
-	if (!d.vmm || vmm_load(d.vmm, err, sizeof(err)) < 0)
+	if (!d.vmm || (d.store && vmm_load(d.vmm, err, sizeof(err)) < 0))
 		die(d.vmm ? err : "out of memory");
+	if (!d.store)
+		ceph_retry(&d); /* first attempt now, on a worker */
 	d.api = api_server_new(d.loop, d.conf.api_name, d.vmm, err, sizeof(err));
 	if (!d.api)
 		die(err);
@@ -281,11 +351,14 @@ int main(int argc, char **argv)
 	qb_loop_run(d.loop);
 
 	api_server_free(d.api);
+	if (d.ceph_retry)
+		qb_loop_timer_del(d.loop, d.ceph_retry);
 	work_queue_free(d.work);
 	vmm_free(d.vmm);
 	memb_free(d.memb);
 	qb_loop_destroy(d.loop);
 	sto_vols_close(d.vols);
+	sto_vols_close(d.rbd);
 	sto_store_close(d.store);
 	unlink(d.pidfile);
 	qb_log(LOG_NOTICE, "hcad stopped");

@@ -175,6 +175,16 @@ static const char *disk_finish(Hca__DiskSpec *d, bool have_size, bool have_forma
 		return "give either 'size' (a new volume) or 'path' (an existing image), not both";
 	if (!have_size && !have_path)
 		return "needs 'size' (a new volume) or 'path' (an existing image)";
+	if (d->backend[0] && strcmp(d->backend, "file") && strcmp(d->backend, "rbd"))
+		return "unknown backend (file or rbd)";
+	if (d->backend[0] && have_path)
+		return "'backend' is for new volumes, not an existing image's 'path'";
+	if (!strcmp(d->backend, "rbd")) {
+		if (have_format && d->format != HCA__DISK_FORMAT__DISK_FORMAT_RAW)
+			return "rbd volumes are raw";
+		d->format = HCA__DISK_FORMAT__DISK_FORMAT_RAW;
+		return NULL;
+	}
 	/* Images people bring are mostly raw; volumes we create are qcow2. */
 	if (!have_format)
 		d->format = have_path ? HCA__DISK_FORMAT__DISK_FORMAT_RAW
@@ -415,7 +425,8 @@ static int get_enum(json_t *o, const char *key, int (*parse)(const char *, int *
 
 static int disk_from_json(Hca__VmSpec *spec, json_t *o, const struct where *w)
 {
-	static const char *const keys[] = { "name", "size", "path", "format", "readonly", NULL };
+	static const char *const keys[] = { "name", "size", "path", "format", "readonly",
+					     "backend", NULL };
 	bool have_size = false, have_format = false;
 	Hca__DiskSpec *d = NULL;
 	const char *msg = NULL;
@@ -432,7 +443,8 @@ static int disk_from_json(Hca__VmSpec *spec, json_t *o, const struct where *w)
 	    (rc = get_size(o, "size", &d->size_bytes, &have_size, w)) ||
 	    (rc = get_string(o, "path", &d->path, w)) ||
 	    (rc = get_enum(o, "format", format_parse, "qcow2 or raw", &format, &have_format, w)) ||
-	    (rc = get_bool(o, "readonly", &d->readonly, w)))
+	    (rc = get_bool(o, "readonly", &d->readonly, w)) ||
+	    (rc = get_string(o, "backend", &d->backend, w)))
 		return rc;
 	d->format = (Hca__DiskFormat)format;
 	msg = disk_finish(d, have_size, have_format);
@@ -612,6 +624,8 @@ static json_t *disk_to_json(const Hca__DiskSpec *d)
 		put(o, "size", json_integer((json_int_t)d->size_bytes), &rc);
 	put_str(o, "format", spec_format_name(d->format), &rc);
 	put(o, "readonly", json_boolean(d->readonly), &rc);
+	if (d->backend[0])
+		put_str(o, "backend", d->backend, &rc);
 	if (rc) {
 		json_decref(o);
 		return NULL;
@@ -758,11 +772,13 @@ static int bool_arg(const char *key, const char *v, protobuf_c_boolean *dst,
 }
 
 /* The keys of a --disk argument, as bits so a repeated key is caught. */
-enum { DISK_NAME = 1, DISK_SIZE = 2, DISK_PATH = 4, DISK_FORMAT = 8, DISK_RO = 16 };
+enum { DISK_NAME = 1, DISK_SIZE = 2, DISK_PATH = 4, DISK_FORMAT = 8, DISK_RO = 16,
+       DISK_BACKEND = 32 };
 
 static unsigned disk_key_bit(const char *k)
 {
-	static const char *const keys[] = { "name", "size", "path", "format", "readonly" };
+	static const char *const keys[] = { "name", "size", "path", "format", "readonly",
+					    "backend" };
 
 	for (unsigned i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
 		if (!strcmp(k, keys[i]))
@@ -782,6 +798,7 @@ static int disk_set(Hca__DiskSpec *d, unsigned bit, const char *k, const char *v
 	switch (bit) {
 	case DISK_NAME: return str_arg(&d->name, v, err, errlen);
 	case DISK_PATH: return str_arg(&d->path, v, err, errlen);
+	case DISK_BACKEND: return str_arg(&d->backend, v, err, errlen);
 	case DISK_SIZE: return size_arg(v, &d->size_bytes, err, errlen);
 	default: break;
 	}
@@ -798,6 +815,13 @@ static int disk_opt(Hca__DiskSpec *d, char *tok, bool first, unsigned *seen,
 	char *k = split_kv(tok, &v);
 	unsigned bit;
 
+	/* "rbd:64M[,...]": a new volume in the cluster's pool */
+	if (first && !v && !strncmp(k, "rbd:", 4)) {
+		*seen |= DISK_BACKEND;
+		if (str_arg(&d->backend, "rbd", err, errlen))
+			return -ENOMEM;
+		k += 4;
+	}
 	/* "64M[,...]": the usual case, a new volume, needs no key. */
 	if (first && !v && strcmp(k, "readonly")) {
 		v = k;
@@ -806,7 +830,7 @@ static int disk_opt(Hca__DiskSpec *d, char *tok, bool first, unsigned *seen,
 	bit = disk_key_bit(k);
 	if (!bit)
 		return arg_fail(err, errlen, -EINVAL, "unknown key '%s' "
-				"(name, size, path, format, readonly)", k);
+				"(name, size, path, format, readonly, backend)", k);
 	if (*seen & bit)
 		return arg_fail(err, errlen, -EINVAL, "'%s' given twice", k);
 	*seen |= bit;
@@ -1000,6 +1024,7 @@ json_t *status_to_json(const Hca__VmStatus *st)
 	put(o, "vcpus", json_integer(copy.spec->vcpus), &rc);
 	put(o, "memory_mib", json_integer((json_int_t)copy.spec->memory_mib), &rc);
 	put(o, "owner", json_string(st->owner), &rc);
+	put(o, "node", json_string(st->node), &rc);
 	put(o, "version", json_integer((json_int_t)st->version), &rc);
 	put(o, "console", json_string(st->console_path), &rc);
 	put(o, "serial_log", json_string(st->serial_log), &rc);

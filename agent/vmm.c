@@ -65,6 +65,8 @@ void vmm_vm_free(struct vm *v)
 	hv_vm_free(v->hv);
 	if (v->rec)
 		hca__vm_record__free_unpacked(v->rec, NULL);
+	if (v->run)
+		hca__vm_run_state__free_unpacked(v->run, NULL);
 	free(v);
 }
 
@@ -107,8 +109,18 @@ static void status_fill(struct vmm *m, struct vm *v, Hca__VmStatus *st)
 	st->console_path = v->paths.console;
 	st->serial_log = v->paths.serial_log;
 	st->qemu_log = v->paths.qemu_log;
-	if (!v->hv)
+	if (!v->hv) {
+		if (v->run) { /* another node's VM, as its owner last said */
+			st->state = v->run->state;
+			st->reason = v->run->reason;
+			st->pid = v->run->pid;
+			st->accel = v->run->accel;
+			st->started_at = v->run->started_at;
+			st->node = v->run->node;
+		}
 		return;
+	}
+	st->node = (char *)m->conf->node_name;
 	st->state = hv_vm_state(v->hv);
 	st->reason = (char *)hv_vm_reason(v->hv);
 	st->pid = hv_vm_pid(v->hv);
@@ -173,8 +185,8 @@ void vmm_key(char *key, size_t len, const char *name)
 	snprintf(key, len, "vm/%s", name);
 }
 
-static Hca__VmRecord *record_decode(const uint8_t *buf, size_t len, char *err,
-				    size_t errlen, const char *name)
+Hca__VmRecord *vmm_record_decode(const uint8_t *buf, size_t len, char *err,
+				 size_t errlen, const char *name)
 {
 	int werr = 0;
 	Hca__VmRecord *r = (Hca__VmRecord *)wire_frame_unpack(buf, len, STO_REC_MAX,
@@ -248,13 +260,19 @@ static void load_one(struct vmm *m, const char *key)
 		return;
 	rc = sto_get(m->store, key, &buf, &len, &v->version, v->broken, sizeof(v->broken));
 	if (rc == 0)
-		v->rec = record_decode(buf, len, v->broken, sizeof(v->broken), name);
+		v->rec = vmm_record_decode(buf, len, v->broken, sizeof(v->broken), name);
 	free(buf);
 	vmm_vm_link(m, v);
 	if (!v->rec) {
 		qb_log(LOG_ERR, "%s; VM left alone until repaired", v->broken);
 		return;
 	}
+	if (vmm_owned(m, v))
+		vmm_vm_supervise(m, v);
+}
+
+void vmm_vm_supervise(struct vmm *m, struct vm *v)
+{
 	if (vmm_vm_attach_hv(m, v) == 0)
 		hv_vm_attach(v->hv, on_attached, v);
 }
@@ -271,7 +289,7 @@ int vmm_load(struct vmm *m, char *err, size_t errlen)
 		load_one(m, keys[i]);
 	qb_log(LOG_INFO, "loaded %zu VM record(s)", n);
 	sto_keys_free(keys, n);
-	return 0;
+	return vmm_sync_start(m, err, errlen);
 }
 
 /* ---- state changes ---- */
@@ -311,6 +329,7 @@ static void on_state(struct hv_vm *hv, Hca__VmState st, const char *reason, void
 	struct vm *v = opaque;
 	Hca__VmSpec *copy;
 
+	vmm_state_publish(v->m, v);
 	if (st != HCA__VM_STATE__VM_STATE_STOPPED && st != HCA__VM_STATE__VM_STATE_CRASHED)
 		return;
 	if (!v->rec || !has_taps(v->rec->spec) || !(copy = vmm_spec_copy(v->rec->spec)))
@@ -359,6 +378,23 @@ struct vm *vmm_vm_for_op(struct vmm *m, const char *name, const char *op,
 	return v;
 }
 
+struct sto_vols *vmm_vols(struct vmm *m, const char *backend)
+{
+	if (!backend[0] || !strcmp(backend, "file"))
+		return m->vols;
+	return !strcmp(backend, "rbd") ? m->rbd : NULL;
+}
+
+bool vmm_check_owned(struct vmm *m, struct vm *v, vmm_reply_fn fn, void *ctx)
+{
+	if (vmm_owned(m, v))
+		return true;
+	vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_BAD_STATE,
+			"vm %s: owned by node %s, not this node (%s); run this there",
+			v->name, v->rec->owner, m->conf->node_name);
+	return false;
+}
+
 static void hv_error(struct vm *v, int rc, const char *op, vmm_reply_fn fn, void *ctx)
 {
 	const char *st = v->hv ? hv_state_name(hv_vm_state(v->hv)) : "stopped";
@@ -394,7 +430,7 @@ static void run_hv_op(struct vmm *m, const char *name, const char *op, hv_op_fn 
 	struct pending *p;
 	int rc;
 
-	if (!v || !(p = vmm_pending_new(m, v, fn, ctx)))
+	if (!v || !vmm_check_owned(m, v, fn, ctx) || !(p = vmm_pending_new(m, v, fn, ctx)))
 		return;
 	rc = f(v, arg, vmm_hv_done, p);
 	if (rc < 0) {
@@ -510,7 +546,8 @@ static void do_cluster_status(struct vmm *m, vmm_reply_fn fn, void *ctx)
 	cs.quorum = v->quorum;
 	cs.ring_seq = v->ring_seq;
 	cs.local_node = self ? (char *)self->name : (char *)m->conf->node_name;
-	cs.store_backend = (char *)sto_store_backend(m->store);
+	cs.store_backend = m->store ? (char *)sto_store_backend(m->store)
+				    : m->conf->store == CONF_STORE_RADOS ? "rados" : "dir";
 	cs.storage_health = m->storage_health;
 	for (uint32_t i = 0; i < v->n; i++) {
 		hca__cluster_node__init(&nodes[i]);
@@ -541,9 +578,30 @@ static bool changes_something(Hca__ApiRequest__OpCase op)
 	}
 }
 
+int vmm_set_storage(struct vmm *m, struct sto_store *store, struct sto_vols *rbd,
+		    char *err, size_t errlen)
+{
+	m->store = store;
+	m->rbd = rbd;
+	snprintf(m->storage_health, sizeof(m->storage_health), "ok");
+	return vmm_load(m, err, errlen);
+}
+
+void vmm_set_storage_health(struct vmm *m, const char *health)
+{
+	snprintf(m->storage_health, sizeof(m->storage_health), "%s", health);
+}
+
 void vmm_request(struct vmm *m, const Hca__ApiRequest *q, vmm_reply_fn fn, void *ctx)
 {
 	char why[128];
+
+	if (!m->store && q->op_case != HCA__API_REQUEST__OP_NODE_INFO &&
+	    q->op_case != HCA__API_REQUEST__OP_CLUSTER_STATUS) {
+		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_STORAGE,
+				"storage unavailable: %s", m->storage_health);
+		return;
+	}
 
 	/* Without quorum this node may be the minority of a partition: it
 	 * changes nothing and starts nothing; what runs keeps running. */
@@ -560,7 +618,7 @@ void vmm_request(struct vmm *m, const Hca__ApiRequest *q, vmm_reply_fn fn, void 
 		vmm_undefine(m, q->undefine->name, fn, ctx);
 		break;
 	case HCA__API_REQUEST__OP_START:
-		vmm_start(m, q->start->name, fn, ctx);
+		vmm_start(m, q->start, fn, ctx);
 		break;
 	case HCA__API_REQUEST__OP_STOP:
 		run_hv_op(m, q->stop->name, "stop", op_stop, q->stop, fn, ctx);
@@ -604,12 +662,14 @@ struct vmm *vmm_new(const struct vmm_cfg *cfg)
 	m->conf = cfg->conf;
 	m->store = cfg->store;
 	m->vols = cfg->vols;
+	m->rbd = cfg->rbd;
 	m->work = cfg->work;
 	m->memb = cfg->memb;
 	m->accel = cfg->accel;
 	snprintf(m->accel_reason, sizeof(m->accel_reason), "%s", cfg->accel_reason);
 	snprintf(m->qemu_version, sizeof(m->qemu_version), "%s", cfg->qemu_version);
-	snprintf(m->storage_health, sizeof(m->storage_health), "ok");
+	snprintf(m->storage_health, sizeof(m->storage_health), "%s",
+		 m->store ? "ok" : "not connected yet");
 	hv_limits_default(&m->limits);
 	m->limits.max_vcpus = (uint32_t)cfg->conf->max_vcpus;
 	m->limits.max_memory_mib = cfg->conf->max_memory_mib;
@@ -622,6 +682,7 @@ void vmm_free(struct vmm *m)
 
 	if (!m)
 		return;
+	vmm_sync_stop(m);
 	for (v = m->vms; v; v = next) {
 		next = v->next;
 		vmm_vm_free(v);

@@ -22,7 +22,8 @@ struct vmm_cfg {
 	qb_loop_t *loop;
 	const struct conf *conf;   /* borrowed, outlives the vmm */
 	struct sto_store *store;   /* borrowed */
-	struct sto_vols *vols;     /* borrowed */
+	struct sto_vols *vols;     /* borrowed: this node's volumes ("file") */
+	struct sto_vols *rbd;      /* borrowed: the cluster's RBD pool, or NULL */
 	struct work_queue *work;   /* borrowed */
 	struct memb *memb;         /* borrowed: membership and quorum */
 	Hca__Accel accel;
@@ -31,6 +32,16 @@ struct vmm_cfg {
 };
 
 struct vmm *vmm_new(const struct vmm_cfg *cfg);
+
+/*
+ * Storage came (back): @store and @rbd (may be NULL) borrowed from now on;
+ * loads the records. Before this, a vmm created with no store answers
+ * every VM request with "storage unavailable: @health".
+ */
+int vmm_set_storage(struct vmm *m, struct sto_store *store, struct sto_vols *rbd,
+		    char *err, size_t errlen);
+/* One line saying why storage is not usable, shown by cluster status. */
+void vmm_set_storage_health(struct vmm *m, const char *health);
 
 /* Detach from every VM (their QEMUs keep running) and free. NULL ok. */
 void vmm_free(struct vmm *m);

@@ -67,7 +67,8 @@ static void define_undo_volumes(struct pending *p, size_t made)
 	char e[256];
 
 	for (size_t i = 0; i < made; i++)
-		sto_vol_remove(p->m->vols, p->rec->volumes[i]->volume, e, sizeof(e));
+		sto_vol_remove(vmm_vols(p->m, p->rec->volumes[i]->backend),
+			       p->rec->volumes[i]->volume, e, sizeof(e));
 }
 
 static const Hca__DiskSpec *disk_named(const Hca__VmSpec *s, const char *name)
@@ -88,10 +89,11 @@ static void define_fn(void *arg)
 
 	for (; made < r->n_volumes; made++) {
 		Hca__VolumeRef *vr = r->volumes[made];
-		if (sto_vol_create(p->m->vols, vr->volume, disk_named(r->spec, vr->disk)->size_bytes,
+		struct sto_vols *vols = vmm_vols(p->m, vr->backend);
+		if (sto_vol_create(vols, vr->volume, disk_named(r->spec, vr->disk)->size_bytes,
 				   fmt_of(vr->format), p->err, sizeof(p->err)) < 0)
 			goto fail;
-		if (sto_vol_path(p->m->vols, vr->volume, path, sizeof(path), p->err,
+		if (sto_vol_path(vols, vr->volume, path, sizeof(path), p->err,
 				 sizeof(p->err)) < 0) {
 			made++;
 			goto fail;
@@ -178,7 +180,7 @@ static Hca__VmRecord *record_new(struct vmm *m, const Hca__VmSpec *spec)
 		hca__volume_ref__init(vr);
 		r->volumes[r->n_volumes++] = vr;
 		vr->disk = strdup(d->name);
-		vr->backend = strdup(sto_vols_backend(m->vols));
+		vr->backend = strdup(sto_vols_backend(vmm_vols(m, d->backend)));
 		vr->volume = strdup(name);
 		vr->path = strdup("");
 		vr->format = d->format;
@@ -206,6 +208,13 @@ static int define_check(struct vmm *m, const Hca__VmSpec *s, vmm_reply_fn fn, vo
 		return -EEXIST;
 	}
 	for (size_t i = 0; i < s->n_disks; i++) {
+		if (!s->disks[i]->path[0] && !vmm_vols(m, s->disks[i]->backend)) {
+			vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_INVALID,
+					"vm %s: disk %s: no %s volumes on this node (rbd needs "
+					"store = rados)", s->name, s->disks[i]->name,
+					s->disks[i]->backend);
+			return -EINVAL;
+		}
 		if (!s->disks[i]->path[0])
 			continue;
 		if ((other = disk_user(m, NULL, s->disks[i]->path, false))) {
@@ -271,7 +280,14 @@ static void undefine_fn(void *arg)
 	/* Volumes first: a crash in between leaves a record whose volumes are
 	 * gone, and undefining it again finishes the job. */
 	for (size_t i = 0; i < r->n_volumes; i++) {
-		if (sto_vol_remove(p->m->vols, r->volumes[i]->volume, p->err, sizeof(p->err)) < 0) {
+		struct sto_vols *vols = vmm_vols(p->m, r->volumes[i]->backend);
+		if (!vols) {
+			snprintf(p->err, sizeof(p->err), "volume %s: no %s backend on this node",
+				 r->volumes[i]->volume, r->volumes[i]->backend);
+			p->code = HCA__ERROR_CODE__ERROR_STORAGE;
+			return;
+		}
+		if (sto_vol_remove(vols, r->volumes[i]->volume, p->err, sizeof(p->err)) < 0) {
 			p->code = HCA__ERROR_CODE__ERROR_STORAGE;
 			return;
 		}
@@ -326,6 +342,26 @@ void vmm_undefine(struct vmm *m, const char *name, vmm_reply_fn fn, void *ctx)
 
 /* ---- start ---- */
 
+/* A copy of @r naming @owner (pack and unpack: a deep copy for free). */
+static Hca__VmRecord *record_with_owner(const Hca__VmRecord *r, const char *owner)
+{
+	size_t len = hca__vm_record__get_packed_size(r);
+	uint8_t *buf = malloc(len ? len : 1);
+	Hca__VmRecord *c = NULL;
+
+	if (buf) {
+		hca__vm_record__pack(r, buf);
+		c = hca__vm_record__unpack(NULL, len, buf);
+		free(buf);
+	}
+	if (c) {
+		if (c->owner != protobuf_c_empty_string)
+			free(c->owner);
+		c->owner = strdup(owner);
+	}
+	return c;
+}
+
 static int start_check_files(struct pending *p)
 {
 	const Hca__VmRecord *r = p->vm->rec;
@@ -334,6 +370,8 @@ static int start_check_files(struct pending *p)
 
 	for (size_t i = 0; i < r->spec->n_disks; i++) {
 		const char *path = disk_path(r, i);
+		if (!strncmp(path, "rbd:", 4))
+			continue; /* QEMU opens it through librbd and says if it cannot */
 		if (stat(path, &st) < 0) {
 			snprintf(p->err, sizeof(p->err), "vm %s: disk %s: %s: %s", r->spec->name,
 				 r->spec->disks[i]->name, path, strerror(errno));
@@ -353,10 +391,37 @@ static int start_check_files(struct pending *p)
 	return 0;
 }
 
+/* CAS the record with this node as owner: of two nodes taking one VM, one wins. */
+static int take_ownership(struct pending *p)
+{
+	size_t len = 0;
+	uint8_t *frame = wire_frame_pack(WIRE_T_VM_RECORD, &p->rec->base, &len);
+	int rc;
+
+	if (!frame) {
+		snprintf(p->err, sizeof(p->err), "vm %s: cannot encode the record", p->vm->name);
+		return -ENOMEM;
+	}
+	rc = sto_put(p->m->store, p->key, frame, len, p->version, &p->version, p->err,
+		     sizeof(p->err));
+	free(frame);
+	if (rc == -ECANCELED)
+		snprintf(p->err, sizeof(p->err), "vm %s: changed by another node meanwhile; "
+			 "look again and retry", p->vm->name);
+	return rc;
+}
+
 static void start_prepare_fn(void *arg)
 {
 	struct pending *p = arg;
 
+	if (p->rec) {
+		if (take_ownership(p) < 0) {
+			p->code = HCA__ERROR_CODE__ERROR_BUSY;
+			return;
+		}
+		p->took_owner = true;
+	}
 	if (start_check_files(p) < 0) {
 		p->code = HCA__ERROR_CODE__ERROR_INVALID;
 		return;
@@ -381,6 +446,8 @@ static int start_launch(struct pending *p)
 		.accel = p->m->accel,
 		.paths = &v->paths,
 		.disks = disks,
+		.ceph_conf = p->m->conf->ceph_conf,
+		.ceph_user = p->m->conf->ceph_client,
 	};
 	int rc;
 
@@ -402,6 +469,15 @@ static void start_done(void *arg)
 	int rc;
 
 	v->preparing = false;
+	if (p->took_owner) {
+		/* the ownership CAS went through: this node supervises it now */
+		hca__vm_record__free_unpacked(v->rec, NULL);
+		v->rec = p->rec;
+		p->rec = NULL;
+		v->version = p->version;
+		if (!v->hv)
+			vmm_vm_supervise(p->m, v);
+	}
 	if (p->code) {
 		vmm_reply_error(p->fn, p->ctx, p->code, "%s", p->err);
 		vmm_pending_free(p);
@@ -416,13 +492,74 @@ static void start_done(void *arg)
 	}
 }
 
-void vmm_start(struct vmm *m, const char *name, vmm_reply_fn fn, void *ctx)
+/* May this node take @v over? Replies and returns false if not. */
+static bool may_take_over(struct vmm *m, struct vm *v, vmm_reply_fn fn, void *ctx)
 {
+	const struct memb_node *owner = memb_find(memb_view(m->memb), v->rec->owner);
+	bool running = v->run && v->run->state != HCA__VM_STATE__VM_STATE_STOPPED &&
+		       v->run->state != HCA__VM_STATE__VM_STATE_CRASHED;
+
+	if (running && owner && owner->online) {
+		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_BAD_STATE,
+				"vm %s: %s on node %s; stop it there first", v->name,
+				hv_state_name(v->run->state), v->rec->owner);
+		return false;
+	}
+	if (running) {
+		/* Its owner is gone but last said it ran: it may still run there,
+		 * writing to the same disks. Only fencing makes that safe. */
+		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_BAD_STATE,
+				"vm %s: owner %s is offline and last reported it %s; it cannot "
+				"move before %s is fenced", v->name, v->rec->owner,
+				hv_state_name(v->run->state), v->rec->owner);
+		return false;
+	}
+	return true;
+}
+
+/* Where the start must happen; replies and returns NULL if it cannot. */
+static const char *start_target(struct vmm *m, struct vm *v, const Hca__VmRef *ref,
+				vmm_reply_fn fn, void *ctx)
+{
+	const char *me = m->conf->node_name;
+	const char *target = ref->on_node[0] ? ref->on_node : v->rec->owner;
+
+	if (m->conf->cluster == CONF_CLUSTER_LOCAL) {
+		if (ref->on_node[0] && strcmp(ref->on_node, me)) {
+			vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_INVALID,
+					"vm %s: --on %s: this node runs standalone (cluster = local)",
+					v->name, ref->on_node);
+			return NULL;
+		}
+		return me;
+	}
+	if (!memb_find(memb_view(m->memb), target)) {
+		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_INVALID,
+				"vm %s: node %s is not a member of this cluster%s", v->name, target,
+				ref->on_node[0] ? "" : " (stale owner record); use --on NODE");
+		return NULL;
+	}
+	if (strcmp(target, me)) {
+		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_BAD_STATE,
+				"vm %s: %s by node %s; start it there (hcactl on %s)", v->name,
+				ref->on_node[0] ? "to be started" : "owned", target, target);
+		return NULL;
+	}
+	return target;
+}
+
+void vmm_start(struct vmm *m, const Hca__VmRef *ref, vmm_reply_fn fn, void *ctx)
+{
+	const char *name = ref->name;
 	struct vm *v = vmm_vm_for_op(m, name, "start", fn, ctx);
 	struct pending *p;
 	struct vm *other;
+	bool take;
 
-	if (!v)
+	if (!v || !start_target(m, v, ref, fn, ctx))
+		return;
+	take = !vmm_owned(m, v);
+	if (take && !may_take_over(m, v, fn, ctx))
 		return;
 	if (vmm_vm_running(v)) {
 		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_BAD_STATE, "vm %s: already %s",
@@ -439,6 +576,16 @@ void vmm_start(struct vmm *m, const char *name, vmm_reply_fn fn, void *ctx)
 	}
 	if (!(p = vmm_pending_new(m, v, fn, ctx)))
 		return;
+	if (take) {
+		vmm_key(p->key, sizeof(p->key), v->name);
+		p->version = v->version;
+		p->rec = record_with_owner(v->rec, m->conf->node_name);
+		if (!p->rec) {
+			vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_INTERNAL, "out of memory");
+			vmm_pending_free(p);
+			return;
+		}
+	}
 	if (work_queue_push(m->work, start_prepare_fn, start_done, p) < 0) {
 		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_INTERNAL, "out of memory");
 		vmm_pending_free(p);

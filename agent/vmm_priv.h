@@ -16,7 +16,8 @@ struct vm {
 	uint64_t version;     /* the record's store version (CAS token) */
 	char broken[256];     /* why the record could not be read */
 	bool defining, undefining, preparing;
-	struct hv_vm *hv;
+	struct hv_vm *hv;     /* only on the owner node */
+	Hca__VmRunState *run; /* elsewhere: what the owner last published */
 	struct hv_paths paths;
 };
 
@@ -25,6 +26,7 @@ struct vmm {
 	const struct conf *conf;
 	struct sto_store *store;
 	struct sto_vols *vols;
+	struct sto_vols *rbd;
 	struct work_queue *work;
 	struct memb *memb;
 	Hca__Accel accel;
@@ -33,6 +35,7 @@ struct vmm {
 	char storage_health[160]; /* one line: "ok" or why not */
 	struct hv_limits limits;
 	struct vm *vms;       /* sorted by name */
+	struct sto_watch *watch_vm, *watch_state;
 };
 
 /* A reply waiting on asynchronous steps (worker jobs, QEMU). */
@@ -43,9 +46,11 @@ struct pending {
 	void *ctx;
 	Hca__ErrorCode code;  /* set with err when a step failed */
 	char err[512];
-	Hca__VmRecord *rec;   /* define: the record being created (owned) */
+	Hca__VmRecord *rec;   /* define: the record being created; start: the
+			       * record with this node as owner, to be CAS'd */
 	char key[STO_KEY_MAX + 1];
 	uint64_t version;
+	bool took_owner;      /* start: the ownership CAS went through */
 };
 
 struct pending *vmm_pending_new(struct vmm *m, struct vm *v, vmm_reply_fn fn, void *ctx);
@@ -69,9 +74,24 @@ struct vm *vmm_vm_for_op(struct vmm *m, const char *name, const char *op,
 bool vmm_vm_running(const struct vm *v);
 void vmm_key(char *key, size_t len, const char *name);
 Hca__VmSpec *vmm_spec_copy(const Hca__VmSpec *s);
+/* The volume backend named @backend ("" is "file"), NULL if this node has none. */
+struct sto_vols *vmm_vols(struct vmm *m, const char *backend);
+
+Hca__VmRecord *vmm_record_decode(const uint8_t *buf, size_t len, char *err, size_t errlen,
+				 const char *name);
+/* Create @v's supervisor and re-attach to its QEMU if one runs. */
+void vmm_vm_supervise(struct vmm *m, struct vm *v);
+
+/* vmm_sync.c: the cluster's view of the VMs */
+bool vmm_owned(const struct vmm *m, const struct vm *v);
+void vmm_state_publish(struct vmm *m, struct vm *v);
+int vmm_sync_start(struct vmm *m, char *err, size_t errlen);
+void vmm_sync_stop(struct vmm *m);
 
 void vmm_define(struct vmm *m, const Hca__DefineRequest *d, vmm_reply_fn fn, void *ctx);
 void vmm_undefine(struct vmm *m, const char *name, vmm_reply_fn fn, void *ctx);
-void vmm_start(struct vmm *m, const char *name, vmm_reply_fn fn, void *ctx);
+void vmm_start(struct vmm *m, const Hca__VmRef *ref, vmm_reply_fn fn, void *ctx);
+/* Replies and returns false if @v is owned by another node. */
+bool vmm_check_owned(struct vmm *m, struct vm *v, vmm_reply_fn fn, void *ctx);
 
 #endif

@@ -62,7 +62,8 @@ const char *hv_accel_name(Hca__Accel a);
 
 /* ---- command line ---- */
 
-/* A disk as QEMU opens it, resolved by the caller from the spec's DiskSpec. */
+/* A disk as QEMU opens it, resolved by the caller from the spec's DiskSpec.
+ * @path is a file, or "rbd:POOL/IMAGE" for an RBD image. */
 struct hv_disk {
 	const char *path;
 	Hca__DiskFormat format;
@@ -87,6 +88,8 @@ struct hv_argv_ctx {
 	Hca__Accel accel;
 	const struct hv_paths *paths;
 	const struct hv_disk *disks; /* one per spec->disks, same order */
+	const char *ceph_conf;       /* for rbd: disks */
+	const char *ceph_user;       /* cephx id, e.g. "admin" */
 };
 
 /* A NULL-terminated argv. Owns its strings. */

@@ -142,8 +142,25 @@ static int push_boot(struct hv_argv *a, const Hca__VmSpec *s)
 	return 0;
 }
 
+/* The protocol layer: a local file, or an RBD image in the cluster's pool. */
+static json_t *disk_file_json(const struct hv_disk *hd, const struct hv_argv_ctx *c)
+{
+	const char *img;
+
+	if (strncmp(hd->path, "rbd:", 4))
+		return json_pack("{s:s, s:s, s:b}", "driver", "file", "filename", hd->path,
+				 "read-only", hd->readonly);
+	img = strchr(hd->path + 4, '/');
+	if (!img)
+		return NULL;
+	return json_pack("{s:s, s:s%, s:s, s:s, s:s, s:b}", "driver", "rbd",
+			 "pool", hd->path + 4, (size_t)(img - hd->path - 4), "image", img + 1,
+			 "conf", c->ceph_conf ? c->ceph_conf : "/etc/ceph/ceph.conf",
+			 "user", c->ceph_user ? c->ceph_user : "admin", "read-only", hd->readonly);
+}
+
 static int push_disk(struct hv_argv *a, const Hca__DiskSpec *d,
-		     const struct hv_disk *hd, bool boot)
+		     const struct hv_disk *hd, const struct hv_argv_ctx *c, bool boot)
 {
 	const char *fmt = hd->format == HCA__DISK_FORMAT__DISK_FORMAT_RAW ? "raw" : "qcow2";
 	char node[48];
@@ -151,10 +168,8 @@ static int push_disk(struct hv_argv *a, const Hca__DiskSpec *d,
 
 	/* QEMU node names must start with a letter; disk names need not. */
 	snprintf(node, sizeof(node), "drive-%s", d->name);
-	bd = json_pack("{s:s, s:s, s:b, s:{s:s, s:s, s:b}}",
-			       "driver", fmt, "node-name", node, "read-only", hd->readonly,
-			       "file", "driver", "file", "filename", hd->path,
-			       "read-only", hd->readonly);
+	bd = json_pack("{s:s, s:s, s:b, s:o?}", "driver", fmt, "node-name", node,
+		       "read-only", hd->readonly, "file", disk_file_json(hd, c));
 	char *js = bd ? json_dumps(bd, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
 	int rc;
 
@@ -195,7 +210,7 @@ int hv_argv_build(const Hca__VmSpec *s, const struct hv_argv_ctx *c,
 	    (rc = push_boot(a, s)))
 		goto out;
 	for (size_t i = 0; i < s->n_disks; i++)
-		if ((rc = push_disk(a, s->disks[i], &c->disks[i], disk_boot && i == 0)))
+		if ((rc = push_disk(a, s->disks[i], &c->disks[i], c, disk_boot && i == 0)))
 			goto out;
 	for (size_t i = 0; i < s->n_nics; i++)
 		if ((rc = push_nic(a, s, i)))

@@ -97,6 +97,12 @@ static int check_disks(const Hca__VmSpec *s, char *err, size_t len)
 		if (d->format != HCA__DISK_FORMAT__DISK_FORMAT_QCOW2 &&
 		    d->format != HCA__DISK_FORMAT__DISK_FORMAT_RAW)
 			return fail(err, len, s->name, "disk %s: unknown format %d", d->name, d->format);
+		if (d->backend[0] && strcmp(d->backend, "file") && strcmp(d->backend, "rbd"))
+			return fail(err, len, s->name, "disk %s: unknown backend '%s' (file or rbd)",
+				    d->name, d->backend);
+		if (!strcmp(d->backend, "rbd") && (d->path[0] ||
+		    d->format != HCA__DISK_FORMAT__DISK_FORMAT_RAW))
+			return fail(err, len, s->name, "disk %s: rbd volumes are new and raw", d->name);
 		if (d->path[0]) {
 			int rc = check_file(s->name, "disk image", d->path, err, len);
 			if (rc)

@@ -3,8 +3,8 @@
  * exists where.
  *
  * Both are opaque handles over a backend chosen at open: local files and a
- * directory of records for a standalone node today, RBD images and RADOS
- * objects for a cluster. Callers see the same contract either way, and one
+ * directory of records for a standalone node, RBD images and RADOS objects
+ * for a cluster. Callers see the same contract either way, and one
  * contract test runs against every backend.
  *
  * Every call that touches storage blocks; run it on a worker thread. All
@@ -54,10 +54,23 @@ struct sto_vol_info {
 struct sto_vols *sto_vols_open_file(const char *dir, const char *qemu_img,
 				    char *err, size_t errlen);
 
+/*
+ * Open the RBD volume backend: volume NAME is the RBD image NAME in @pool
+ * (the pool's default namespace), always raw, created with the layering
+ * feature only so both QEMU's rbd driver and the kernel client open it.
+ * @ceph_conf: the ceph.conf to read (NULL: Ceph's default search), which
+ * names the monitors and the keyring; @client_id: the cephx user without
+ * "client." ("admin"). The strings are copied. Connects before returning.
+ * Returns the handle (free with sto_vols_close) or NULL, with @err set.
+ */
+struct sto_vols *sto_vols_open_rbd(const char *ceph_conf,
+				   const char *client_id, const char *pool,
+				   char *err, size_t errlen);
+
 /* Release @s. NULL is a no-op. Volumes are left as they are. */
 void sto_vols_close(struct sto_vols *s);
 
-/* Backend name: "file" (later "rbd"). Owned by the backend, static. */
+/* Backend name: "file" or "rbd". Owned by the backend, static. */
 const char *sto_vols_backend(const struct sto_vols *s);
 
 /* [a-z0-9][a-z0-9._-]{0,94}, without "..". */
@@ -66,7 +79,8 @@ bool sto_vol_name_valid(const char *vol);
 /*
  * Create volume @vol of @size bytes, never overwriting anything.
  * @size: STO_VOL_SIZE_MIN..STO_VOL_SIZE_MAX, a multiple of 512.
- * Returns 0; -EINVAL for a bad name or size; -EEXIST if @vol exists in any
+ * Returns 0; -EINVAL for a bad name or size, or a format the backend cannot
+ * store ("rbd" volumes are raw only); -EEXIST if @vol exists in any
  * format (it is left untouched); -EIO if the backend tool failed (its first
  * stderr line in @err); other -errno from the system. On failure nothing of
  * the new volume is left behind.
@@ -102,12 +116,25 @@ int sto_vol_info(struct sto_vols *s, const char *vol, struct sto_vol_info *out,
 
 /*
  * What QEMU opens for @vol, written to @buf (@len bytes, caller-owned,
- * NUL-terminated): a file path for "file", an "rbd:" spec for "rbd". The
- * format for the block driver comes from sto_vol_info().
+ * NUL-terminated): a file path for "file"; "rbd:POOL/IMAGE" for "rbd", from
+ * which hv builds QEMU's rbd blockdev ({"driver": "rbd", "pool": POOL,
+ * "image": IMAGE, "conf": the ceph conf, "user": the client id}, the same
+ * two the backend was opened with). The format for the block driver comes
+ * from sto_vol_info().
  * Returns 0; -ENOENT if @vol does not exist; -ERANGE if @len is too small.
  */
 int sto_vol_path(struct sto_vols *s, const char *vol, char *buf, size_t len,
 		 char *err, size_t errlen);
+
+/*
+ * Take a point-in-time snapshot @snap (same naming rule as volumes) of @vol.
+ * Crash-consistent only: the caller quiesces or pauses a running guest.
+ * Returns 0; -ENOENT if @vol does not exist; -EEXIST if @snap does;
+ * -EOPNOTSUPP for the "file" backend, which has no snapshots. A volume with
+ * snapshots is still removed whole by sto_vol_remove().
+ */
+int sto_vol_snapshot(struct sto_vols *s, const char *vol, const char *snap,
+		     char *err, size_t errlen);
 
 /* ---- the state store: small records with compare-and-swap ---- */
 
@@ -126,10 +153,22 @@ struct sto_store;
 struct sto_store *sto_store_open_dir(const char *dir, char *err,
 				     size_t errlen);
 
-/* Release @st. NULL is a no-op. */
+/*
+ * Open the RADOS backend, the store a cluster shares: key "vm/web1" is the
+ * object "web1" in RADOS namespace "vm" of @pool. @ceph_conf and @client_id
+ * as for sto_vols_open_rbd(); the strings are copied. Connects before
+ * returning. Objects whose names start with '.' are the store's own helpers
+ * (watch and lease objects), never keys.
+ * Returns the handle (free with sto_store_close) or NULL, with @err set.
+ */
+struct sto_store *sto_store_open_rados(const char *ceph_conf,
+				       const char *client_id, const char *pool,
+				       char *err, size_t errlen);
+
+/* Release @st, after every sto_watch on it is freed. NULL is a no-op. */
 void sto_store_close(struct sto_store *st);
 
-/* Backend name: "dir" (later "rados"). Static. */
+/* Backend name: "dir" or "rados". Static. */
 const char *sto_store_backend(const struct sto_store *st);
 
 /*
@@ -157,10 +196,11 @@ int sto_get(struct sto_store *st, const char *key, uint8_t **buf, size_t *len,
  * Returns 0; -ECANCELED if the version is not @expect (someone else changed
  * it: re-read and decide again); -EEXIST if @expect is 0 and @key exists;
  * -ENOENT if @expect > 0 and @key does not exist; -EMSGSIZE if @len is too
- * large; -EINVAL for a bad key; -EBADMSG if the stored record's header is
- * corrupt (a record whose payload alone is corrupt can still be replaced by
- * version). Any other -errno (I/O): the write may or may not have taken
- * effect; re-read before deciding.
+ * large; -EINVAL for a bad key; -EBADMSG (dir) if the stored record's header
+ * is corrupt (a record whose payload alone is corrupt can still be replaced
+ * by version; rados keeps the version beside the data, so there any corrupt
+ * record can). Any other -errno (I/O, a Ceph timeout): the write may or may
+ * not have taken effect; re-read before deciding.
  */
 int sto_put(struct sto_store *st, const char *key, const void *buf, size_t len,
 	    uint64_t expect, uint64_t *new_version, char *err, size_t errlen);
@@ -184,5 +224,73 @@ int sto_list(struct sto_store *st, const char *prefix, char ***keys, size_t *n,
 
 /* Free what sto_list returned. NULL is a no-op. */
 void sto_keys_free(char **keys, size_t n);
+
+/* ---- leases: exclusive locks that expire ---- */
+
+#define STO_COOKIE_MAX 64u
+
+/* 1-64 of [A-Za-z0-9._:@-]. */
+bool sto_cookie_valid(const char *cookie);
+
+/*
+ * Take, or renew, the lease on @key as holder @cookie for @duration_s
+ * seconds (>= 1) from now. The cookie names the holder (the node, say): the
+ * same cookie from any handle, process or node is the same holder and
+ * renews or releases the lease, so two holders must never share one. @key
+ * need not hold a record; leases live beside records and do not change
+ * them. Expiry is judged by the store's clock (CLOCK_REALTIME seconds for
+ * dir, the OSD's for rados), so renew well before it and do not trust a
+ * lease to the last second.
+ * Returns 0; -EBUSY if another cookie holds an unexpired lease (@err names
+ * it); -EINVAL for a bad key, cookie or duration.
+ */
+int sto_lock(struct sto_store *st, const char *key, const char *cookie,
+	     unsigned duration_s, char *err, size_t errlen);
+
+/*
+ * Release @cookie's lease on @key.
+ * Returns 0; -ENOENT if @cookie holds no unexpired lease on @key (it expired,
+ * was never taken, or is someone else's, which is left alone).
+ */
+int sto_unlock(struct sto_store *st, const char *key, const char *cookie,
+	       char *err, size_t errlen);
+
+/*
+ * Who holds the lease on @key: the holder's cookie is copied to @cookie_out
+ * (@len bytes, caller-owned; STO_COOKIE_MAX + 1 always suffice).
+ * Returns 0; -ENOENT if nobody holds an unexpired lease; -ERANGE if @len is
+ * too small.
+ */
+int sto_lock_owner(struct sto_store *st, const char *key, char *cookie_out,
+		   size_t len, char *err, size_t errlen);
+
+/* ---- watches: learn that keys changed ---- */
+
+struct sto_watch;
+
+/*
+ * Called after a put or del of a key in the watched namespace by any
+ * handle, process or node (this one included), with that key (valid only
+ * during the call). @key is NULL when changes may have been missed (the
+ * watch was re-established, an event queue overflowed): re-read the whole
+ * namespace. Changes in quick succession may be reported once or in any
+ * order: the callback says "look again", the store says what is true.
+ * It runs on a thread of the backend: do only thread-safe, non-blocking
+ * work there (post to the loop), and never free the watch from inside it.
+ */
+typedef void (*sto_watch_fn)(const char *key, void *opaque);
+
+/*
+ * Watch namespace @ns (a valid key part, "vm") of @st: @fn(key, @opaque) as
+ * above until sto_watch_free(). @opaque is the caller's, passed through.
+ * Returns the watch or NULL, with @err set (-EINVAL for a bad @ns or @fn).
+ */
+struct sto_watch *sto_watch_new(struct sto_store *st, const char *ns,
+				sto_watch_fn fn, void *opaque, char *err,
+				size_t errlen);
+
+/* Stop @w: when this returns, its callback is not running and never will
+ * again. NULL is a no-op. Not from inside the callback. */
+void sto_watch_free(struct sto_watch *w);
 
 #endif

@@ -10,11 +10,13 @@
 #ifndef HCA_STO_PRIV_H
 #define HCA_STO_PRIV_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include <qb/qblog.h>
+#include <rados/librados.h>
 
 #include "storage/sto.h"
 
@@ -43,6 +45,10 @@ struct sto_vol_ops {
 	/* What QEMU opens: a file path, an rbd: spec. -ENOENT, -ERANGE. */
 	int (*path)(struct sto_vols *s, const char *vol, char *buf, size_t len,
 		    char *err, size_t errlen);
+	/* Snapshot @vol as @snap (a valid name); -ENOENT, -EEXIST. NULL if
+	 * the backend has none: the front end returns -EOPNOTSUPP. */
+	int (*snapshot)(struct sto_vols *s, const char *vol, const char *snap,
+			char *err, size_t errlen);
 	/* Free the backend's handle; never called with NULL. */
 	void (*close)(struct sto_vols *s);
 };
@@ -72,6 +78,25 @@ struct sto_store_ops {
 	 * malloc'd array of malloc'd strings. */
 	int (*list)(struct sto_store *st, const char *prefix, char ***keys,
 		    size_t *n, char *err, size_t errlen);
+	/* Take or renew @cookie's lease on @key for @duration_s >= 1 seconds,
+	 * whether or not @key holds a record; -EBUSY if another cookie holds
+	 * an unexpired one. Atomic across processes and nodes. */
+	int (*lock)(struct sto_store *st, const char *key, const char *cookie,
+		    unsigned duration_s, char *err, size_t errlen);
+	/* Release @cookie's lease; -ENOENT if it holds none unexpired. */
+	int (*unlock)(struct sto_store *st, const char *key, const char *cookie,
+		      char *err, size_t errlen);
+	/* The unexpired holder's cookie into @out (@len > STO_COOKIE_MAX);
+	 * -ENOENT if none. */
+	int (*lock_owner)(struct sto_store *st, const char *key, char *out,
+			  size_t len, char *err, size_t errlen);
+	/* Start watching namespace @ns (valid); the backend allocates the
+	 * watch, embedding struct sto_watch first, and sets its st. */
+	struct sto_watch *(*watch_new)(struct sto_store *st, const char *ns,
+				       sto_watch_fn fn, void *opaque,
+				       char *err, size_t errlen);
+	/* Stop @w (no callback running or to come when it returns), free it. */
+	void (*watch_free)(struct sto_watch *w);
 	/* Free the backend's handle; never called with NULL. */
 	void (*close)(struct sto_store *st);
 };
@@ -79,6 +104,66 @@ struct sto_store_ops {
 struct sto_store {
 	const struct sto_store_ops *ops;
 };
+
+struct sto_watch {
+	struct sto_store *st; /* whose ops free it; outlives the watch */
+};
+
+/*
+ * The record format both store backends keep, so a corrupt record is
+ * -EBADMSG everywhere:
+ *
+ *   0 magic "HCAR" | 4 format u16 | 6 header length u16 | 8 version u64 |
+ *   16 payload length u32 | 20 payload crc32c | 24 reserved | 28 header crc32c
+ *   32 payload
+ *
+ * Integers are big-endian. The header has its own CRC so a flipped bit in
+ * the version is caught like one in the payload.
+ */
+#define STO_REC_HDR_LEN 32u
+
+struct sto_rec_hdr {
+	uint64_t version;
+	uint32_t len;
+	uint32_t crc;
+};
+
+/* Fill @h (STO_REC_HDR_LEN bytes) for @len bytes of @buf at @version. */
+void sto_rec_hdr_encode(uint8_t *h, uint64_t version, const void *buf,
+			uint32_t len);
+
+/* Check and decode a header: 0, or -EBADMSG with what is wrong in @why. */
+int sto_rec_hdr_decode(const uint8_t *h, struct sto_rec_hdr *out, char *why,
+		       size_t whylen);
+
+/* Check a whole record of @n bytes at @rec (header, length, payload CRC):
+ * 0 with the header in @out and the payload at rec + STO_REC_HDR_LEN, or
+ * -EBADMSG with what is wrong in @why. */
+int sto_rec_check(const uint8_t *rec, size_t n, struct sto_rec_hdr *out,
+		  char *why, size_t whylen);
+
+/* ---- Ceph, shared by the rados store and the rbd volumes ---- */
+
+/*
+ * Connect to the cluster of @ceph_conf (NULL: Ceph's default search) as
+ * cephx user @client_id and find @pool. On success *cluster is connected
+ * (rados_shutdown it) and *pool_id names the pool. -ENOENT if the pool does
+ * not exist. @what names the caller's object for @err ("store", "volumes").
+ */
+int sto_rados_connect(const char *ceph_conf, const char *client_id,
+		      const char *pool, const char *what, rados_t *cluster,
+		      int64_t *pool_id, char *err, size_t errlen);
+
+/*
+ * The rados store with every namespace it uses prefixed by @ns_prefix
+ * (NULL or "": none), so several stores (one per test) share one pool
+ * without seeing each other. sto_store_open_rados() is this with no prefix.
+ */
+struct sto_store *sto_store_open_rados_prefixed(const char *ceph_conf,
+						const char *client_id,
+						const char *pool,
+						const char *ns_prefix,
+						char *err, size_t errlen);
 
 /*
  * Format a message, log it at @prio from the caller's file and line, copy it
@@ -114,6 +199,10 @@ int sto_fsync_dir(int dirfd);
  * fork() does not share it. Returns the fd to close to release, or -errno.
  */
 int sto_lock_dir(int dirfd);
+
+/* pthread_create with every signal blocked in the new thread, so signals
+ * stay with the loop that handles them. 0 or -errno. */
+int sto_thread_start(pthread_t *thread, void *(*fn)(void *), void *arg);
 
 /* Remove the temp files (names containing STO_TMP_MARK) in @dirfd; the caller
  * holds the directory lock. Returns how many were removed, or -errno. */

@@ -1,19 +1,19 @@
 /*
  * sto_store_dir: the state store as a directory of record files, the
- * embedded store of a standalone node. Key "vm/web1" is DIR/vm/web1.rec:
- *
- *   0 magic "HCAR" | 4 format u16 | 6 header length u16 | 8 version u64 |
- *   16 payload length u32 | 20 payload crc32c | 24 reserved | 28 header crc32c
- *   32 payload
- *
- * Integers are big-endian. The header has its own CRC so a flipped bit in
- * the version is caught like one in the payload.
+ * embedded store of a standalone node. Key "vm/web1" is DIR/vm/web1.rec, in
+ * the record format of sto_priv.h; its lease, if any, DIR/vm/web1.lease.
  *
  * Writers take the directory lock (sto_lock_dir: one open file per call, so
  * it excludes threads and processes alike), compare the version, write a
  * temp file, fsync it, rename it over the record and fsync the directory.
  * Readers take no lock: rename shows them the old file or the new, never a
  * mix. Temp names contain STO_TMP_MARK, which no key can.
+ *
+ * A lease file holds "COOKIE EXPIRY_MS\n", the expiry in CLOCK_REALTIME
+ * milliseconds (the monotonic clock is not shared between processes), and
+ * is replaced the same way under the same lock. A watch is an inotify
+ * watch on the namespace directory, read by a thread of its own: a record
+ * appears by rename (IN_MOVED_TO) and goes by unlink (IN_DELETE).
  */
 #include "storage/sto_priv.h"
 
@@ -22,30 +22,29 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "proto/wire.h"
 
-#define REC_MAGIC 0x48434152u /* "HCAR" */
-#define REC_FORMAT 1u
-#define REC_HDR_LEN 32u
+#define REC_HDR_LEN STO_REC_HDR_LEN
 #define REC_SUFFIX ".rec"
 #define REC_TMP_SUFFIX ".rec#new"
+#define LEASE_SUFFIX ".lease"
+#define LEASE_TMP_SUFFIX ".lease#new"
 
 struct store_dir {
 	struct sto_store base; /* first: the front end's handle */
 	int dirfd;
 	char *dir;
-};
-
-struct rec_hdr {
-	uint64_t version;
-	uint32_t len;
-	uint32_t crc;
 };
 
 /* Where a key lives: DIR/ns/file, written through DIR/ns/tmp. */
@@ -62,85 +61,20 @@ static struct store_dir *to_dir(struct sto_store *st)
 }
 
 /* @key is valid (checked by the front end), so every part fits. */
-static void loc_init(struct loc *l, const char *key)
+static void loc_init_as(struct loc *l, const char *key, const char *suffix,
+			const char *tmp_suffix)
 {
 	const char *slash = strchr(key, '/');
 
 	l->key = key;
 	snprintf(l->ns, sizeof(l->ns), "%.*s", (int)(slash - key), key);
-	snprintf(l->file, sizeof(l->file), "%s" REC_SUFFIX, slash + 1);
-	snprintf(l->tmp, sizeof(l->tmp), "%s" REC_TMP_SUFFIX, slash + 1);
+	snprintf(l->file, sizeof(l->file), "%s%s", slash + 1, suffix);
+	snprintf(l->tmp, sizeof(l->tmp), "%s%s", slash + 1, tmp_suffix);
 }
 
-static void put16(uint8_t *p, uint16_t v)
+static void loc_init(struct loc *l, const char *key)
 {
-	p[0] = v >> 8;
-	p[1] = v;
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	put16(p, v >> 16);
-	put16(p + 2, v);
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	put32(p, v >> 32);
-	put32(p + 4, v);
-}
-
-static uint16_t get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	return (uint32_t)get16(p) << 16 | get16(p + 2);
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	return (uint64_t)get32(p) << 32 | get32(p + 4);
-}
-
-static void hdr_encode(uint8_t *h, uint64_t version, const void *buf,
-		       uint32_t len)
-{
-	memset(h, 0, REC_HDR_LEN);
-	put32(h, REC_MAGIC);
-	put16(h + 4, REC_FORMAT);
-	put16(h + 6, REC_HDR_LEN);
-	put64(h + 8, version);
-	put32(h + 16, len);
-	put32(h + 20, wire_crc32c(buf, len));
-	put32(h + 28, wire_crc32c(h, 28));
-}
-
-/* 0, or -EBADMSG with what is wrong in @why. */
-static int hdr_decode(const uint8_t *h, struct rec_hdr *out, char *why,
-		      size_t n)
-{
-	why[0] = '\0';
-	if (get32(h) != REC_MAGIC)
-		snprintf(why, n, "bad magic 0x%08x", get32(h));
-	else if (get32(h + 28) != wire_crc32c(h, 28))
-		snprintf(why, n, "header checksum mismatch");
-	else if (get16(h + 4) != REC_FORMAT || get16(h + 6) != REC_HDR_LEN)
-		snprintf(why, n, "unsupported format %u (header %u bytes)",
-			 get16(h + 4), get16(h + 6));
-	else if (get64(h + 8) == 0)
-		snprintf(why, n, "version 0");
-	else if (get32(h + 16) > STO_REC_MAX)
-		snprintf(why, n, "payload length %u over the limit",
-			 get32(h + 16));
-	if (why[0])
-		return -EBADMSG;
-	out->version = get64(h + 8);
-	out->len = get32(h + 16);
-	out->crc = get32(h + 20);
-	return 0;
+	loc_init_as(l, key, REC_SUFFIX, REC_TMP_SUFFIX);
 }
 
 static ssize_t read_full(int fd, void *buf, size_t len)
@@ -215,7 +149,7 @@ static int ns_open(struct store_dir *d, const struct loc *l, bool create,
 /* Open the record and check its header; *fdp is left after the header.
  * -ENOENT quietly if there is no record. */
 static int rec_open(struct store_dir *d, int nsfd, const struct loc *l,
-		    struct rec_hdr *h, int *fdp, char *err, size_t errlen)
+		    struct sto_rec_hdr *h, int *fdp, char *err, size_t errlen)
 {
 	uint8_t raw[REC_HDR_LEN];
 	char why[96];
@@ -233,7 +167,7 @@ static int rec_open(struct store_dir *d, int nsfd, const struct loc *l,
 		snprintf(why, sizeof(why), "truncated header (%zd of %u bytes)",
 			 n, REC_HDR_LEN);
 		rc = corrupt(d, l, why, err, errlen);
-	} else if (hdr_decode(raw, h, why, sizeof(why)) < 0) {
+	} else if (sto_rec_hdr_decode(raw, h, why, sizeof(why)) < 0) {
 		rc = corrupt(d, l, why, err, errlen);
 	}
 	if (rc < 0)
@@ -245,7 +179,7 @@ static int rec_open(struct store_dir *d, int nsfd, const struct loc *l,
 
 /* Read and check the payload that follows a good header. */
 static int rec_payload(struct store_dir *d, const struct loc *l, int fd,
-		       const struct rec_hdr *h, uint8_t **buf, char *err,
+		       const struct sto_rec_hdr *h, uint8_t **buf, char *err,
 		       size_t errlen)
 {
 	uint8_t *p = NULL;
@@ -294,7 +228,7 @@ static int dir_get(struct sto_store *st, const char *key, uint8_t **buf,
 		   size_t *len, uint64_t *version, char *err, size_t errlen)
 {
 	struct store_dir *d = to_dir(st);
-	struct rec_hdr h;
+	struct sto_rec_hdr h;
 	struct loc l;
 	int nsfd = -1, fd = -1, rc;
 
@@ -324,7 +258,7 @@ out:
 static int cur_version(struct store_dir *d, int nsfd, const struct loc *l,
 		       uint64_t *cur, char *err, size_t errlen)
 {
-	struct rec_hdr h;
+	struct sto_rec_hdr h;
 	int fd = -1;
 	int rc = nsfd < 0 ? -ENOENT : rec_open(d, nsfd, l, &h, &fd, err, errlen);
 
@@ -354,21 +288,21 @@ static int check_expect(const struct loc *l, uint64_t cur, uint64_t expect,
 			l->key, cur, expect);
 }
 
-static int rec_write(struct store_dir *d, int nsfd, const struct loc *l,
-		     uint64_t version, const void *buf, size_t len, char *err,
-		     size_t errlen)
+/* Replace @l's file by @head then @body, through its temp file: readers
+ * see the old file or the new one, and the new one is on disk first. */
+static int file_replace(struct store_dir *d, int nsfd, const struct loc *l,
+			const void *head, size_t head_len, const void *body,
+			size_t body_len, char *err, size_t errlen)
 {
-	uint8_t hdr[REC_HDR_LEN];
 	const char *step = "write a temp file for";
 	int fd = openat(nsfd, l->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
 			0600);
 	int rc = fd < 0 ? -errno : 0;
 
-	hdr_encode(hdr, version, buf, (uint32_t)len);
 	if (rc == 0)
-		rc = write_full(fd, hdr, sizeof(hdr));
+		rc = write_full(fd, head, head_len);
 	if (rc == 0)
-		rc = write_full(fd, buf, len);
+		rc = write_full(fd, body, body_len);
 	if (rc == 0 && fsync(fd) < 0)
 		rc = -errno;
 	if (fd >= 0)
@@ -386,6 +320,17 @@ static int rec_write(struct store_dir *d, int nsfd, const struct loc *l,
 		io_fail(d, l, step, rc, err, errlen);
 	}
 	return rc;
+}
+
+static int rec_write(struct store_dir *d, int nsfd, const struct loc *l,
+		     uint64_t version, const void *buf, size_t len, char *err,
+		     size_t errlen)
+{
+	uint8_t hdr[REC_HDR_LEN];
+
+	sto_rec_hdr_encode(hdr, version, buf, (uint32_t)len);
+	return file_replace(d, nsfd, l, hdr, sizeof(hdr), buf, len, err,
+			    errlen);
 }
 
 static int lock(struct store_dir *d, const struct loc *l, int *lk, char *err,
@@ -599,6 +544,267 @@ static int dir_list(struct sto_store *st, const char *prefix, char ***keys,
 	return 0;
 }
 
+/* ---- leases ---- */
+
+struct lease {
+	char cookie[STO_COOKIE_MAX + 1];
+	int64_t expiry_ms; /* CLOCK_REALTIME */
+};
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The lease in @l's file if it has not expired; -ENOENT quietly if there
+ * is none or it has. */
+static int lease_read(struct store_dir *d, int nsfd, const struct loc *l,
+		      struct lease *out, char *err, size_t errlen)
+{
+	char buf[128];
+	int fd = nsfd < 0 ? -1 : openat(nsfd, l->file, O_RDONLY | O_CLOEXEC);
+	int used = 0;
+	ssize_t n;
+
+	if (fd < 0)
+		return nsfd < 0 || errno == ENOENT ?
+			       -ENOENT : io_fail(d, l, "open", -errno, err, errlen);
+	n = read_full(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n < 0)
+		return io_fail(d, l, "read", (int)n, err, errlen);
+	buf[n] = '\0';
+	if (sscanf(buf, "%64[A-Za-z0-9._:@-] %" SCNd64 "%n", out->cookie,
+		   &out->expiry_ms, &used) != 2 || strcmp(buf + used, "\n"))
+		return STO_FAIL(LOG_ERR, err, errlen, -EBADMSG,
+				"key %s: lease file %s/%s/%s is corrupt: want 'COOKIE EXPIRY_MS'",
+				l->key, d->dir, l->ns, l->file);
+	return out->expiry_ms > now_ms() ? 0 : -ENOENT;
+}
+
+static int dir_lock_key(struct sto_store *st, const char *key,
+			const char *cookie, unsigned duration_s, char *err,
+			size_t errlen)
+{
+	struct store_dir *d = to_dir(st);
+	char text[STO_COOKIE_MAX + 32];
+	struct lease cur;
+	struct loc l;
+	int lk = -1, nsfd = -1, rc;
+
+	loc_init_as(&l, key, LEASE_SUFFIX, LEASE_TMP_SUFFIX);
+	rc = lock(d, &l, &lk, err, errlen);
+	if (rc == 0)
+		rc = ns_open(d, &l, true, &nsfd, err, errlen);
+	if (rc == 0)
+		rc = lease_read(d, nsfd, &l, &cur, err, errlen);
+	if (rc == 0 && strcmp(cur.cookie, cookie)) {
+		rc = STO_FAIL(LOG_DEBUG, err, errlen, -EBUSY,
+			      "key %s: leased by %s for %" PRId64 " ms more",
+			      key, cur.cookie, cur.expiry_ms - now_ms());
+	} else if (rc == 0 || rc == -ENOENT) {
+		snprintf(text, sizeof(text), "%s %" PRId64 "\n", cookie,
+			 now_ms() + (int64_t)duration_s * 1000);
+		rc = file_replace(d, nsfd, &l, text, strlen(text), "", 0, err,
+				  errlen);
+	}
+	cas_end(lk, nsfd);
+	return rc;
+}
+
+static int dir_unlock(struct sto_store *st, const char *key,
+		      const char *cookie, char *err, size_t errlen)
+{
+	struct store_dir *d = to_dir(st);
+	struct lease cur;
+	struct loc l;
+	int lk = -1, nsfd = -1, rc;
+
+	loc_init_as(&l, key, LEASE_SUFFIX, LEASE_TMP_SUFFIX);
+	rc = lock(d, &l, &lk, err, errlen);
+	if (rc == 0)
+		rc = ns_open(d, &l, false, &nsfd, err, errlen);
+	if (rc == 0)
+		rc = lease_read(d, nsfd, &l, &cur, err, errlen);
+	if (rc == -ENOENT || (rc == 0 && strcmp(cur.cookie, cookie)))
+		rc = STO_FAIL(LOG_DEBUG, err, errlen, -ENOENT,
+			      "key %s: %s holds no lease on it", key, cookie);
+	else if (rc == 0 && unlinkat(nsfd, l.file, 0) < 0)
+		rc = io_fail(d, &l, "remove", -errno, err, errlen);
+	if (rc == 0 && (rc = sto_fsync_dir(nsfd)) < 0)
+		io_fail(d, &l, "sync the directory of", rc, err, errlen);
+	cas_end(lk, nsfd);
+	return rc;
+}
+
+/* No lock needed: the lease file is only ever replaced by rename. */
+static int dir_lock_owner(struct sto_store *st, const char *key, char *out,
+			  size_t len, char *err, size_t errlen)
+{
+	struct store_dir *d = to_dir(st);
+	struct lease cur;
+	struct loc l;
+	int nsfd = -1, rc;
+
+	loc_init_as(&l, key, LEASE_SUFFIX, LEASE_TMP_SUFFIX);
+	rc = ns_open(d, &l, false, &nsfd, err, errlen);
+	if (rc == 0)
+		rc = lease_read(d, nsfd, &l, &cur, err, errlen);
+	if (rc == -ENOENT)
+		rc = STO_FAIL(LOG_DEBUG, err, errlen, -ENOENT,
+			      "key %s: nobody holds a lease on it", key);
+	if (rc == 0)
+		snprintf(out, len, "%s", cur.cookie);
+	cas_end(-1, nsfd);
+	return rc;
+}
+
+/* ---- watches ---- */
+
+struct watch_dir {
+	struct sto_watch base; /* first: the front end's handle */
+	char ns[STO_KEY_MAX + 1];
+	sto_watch_fn fn;
+	void *opaque;
+	int ifd;    /* inotify, on DIR/ns */
+	int stopfd; /* eventfd: readable when the thread must end */
+	pthread_t thread;
+	bool started;
+};
+
+static void watch_event(struct watch_dir *w, const struct inotify_event *ev)
+{
+	char key[STO_KEY_MAX + 1];
+	size_t stem;
+
+	if (ev->mask & (IN_Q_OVERFLOW | IN_IGNORED)) {
+		qb_log(LOG_WARNING, "watch of namespace %s: events %s; reporting a full rescan",
+		       w->ns, ev->mask & IN_IGNORED ? "stopped (directory gone)" :
+						      "were lost (queue overflow)");
+		w->fn(NULL, w->opaque);
+		return;
+	}
+	if (!ev->len || (ev->mask & IN_ISDIR))
+		return;
+	stem = rec_stem(w->ns, ev->name); /* not temp or lease files */
+	if (stem && snprintf(key, sizeof(key), "%s/%.*s", w->ns, (int)stem,
+			     ev->name) < (int)sizeof(key))
+		w->fn(key, w->opaque);
+}
+
+/* Read one batch of events: false when the watch cannot go on. */
+static bool watch_read(struct watch_dir *w)
+{
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	ssize_t n = read(w->ifd, buf, sizeof(buf));
+
+	if (n < 0 && (errno == EINTR || errno == EAGAIN))
+		return true;
+	if (n <= 0) {
+		qb_log(LOG_ERR, "watch of namespace %s: cannot read inotify events: %s",
+		       w->ns, n < 0 ? sto_errstr(errno) : "end of file");
+		return false;
+	}
+	for (char *p = buf; p < buf + n;) {
+		const struct inotify_event *ev = (const void *)p;
+		watch_event(w, ev);
+		p += sizeof(*ev) + ev->len;
+	}
+	return true;
+}
+
+static void *watch_thread(void *arg)
+{
+	struct watch_dir *w = arg;
+	struct pollfd pfd[2] = { { .fd = w->ifd, .events = POLLIN },
+				 { .fd = w->stopfd, .events = POLLIN } };
+
+	for (;;) {
+		if (poll(pfd, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			qb_log(LOG_ERR, "watch of namespace %s: poll: %s", w->ns,
+			       sto_errstr(errno));
+			break;
+		}
+		if (pfd[1].revents || ((pfd[0].revents & POLLIN) && !watch_read(w)))
+			break;
+	}
+	return NULL;
+}
+
+static void dir_watch_free(struct sto_watch *base)
+{
+	struct watch_dir *w = (struct watch_dir *)base;
+	uint64_t one = 1;
+
+	if (w->started && write(w->stopfd, &one, sizeof(one)) == sizeof(one))
+		pthread_join(w->thread, NULL);
+	if (w->ifd >= 0)
+		close(w->ifd);
+	if (w->stopfd >= 0)
+		close(w->stopfd);
+	free(w);
+}
+
+/* inotify, its watch on DIR/ns (made if absent, so the watch can start
+ * before the namespace's first record) and the thread. */
+static int watch_start(struct store_dir *d, struct watch_dir *w)
+{
+	char path[64 + STO_KEY_MAX];
+	int rc = 0;
+
+	if (mkdirat(d->dirfd, w->ns, 0700) == 0)
+		rc = sto_fsync_dir(d->dirfd);
+	else if (errno != EEXIST)
+		rc = -errno;
+	w->ifd = rc < 0 ? -1 : inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+	if (rc == 0 && w->ifd < 0)
+		rc = -errno;
+	w->stopfd = rc < 0 ? -1 : eventfd(0, EFD_CLOEXEC);
+	if (rc == 0 && w->stopfd < 0)
+		rc = -errno;
+	/* Through the store's fd, so a changed cwd cannot misdirect it. */
+	snprintf(path, sizeof(path), "/proc/self/fd/%d/%s", d->dirfd, w->ns);
+	if (rc == 0 && inotify_add_watch(w->ifd, path, IN_MOVED_TO | IN_DELETE |
+						       IN_ONLYDIR) < 0)
+		rc = -errno;
+	if (rc == 0)
+		rc = sto_thread_start(&w->thread, watch_thread, w);
+	w->started = rc == 0;
+	return rc;
+}
+
+static struct sto_watch *dir_watch_new(struct sto_store *st, const char *ns,
+				       sto_watch_fn fn, void *opaque,
+				       char *err, size_t errlen)
+{
+	struct store_dir *d = to_dir(st);
+	struct watch_dir *w = calloc(1, sizeof(*w));
+	int rc = w ? 0 : -ENOMEM;
+
+	if (w) {
+		w->base.st = st;
+		w->ifd = w->stopfd = -1;
+		snprintf(w->ns, sizeof(w->ns), "%s", ns);
+		w->fn = fn;
+		w->opaque = opaque;
+		rc = watch_start(d, w);
+	}
+	if (rc < 0) {
+		STO_FAIL(LOG_ERR, err, errlen, rc,
+			 "namespace %s: cannot watch %s/%s: %s", ns, d->dir, ns,
+			 sto_errstr(-rc));
+		if (w)
+			dir_watch_free(&w->base);
+		return NULL;
+	}
+	return &w->base;
+}
+
 /* ---- open and close ---- */
 
 static int clean_ns(struct store_dir *d, const char *ns, void *arg,
@@ -654,6 +860,11 @@ static const struct sto_store_ops dir_ops = {
 	.put = dir_put,
 	.del = dir_del,
 	.list = dir_list,
+	.lock = dir_lock_key,
+	.unlock = dir_unlock,
+	.lock_owner = dir_lock_owner,
+	.watch_new = dir_watch_new,
+	.watch_free = dir_watch_free,
 	.close = dir_close,
 };
 

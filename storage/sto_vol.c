@@ -1,7 +1,7 @@
 /*
  * sto_vol: the volume front end (argument checks, then the backend's ops)
  * and the helpers every storage backend shares: failure reporting,
- * directories, the per-directory lock, temp file cleanup.
+ * directories, the per-directory lock, temp file cleanup, threads.
  */
 #include "storage/sto_priv.h"
 
@@ -10,6 +10,8 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,6 +131,18 @@ int sto_remove_tmp(int dirfd, const char *where)
 	}
 	closedir(d);
 	return removed;
+}
+
+int sto_thread_start(pthread_t *thread, void *(*fn)(void *), void *arg)
+{
+	sigset_t all, old;
+	int rc;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(thread, NULL, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return -rc;
 }
 
 static bool name_char_ok(char c)
@@ -259,4 +273,20 @@ int sto_vol_path(struct sto_vols *s, const char *vol, char *buf, size_t len,
 	if (len)
 		buf[0] = '\0';
 	return rc ? rc : s->ops->path(s, vol, buf, len, err, errlen);
+}
+
+int sto_vol_snapshot(struct sto_vols *s, const char *vol, const char *snap,
+		     char *err, size_t errlen)
+{
+	int rc = check_name(vol, err, errlen);
+
+	if (rc == 0 && !sto_vol_name_valid(snap))
+		rc = STO_FAIL(LOG_ERR, err, errlen, -EINVAL,
+			      "volume %s: snapshot name '%.100s' is invalid: want 1-95 of [a-z0-9._-], starting with [a-z0-9], without '..'",
+			      vol, snap ? snap : "(null)");
+	if (rc == 0 && !s->ops->snapshot)
+		rc = STO_FAIL(LOG_ERR, err, errlen, -EOPNOTSUPP,
+			      "volume %s: the %s backend has no snapshots (rbd volumes do)",
+			      vol, s->ops->name);
+	return rc ? rc : s->ops->snapshot(s, vol, snap, err, errlen);
 }

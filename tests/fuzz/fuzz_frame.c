@@ -15,6 +15,7 @@ static const ProtobufCMessageDescriptor *desc_of(uint16_t type)
 	case WIRE_T_API_REQUEST: return &hca__api_request__descriptor;
 	case WIRE_T_API_REPLY: return &hca__api_reply__descriptor;
 	case WIRE_T_VM_RECORD: return &hca__vm_record__descriptor;
+	case WIRE_T_VM_STATE: return &hca__vm_run_state__descriptor;
 	default: return NULL;
 	}
 }

@@ -34,7 +34,7 @@ static char *argv_text(const struct hv_argv *a)
 static void check_golden(const char *name, const Hca__VmSpec *s, Hca__Accel accel,
 			 const struct hv_disk *disks)
 {
-	struct hv_argv_ctx c = { "/usr/bin/qemu-system-x86_64", accel, &paths, disks };
+	struct hv_argv_ctx c = { "/usr/bin/qemu-system-x86_64", accel, &paths, disks, NULL, NULL };
 	struct hv_argv a;
 	char *text;
 
@@ -107,11 +107,42 @@ static void disk_boot_kvm_bridge(void **state)
 	check_golden("argv_disk_boot_kvm_bridge.argv", &s, HCA__ACCEL__ACCEL_KVM, disks);
 }
 
+static void rbd_disk(void **state)
+{
+	Hca__DiskSpec d = HCA__DISK_SPEC__INIT;
+	Hca__DiskSpec *dp[] = { &d };
+	Hca__BootSpec b = HCA__BOOT_SPEC__INIT;
+	Hca__VmSpec s = HCA__VM_SPEC__INIT;
+	struct hv_disk disks[] = { { "rbd:hca/web1-root", HCA__DISK_FORMAT__DISK_FORMAT_RAW, false } };
+	struct hv_argv_ctx c = { "/usr/bin/qemu-system-x86_64", HCA__ACCEL__ACCEL_TCG, &paths,
+				 disks, "/etc/ceph/ceph.conf", "admin" };
+	struct hv_argv a;
+	char *text;
+
+	d.name = "root";
+	d.size_bytes = 64 << 20;
+	d.format = HCA__DISK_FORMAT__DISK_FORMAT_RAW;
+	d.backend = "rbd";
+	b.kernel = "/k";
+	s.name = "web1";
+	s.uuid = UUID;
+	s.vcpus = 1;
+	s.memory_mib = 128;
+	s.n_disks = 1;
+	s.disks = dp;
+	s.boot = &b;
+	assert_int_equal(hv_argv_build(&s, &c, &a), 0);
+	text = argv_text(&a);
+	assert_int_equal(golden_check("argv_rbd_disk.argv", text), 0);
+	free(text);
+	hv_argv_free(&a);
+}
+
 static void same_spec_same_argv(void **state)
 {
 	Hca__BootSpec b = HCA__BOOT_SPEC__INIT;
 	Hca__VmSpec s = HCA__VM_SPEC__INIT;
-	struct hv_argv_ctx c = { "/q", HCA__ACCEL__ACCEL_TCG, &paths, NULL };
+	struct hv_argv_ctx c = { "/q", HCA__ACCEL__ACCEL_TCG, &paths, NULL, NULL, NULL };
 	struct hv_argv a1, a2;
 	char *t1, *t2;
 
@@ -167,6 +198,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(kernel_boot_tcg),
 		cmocka_unit_test(disk_boot_kvm_bridge),
+		cmocka_unit_test(rbd_disk),
 		cmocka_unit_test(same_spec_same_argv),
 		cmocka_unit_test(socket_paths_bounded),
 		cmocka_unit_test(macs_and_taps_stable),

@@ -250,6 +250,21 @@ static void test_disk_args(void **state)
 	spec_free(s);
 }
 
+static void test_rbd_disk_arg(void **state)
+{
+	Hca__VmSpec *s = spec_new();
+	char err[256] = "";
+
+	assert_int_equal(spec_add_disk_arg(s, "rbd:64M", err, sizeof(err)), 0);
+	assert_int_equal(spec_add_disk_arg(s, "name=data,size=1G,backend=rbd", err, sizeof(err)), 0);
+	assert_string_equal(s->disks[0]->backend, "rbd");
+	assert_int_equal(s->disks[0]->size_bytes, 64 * MIB);
+	assert_int_equal(s->disks[0]->format, HCA__DISK_FORMAT__DISK_FORMAT_RAW);
+	assert_string_equal(s->disks[1]->backend, "rbd");
+	assert_int_equal(s->disks[1]->format, HCA__DISK_FORMAT__DISK_FORMAT_RAW);
+	spec_free(s);
+}
+
 static void test_disk_arg_errors(void **state)
 {
 	static const struct { const char *arg, *msg; } cases[] = {
@@ -257,7 +272,10 @@ static void test_disk_arg_errors(void **state)
 		{ "0", "size must be positive" },
 		{ "name=data", "needs 'size' (a new volume) or 'path' (an existing image)" },
 		{ "size=1G,path=/x", "give either 'size' (a new volume) or 'path' (an existing image), not both" },
-		{ "sise=1G", "unknown key 'sise' (name, size, path, format, readonly)" },
+		{ "sise=1G", "unknown key 'sise' (name, size, path, format, readonly, backend)" },
+		{ "rbd:1G,format=qcow2", "rbd volumes are raw" },
+		{ "1G,backend=ceph", "unknown backend (file or rbd)" },
+		{ "path=/x,backend=rbd", "'backend' is for new volumes, not an existing image's 'path'" },
 		{ "1G,size=2G", "'size' given twice" },
 		{ "1G,format=vmdk", "unknown format 'vmdk' (qcow2 or raw)" },
 		{ "1G,name=", "'name' needs a value (name=...)" },
@@ -406,7 +424,7 @@ static Hca__VmStatus *make_status(void)
 static void test_status_to_json(void **state)
 {
 	static const char *const keys[] = { "name", "uuid", "state", "reason", "pid", "accel",
-		"started_at", "vcpus", "memory_mib", "owner", "version", "console", "serial_log",
+		"started_at", "vcpus", "memory_mib", "owner", "node", "version", "console", "serial_log",
 		"qemu_log", "disks", "nics", "boot", NULL };
 	static const char *const disk_keys[] = { "name", "size_bytes", "format", "path",
 						 "readonly", "created", NULL };
@@ -581,6 +599,7 @@ static const struct CMUnitTest tests[] = {
 	ERR_LIKE(truncated, "{\"name\": \"web1\",", "line 1, column"),
 	cmocka_unit_test(test_disk_args),
 	cmocka_unit_test(test_disk_arg_errors),
+	cmocka_unit_test(test_rbd_disk_arg),
 	cmocka_unit_test(test_nic_args),
 	cmocka_unit_test(test_resolve_paths),
 	cmocka_unit_test(test_set_memory),

@@ -1,7 +1,16 @@
 /*
  * test_sto_vol: the local-file volume backend against the real qemu-img,
  * checked from outside (file headers, `qemu-img info`), plus how it fails:
- * bad arguments, a qemu-img that fails, one that cannot be run.
+ * bad arguments, a qemu-img that fails, one that cannot be run. Then the
+ * rbd backend against a real Ceph cluster, checked through librbd and
+ * QEMU's own rbd driver (`qemu-img info rbd:...`).
+ *
+ * Which backends run: HCA_TEST_VOL_BACKENDS, a comma-separated list of
+ * "file" (the default) and "rbd". rbd needs HCA_TEST_CEPH_CONF (and takes
+ * HCA_TEST_CEPH_POOL, default "hca", and HCA_TEST_CEPH_ID, default
+ * "admin"); a backend asked for but not runnable fails, it is never
+ * skipped. rbd tests name their images "t<pid>x<n>-..." and remove every
+ * such image at the end.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -26,6 +35,8 @@
 #include <cmocka.h>
 
 #include <jansson.h>
+#include <rbd/features.h>
+#include <rbd/librbd.h>
 
 #include "storage/sto.h"
 
@@ -496,9 +507,349 @@ static void test_threads_one_name_one_volume(void **state)
 	assert_int_equal(entries(f), 1);
 }
 
-#define T(name) cmocka_unit_test_setup_teardown(name, fx_setup, fx_teardown)
+static void test_snapshot_unsupported(void **state)
+{
+	struct fx *f = *state;
 
-int main(void)
+	assert_int_equal(create(f, "web1", 64 * MiB, STO_FMT_QCOW2), 0);
+	assert_int_equal(sto_vol_snapshot(f->s, "web1", "s1", f->err,
+					  sizeof(f->err)), -EOPNOTSUPP);
+	expect_err_names(f, "web1");
+	expect_err_names(f, "no snapshots");
+	assert_int_equal(sto_vol_snapshot(f->s, "web1", "Bad", f->err,
+					  sizeof(f->err)), -EINVAL);
+	assert_int_equal(entries(f), 1);
+}
+
+/* ---- rbd: a real Ceph cluster, named by the environment ---- */
+
+static const char *env_or(const char *name, const char *dflt)
+{
+	const char *v = getenv(name);
+
+	return v && *v ? v : dflt;
+}
+
+static const char *ceph_conf(void)
+{
+	return env_or("HCA_TEST_CEPH_CONF", NULL);
+}
+
+static const char *ceph_pool(void)
+{
+	return env_or("HCA_TEST_CEPH_POOL", "hca");
+}
+
+static const char *ceph_id(void)
+{
+	return env_or("HCA_TEST_CEPH_ID", "admin");
+}
+
+struct rfx {
+	struct sto_vols *s;
+	char prefix[32]; /* of this test's image names: "t<pid>x<n>-" */
+	char names[4][STO_VOL_NAME_MAX + 1];
+	rados_t cluster; /* the test's own, to look behind the backend */
+	rados_ioctx_t io;
+	char err[1024];
+};
+
+static int rfx_setup(void **state)
+{
+	static unsigned seq;
+	struct rfx *r = calloc(1, sizeof(*r));
+
+	assert_non_null(r);
+	snprintf(r->prefix, sizeof(r->prefix), "t%dx%u-", (int)getpid(), seq++);
+	r->s = sto_vols_open_rbd(ceph_conf(), ceph_id(), ceph_pool(), r->err,
+				 sizeof(r->err));
+	if (!r->s)
+		fail_msg("cannot open rbd volumes: %s", r->err);
+	assert_int_equal(rados_create(&r->cluster, ceph_id()), 0);
+	assert_int_equal(rados_conf_read_file(r->cluster, ceph_conf()), 0);
+	assert_int_equal(rados_connect(r->cluster), 0);
+	assert_int_equal(rados_ioctx_create(r->cluster, ceph_pool(), &r->io), 0);
+	*state = r;
+	return 0;
+}
+
+/* Remove every image of this test, whatever the backend left. */
+static int rfx_teardown(void **state)
+{
+	struct rfx *r = *state;
+	rbd_image_spec_t *specs = NULL;
+	size_t n = 16;
+	int rc;
+
+	do { /* -ERANGE: @n now says how many there are */
+		free(specs);
+		specs = calloc(n, sizeof(*specs));
+		assert_non_null(specs);
+	} while ((rc = rbd_list2(r->io, specs, &n)) == -ERANGE);
+	assert_int_equal(rc, 0);
+	for (size_t i = 0; i < n; i++) {
+		if (!strncmp(specs[i].name, r->prefix, strlen(r->prefix)))
+			sto_vol_remove(r->s, specs[i].name, NULL, 0);
+	}
+	rbd_image_spec_list_cleanup(specs, n);
+	free(specs);
+	sto_vols_close(r->s);
+	rados_ioctx_destroy(r->io);
+	rados_shutdown(r->cluster);
+	free(r);
+	return 0;
+}
+
+/* This test's name for volume @base; up to four at a time. */
+static const char *vn(struct rfx *r, int slot, const char *base)
+{
+	snprintf(r->names[slot], sizeof(r->names[0]), "%s%s", r->prefix, base);
+	return r->names[slot];
+}
+
+static void rexpect_err_names(struct rfx *r, const char *what)
+{
+	if (!strstr(r->err, what))
+		fail_msg("err '%s' does not name '%s'", r->err, what);
+}
+
+static int rcreate(struct rfx *r, const char *vol, uint64_t size,
+		   enum sto_fmt fmt)
+{
+	r->err[0] = '\0';
+	return sto_vol_create(r->s, vol, size, fmt, r->err, sizeof(r->err));
+}
+
+static void rexpect_info(struct rfx *r, const char *vol, bool exists,
+			 uint64_t size)
+{
+	struct sto_vol_info info;
+
+	assert_int_equal(sto_vol_info(r->s, vol, &info, r->err,
+				      sizeof(r->err)), 0);
+	assert_int_equal(info.exists, exists);
+	if (exists) {
+		assert_int_equal(info.fmt, STO_FMT_RAW);
+		assert_int_equal(info.size, size);
+	}
+}
+
+/* What librbd says about @vol's features, read apart from the backend. */
+static uint64_t image_features(struct rfx *r, const char *vol)
+{
+	rbd_image_t img;
+	uint64_t features = 0;
+
+	assert_int_equal(rbd_open_read_only(r->io, vol, &img, NULL), 0);
+	assert_int_equal(rbd_get_features(img, &features), 0);
+	rbd_close(img);
+	return features;
+}
+
+/* QEMU's own rbd driver opens @path (from sto_vol_path) with the conf and
+ * user, as hv will: format raw, the virtual size given. */
+static void qemu_img_opens(const char *path, uint64_t size)
+{
+	char cmd[1024], out[8192];
+	size_t n;
+	FILE *p;
+	json_t *j;
+
+	snprintf(cmd, sizeof(cmd), "qemu-img info --output=json '%s:conf=%s:id=%s'",
+		 path, ceph_conf(), ceph_id());
+	p = popen(cmd, "r");
+	assert_non_null(p);
+	n = fread(out, 1, sizeof(out) - 1, p);
+	out[n] = '\0';
+	assert_int_equal(pclose(p), 0);
+	j = json_loads(out, 0, NULL);
+	assert_non_null(j);
+	assert_string_equal(json_string_value(json_object_get(j, "format")),
+			    "raw");
+	assert_int_equal(json_integer_value(json_object_get(j, "virtual-size")),
+			 size);
+	json_decref(j);
+}
+
+static void test_rbd_create_info_path(void **state)
+{
+	struct rfx *r = *state;
+	const char *vol = vn(r, 0, "web1");
+	char path[256], want[256];
+
+	assert_string_equal(sto_vols_backend(r->s), "rbd");
+	rexpect_info(r, vol, false, 0);
+	assert_int_equal(rcreate(r, vol, 64 * MiB, STO_FMT_RAW), 0);
+	rexpect_info(r, vol, true, 64 * MiB);
+	assert_int_equal(image_features(r, vol), RBD_FEATURE_LAYERING);
+	assert_int_equal(sto_vol_path(r->s, vol, path, sizeof(path), r->err,
+				      sizeof(r->err)), 0);
+	snprintf(want, sizeof(want), "rbd:%s/%s", ceph_pool(), vol);
+	assert_string_equal(path, want);
+	qemu_img_opens(path, 64 * MiB);
+}
+
+static void test_rbd_qcow2_refused(void **state)
+{
+	struct rfx *r = *state;
+	const char *vol = vn(r, 0, "web1");
+
+	assert_int_equal(rcreate(r, vol, 64 * MiB, STO_FMT_QCOW2), -EINVAL);
+	rexpect_err_names(r, vol);
+	rexpect_err_names(r, "rbd volumes are raw");
+	rexpect_info(r, vol, false, 0);
+}
+
+static void test_rbd_create_existing_eexist(void **state)
+{
+	struct rfx *r = *state;
+	const char *vol = vn(r, 0, "web1");
+
+	assert_int_equal(rcreate(r, vol, 64 * MiB, STO_FMT_RAW), 0);
+	assert_int_equal(rcreate(r, vol, 128 * MiB, STO_FMT_RAW), -EEXIST);
+	rexpect_err_names(r, vol);
+	rexpect_err_names(r, "exists");
+	rexpect_info(r, vol, true, 64 * MiB);
+}
+
+static void test_rbd_bad_args_einval(void **state)
+{
+	struct rfx *r = *state;
+	const char *vol = vn(r, 0, "web1");
+	const uint64_t bad[] = { 0, 512, STO_VOL_SIZE_MIN + 1,
+				 STO_VOL_SIZE_MAX + 512 };
+
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
+		assert_int_equal(rcreate(r, vol, bad[i], STO_FMT_RAW), -EINVAL);
+	assert_int_equal(rcreate(r, "Bad/Name", 64 * MiB, STO_FMT_RAW), -EINVAL);
+	rexpect_info(r, vol, false, 0);
+	assert_null(sto_vols_open_rbd(ceph_conf(), ceph_id(), "bad/pool",
+				      r->err, sizeof(r->err)));
+	rexpect_err_names(r, "pool name");
+	assert_null(sto_vols_open_rbd(ceph_conf(), ceph_id(), "no-such-pool",
+				      r->err, sizeof(r->err)));
+	rexpect_err_names(r, "no-such-pool");
+}
+
+static void test_rbd_remove_idempotent_with_snapshots(void **state)
+{
+	struct rfx *r = *state;
+	const char *vol = vn(r, 0, "web1");
+
+	assert_int_equal(rcreate(r, vol, 64 * MiB, STO_FMT_RAW), 0);
+	assert_int_equal(sto_vol_snapshot(r->s, vol, "s1", r->err,
+					  sizeof(r->err)), 0);
+	assert_int_equal(sto_vol_snapshot(r->s, vol, "s2", r->err,
+					  sizeof(r->err)), 0);
+	assert_int_equal(sto_vol_remove(r->s, vol, r->err, sizeof(r->err)), 0);
+	rexpect_info(r, vol, false, 0);
+	assert_int_equal(sto_vol_remove(r->s, vol, r->err, sizeof(r->err)), 0);
+	assert_int_equal(sto_vol_remove(r->s, vn(r, 1, "never"), r->err,
+					sizeof(r->err)), 0);
+}
+
+static void test_rbd_resize(void **state)
+{
+	struct rfx *r = *state;
+	const char *vol = vn(r, 0, "web1");
+	char path[256];
+
+	assert_int_equal(rcreate(r, vol, 64 * MiB, STO_FMT_RAW), 0);
+	assert_int_equal(sto_vol_resize(r->s, vol, 128 * MiB, r->err,
+					sizeof(r->err)), 0);
+	rexpect_info(r, vol, true, 128 * MiB);
+	assert_int_equal(sto_vol_resize(r->s, vol, 128 * MiB, r->err,
+					sizeof(r->err)), 0);
+	assert_int_equal(sto_vol_resize(r->s, vol, 64 * MiB, r->err,
+					sizeof(r->err)), -EINVAL);
+	rexpect_err_names(r, vol);
+	rexpect_err_names(r, "shrink");
+	rexpect_info(r, vol, true, 128 * MiB);
+	assert_int_equal(sto_vol_path(r->s, vol, path, sizeof(path), r->err,
+				      sizeof(r->err)), 0);
+	qemu_img_opens(path, 128 * MiB);
+	assert_int_equal(sto_vol_resize(r->s, vn(r, 1, "ghost"), 64 * MiB,
+					r->err, sizeof(r->err)), -ENOENT);
+	rexpect_err_names(r, "ghost");
+}
+
+static void test_rbd_snapshot(void **state)
+{
+	struct rfx *r = *state;
+	const char *vol = vn(r, 0, "web1");
+	rbd_image_t img;
+	bool exists = false;
+
+	assert_int_equal(rcreate(r, vol, 64 * MiB, STO_FMT_RAW), 0);
+	assert_int_equal(sto_vol_snapshot(r->s, vol, "before-upgrade", r->err,
+					  sizeof(r->err)), 0);
+	assert_int_equal(rbd_open_read_only(r->io, vol, &img, NULL), 0);
+	assert_int_equal(rbd_snap_exists(img, "before-upgrade", &exists), 0);
+	rbd_close(img);
+	assert_true(exists);
+	assert_int_equal(sto_vol_snapshot(r->s, vol, "before-upgrade", r->err,
+					  sizeof(r->err)), -EEXIST);
+	rexpect_err_names(r, "before-upgrade");
+	assert_int_equal(sto_vol_snapshot(r->s, vn(r, 1, "ghost"), "s1", r->err,
+					  sizeof(r->err)), -ENOENT);
+	rexpect_err_names(r, "ghost");
+	assert_int_equal(sto_vol_snapshot(r->s, vol, "a@b", r->err,
+					  sizeof(r->err)), -EINVAL);
+}
+
+static void test_rbd_path_missing_and_small(void **state)
+{
+	struct rfx *r = *state;
+	const char *vol = vn(r, 0, "web1");
+	char path[256], small[8];
+
+	assert_int_equal(sto_vol_path(r->s, vol, path, sizeof(path), r->err,
+				      sizeof(r->err)), -ENOENT);
+	rexpect_err_names(r, vol);
+	assert_int_equal(rcreate(r, vol, 64 * MiB, STO_FMT_RAW), 0);
+	assert_int_equal(sto_vol_path(r->s, vol, small, sizeof(small), r->err,
+				      sizeof(r->err)), -ERANGE);
+	assert_string_equal(small, "");
+}
+
+struct rracer {
+	struct sto_vols *s;
+	const char *vol;
+	int rc;
+};
+
+static void *rcreate_thread(void *arg)
+{
+	struct rracer *x = arg;
+
+	x->rc = sto_vol_create(x->s, x->vol, 64 * MiB, STO_FMT_RAW, NULL, 0);
+	return NULL;
+}
+
+/* Two workers creating one name: exactly one wins. */
+static void test_rbd_threads_one_name_one_volume(void **state)
+{
+	struct rfx *r = *state;
+	const char *vol = vn(r, 0, "race");
+	struct rracer x[2] = { { r->s, vol, 1 }, { r->s, vol, 1 } };
+	pthread_t t[2];
+
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, rcreate_thread,
+						&x[i]), 0);
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_join(t[i], NULL), 0);
+	assert_true((x[0].rc == 0 && x[1].rc == -EEXIST) ||
+		    (x[0].rc == -EEXIST && x[1].rc == 0));
+	rexpect_info(r, vol, true, 64 * MiB);
+}
+
+/* ---- running ---- */
+
+#define T(name) cmocka_unit_test_setup_teardown(name, fx_setup, fx_teardown)
+#define R(name) cmocka_unit_test_setup_teardown(name, rfx_setup, rfx_teardown)
+
+static int run_file(void)
 {
 	const struct CMUnitTest tests[] = {
 		T(test_open_makes_private_dir),
@@ -520,8 +871,74 @@ int main(void)
 		T(test_tool_failure_after_write_leaves_no_file),
 		T(test_missing_qemu_img),
 		T(test_threads_one_name_one_volume),
+		T(test_snapshot_unsupported),
 	};
 
 	return cmocka_run_group_tests_name("sto_vol file backend", tests, NULL,
 					   NULL);
+}
+
+static int run_rbd(void)
+{
+	const struct CMUnitTest tests[] = {
+		R(test_rbd_create_info_path),
+		R(test_rbd_qcow2_refused),
+		R(test_rbd_create_existing_eexist),
+		R(test_rbd_bad_args_einval),
+		R(test_rbd_remove_idempotent_with_snapshots),
+		R(test_rbd_resize),
+		R(test_rbd_snapshot),
+		R(test_rbd_path_missing_and_small),
+		R(test_rbd_threads_one_name_one_volume),
+	};
+
+	return cmocka_run_group_tests_name("sto_vol rbd backend", tests, NULL,
+					   NULL);
+}
+
+/* A backend was asked for that cannot run: a failure, never a skip. */
+static const char *unavailable;
+
+static void test_backend_unavailable(void **state)
+{
+	fail_msg("%s", unavailable);
+}
+
+static int run_unavailable(const char *why)
+{
+	const struct CMUnitTest t[] = { cmocka_unit_test(test_backend_unavailable) };
+
+	unavailable = why;
+	return cmocka_run_group_tests_name("sto_vol backend selection", t, NULL,
+					   NULL);
+}
+
+static int run_backend(const char *name)
+{
+	static char why[256];
+
+	if (!strcmp(name, "file"))
+		return run_file();
+	if (!strcmp(name, "rbd") && !ceph_conf())
+		return run_unavailable("HCA_TEST_VOL_BACKENDS asks for rbd but HCA_TEST_CEPH_CONF is not set");
+	if (!strcmp(name, "rbd"))
+		return run_rbd();
+	snprintf(why, sizeof(why), "HCA_TEST_VOL_BACKENDS names '%.100s': want file and/or rbd",
+		 name);
+	return run_unavailable(why);
+}
+
+int main(void)
+{
+	char *list = strdup(env_or("HCA_TEST_VOL_BACKENDS", "file"));
+	char *save = NULL;
+	int failed = 0, ran = 0;
+
+	for (char *be = strtok_r(list, ", ", &save); be;
+	     be = strtok_r(NULL, ", ", &save), ran++)
+		failed += run_backend(be);
+	if (!ran)
+		failed += run_unavailable("HCA_TEST_VOL_BACKENDS names no backend");
+	free(list);
+	return failed ? 1 : 0;
 }

@@ -1,0 +1,882 @@
+/*
+ * sto_store_rados: the state store in Ceph RADOS, shared by every node.
+ * Key "vm/web1" is the object "web1" in RADOS namespace "vm" (after the
+ * store's namespace prefix, empty outside tests) of the pool.
+ *
+ * The object's data is the record in the format of sto_priv.h, so a
+ * corrupt one is -EBADMSG as in the dir backend; its xattr "hca.version"
+ * holds the version as decimal text and is the authority for
+ * compare-and-swap. Every put and del is ONE rados write op: compare the
+ * xattr (a mismatch fails the whole op with -ECANCELED) or create the object
+ * exclusively (-EEXIST), then write (or remove) and set the new version, so
+ * two nodes can never both win.
+ *
+ * Beside the records live helper objects whose names start with '.', which
+ * no key can: ".watch" in each namespace, watched by sto_watch and notified
+ * with the key after every put and del; ".lease.NAME", carrying the lease on
+ * key NAME as the cls_lock exclusive lock "hca.lease" with an expiry, so a
+ * lease never touches the record. Lease objects stay after unlock (a few
+ * bytes each). Listing scans the pool, so keep the store in a pool of its
+ * own rather than beside the RBD images.
+ *
+ * A cluster handle is thread-safe but an io context's namespace is not, so
+ * every call makes its own io context (no round trip). Every librados
+ * result becomes a store error in rados_fail().
+ */
+#include "storage/sto_priv.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#define VERSION_XATTR "hca.version"
+#define WATCH_OBJ ".watch"
+#define LEASE_PREFIX ".lease."
+#define LEASE_LOCK "hca.lease"
+#define NOTIFY_TIMEOUT_MS 1000
+#define NS_PREFIX_MAX 32u
+#define REWATCH_DELAY_S 1
+
+struct store_rados {
+	struct sto_store base; /* first: the front end's handle */
+	rados_t cluster;
+	int64_t pool_id;
+	char *pool;
+	char *prefix; /* of every namespace; "" outside tests */
+};
+
+/* Where a key (or its lease) lives: object @obj in namespace @ns. */
+struct loc {
+	const char *key;
+	char subject[STO_KEY_MAX + 8]; /* "key vm/web1", for messages */
+	char ns[NS_PREFIX_MAX + STO_KEY_MAX + 1];
+	char obj[sizeof(LEASE_PREFIX) + STO_KEY_MAX];
+};
+
+/* Who holds a lease, as cls_lock reports it. */
+struct holder {
+	char tag[256];
+	char client[256];
+	char cookie[256];
+	char addr[256];
+};
+
+static struct store_rados *to_rados(struct sto_store *st)
+{
+	return (struct store_rados *)st;
+}
+
+/* ---- the one translation of librados results ---- */
+
+static const char *reason(int rc)
+{
+	switch (rc) {
+	case -ENOENT:
+		return "it does not exist";
+	case -EEXIST:
+		return "it already exists";
+	case -EBUSY:
+		return "someone else holds it";
+	case -ECANCELED:
+		return "its version changed (someone else wrote it: re-read and decide again)";
+	case -EACCES:
+	case -EPERM:
+		return "permission denied (check the client's cephx key and caps)";
+	case -ESHUTDOWN: /* Ceph's EBLOCKLISTED */
+		return "this client is blocklisted by the cluster (fenced)";
+	case -ETIMEDOUT:
+		return "Ceph did not answer in time";
+	case -ENOSPC:
+	case -EDQUOT:
+		return "the pool is full";
+	default:
+		return sto_errstr(-rc);
+	}
+}
+
+/* Outcomes callers expect and handle are logged at debug only. */
+static uint8_t key_prio(int rc)
+{
+	return rc == -ENOENT || rc == -EEXIST || rc == -ECANCELED ||
+			       rc == -EBUSY ? LOG_DEBUG : LOG_ERR;
+}
+
+/*
+ * The one place a librados result becomes a store error: the errno is the
+ * contract's already (librados speaks -errno), the line for people names
+ * @subject and what was being done, and it is logged once at @prio.
+ */
+static int rados_fail(uint8_t prio, const char *subject, const char *what,
+		      int rc, char *err, size_t errlen)
+{
+	return STO_FAIL(prio, err, errlen, rc, "%s: cannot %s: %s", subject,
+			what, reason(rc));
+}
+
+/* ---- connecting, shared with the rbd volumes ---- */
+
+static int connect_steps(rados_t c, const char *ceph_conf, const char *pool,
+			 int64_t *pool_id, const char **step)
+{
+	int rc;
+
+	/* Fail in 30 s rather than Ceph's 300 when no monitor answers; the
+	 * conf file read next may say otherwise. */
+	*step = "configure the Ceph client";
+	rc = rados_conf_set(c, "client_mount_timeout", "30");
+	if (rc == 0) {
+		*step = "read the Ceph configuration";
+		rc = rados_conf_read_file(c, ceph_conf);
+	}
+	if (rc == 0) {
+		*step = "connect to the Ceph cluster";
+		rc = rados_connect(c);
+	}
+	if (rc == 0) {
+		*step = "find the pool";
+		*pool_id = rados_pool_lookup(c, pool);
+		rc = *pool_id < 0 ? (int)*pool_id : 0;
+	}
+	return rc;
+}
+
+int sto_rados_connect(const char *ceph_conf, const char *client_id,
+		      const char *pool, const char *what, rados_t *cluster,
+		      int64_t *pool_id, char *err, size_t errlen)
+{
+	char subject[512];
+	const char *step = "create a Ceph client";
+	rados_t c = NULL;
+	int rc = rados_create(&c, client_id);
+
+	snprintf(subject, sizeof(subject), "%s in pool %.100s (client.%.100s, conf %.200s)",
+		 what, pool, client_id, ceph_conf ? ceph_conf : "default");
+	if (rc == 0)
+		rc = connect_steps(c, ceph_conf, pool, pool_id, &step);
+	if (rc < 0) {
+		if (c)
+			rados_shutdown(c);
+		return rados_fail(LOG_ERR, subject, step, rc, err, errlen);
+	}
+	*cluster = c;
+	return 0;
+}
+
+/* ---- keys, objects, io contexts ---- */
+
+/* @key is valid (checked by the front end). @obj_prefix: "" for the
+ * record, LEASE_PREFIX for its lease object. */
+static void loc_init(const struct store_rados *r, struct loc *l,
+		     const char *key, const char *obj_prefix)
+{
+	const char *slash = strchr(key, '/');
+
+	l->key = key;
+	snprintf(l->subject, sizeof(l->subject), "key %s", key);
+	snprintf(l->ns, sizeof(l->ns), "%s%.*s", r->prefix, (int)(slash - key),
+		 key);
+	snprintf(l->obj, sizeof(l->obj), "%s%s", obj_prefix, slash + 1);
+}
+
+static int io_open(struct store_rados *r, const char *subject,
+		   const char *ns, rados_ioctx_t *io, char *err, size_t errlen)
+{
+	int rc = rados_ioctx_create2(r->cluster, r->pool_id, io);
+
+	if (rc < 0) {
+		*io = NULL;
+		return rados_fail(LOG_ERR, subject, "open the pool", rc, err,
+				  errlen);
+	}
+	rados_ioctx_set_namespace(*io, ns);
+	return 0;
+}
+
+static void io_close(rados_ioctx_t io)
+{
+	if (io)
+		rados_ioctx_destroy(io);
+}
+
+/* ---- get ---- */
+
+/* The whole object: one read of the largest record plus one byte, so a
+ * record and the length check come from one consistent read. */
+static int obj_read(rados_ioctx_t io, const struct loc *l, uint8_t **rec,
+		    size_t *n, char *err, size_t errlen)
+{
+	size_t cap = STO_REC_HDR_LEN + STO_REC_MAX + 1;
+	uint8_t *buf = malloc(cap);
+	int rc = buf ? rados_read(io, l->obj, (char *)buf, cap, 0) : -ENOMEM;
+
+	if (rc < 0) {
+		free(buf);
+		return rados_fail(key_prio(rc), l->subject, "read", rc, err,
+				  errlen);
+	}
+	*rec = buf;
+	*n = (size_t)rc;
+	return 0;
+}
+
+/* Check @rec and move its payload to the front, shrinking the buffer. */
+static int rec_unwrap(const struct store_rados *r, const struct loc *l,
+		      uint8_t *rec, size_t n, uint8_t **buf, size_t *len,
+		      uint64_t *version, char *err, size_t errlen)
+{
+	struct sto_rec_hdr h;
+	char why[128];
+	uint8_t *p;
+
+	if (sto_rec_check(rec, n, &h, why, sizeof(why)) < 0)
+		return STO_FAIL(LOG_ERR, err, errlen, -EBADMSG,
+				"key %s: record (object %s, namespace '%s', pool %s) is corrupt: %s",
+				l->key, l->obj, l->ns, r->pool, why);
+	memmove(rec, rec + STO_REC_HDR_LEN, h.len);
+	p = realloc(rec, h.len ? h.len : 1);
+	*buf = p ? p : rec;
+	*len = h.len;
+	*version = h.version;
+	return 0;
+}
+
+static int rados_get_key(struct sto_store *st, const char *key, uint8_t **buf,
+			 size_t *len, uint64_t *version, char *err,
+			 size_t errlen)
+{
+	struct store_rados *r = to_rados(st);
+	rados_ioctx_t io = NULL;
+	uint8_t *rec = NULL;
+	size_t n = 0;
+	struct loc l;
+	int rc;
+
+	loc_init(r, &l, key, "");
+	rc = io_open(r, l.subject, l.ns, &io, err, errlen);
+	if (rc == 0)
+		rc = obj_read(io, &l, &rec, &n, err, errlen);
+	if (rc == 0)
+		rc = rec_unwrap(r, &l, rec, n, buf, len, version, err, errlen);
+	if (rc < 0)
+		free(rec);
+	io_close(io);
+	return rc;
+}
+
+/* ---- put and del ---- */
+
+/* Tell the namespace's watchers that @l's key changed. The write has
+ * succeeded already, so a failure here is logged, never returned; no
+ * watch object means nobody ever watched. */
+static void notify(rados_ioctx_t io, const struct loc *l)
+{
+	char *reply = NULL;
+	size_t reply_len = 0;
+	int rc = rados_notify2(io, WATCH_OBJ, l->key, (int)strlen(l->key),
+			       NOTIFY_TIMEOUT_MS, &reply, &reply_len);
+
+	if (reply)
+		rados_buffer_free(reply);
+	if (rc < 0 && rc != -ENOENT)
+		rados_fail(LOG_WARNING, l->subject,
+			   "notify its watchers (the change itself is done)",
+			   rc, NULL, 0);
+}
+
+/* The compare of compare-and-swap, or the exclusive create for 0. */
+static void op_expect(rados_write_op_t op, uint64_t expect, char *cur,
+		      size_t curlen)
+{
+	snprintf(cur, curlen, "%" PRIu64, expect);
+	if (expect == 0)
+		rados_write_op_create(op, LIBRADOS_CREATE_EXCLUSIVE, NULL);
+	else
+		rados_write_op_cmpxattr(op, VERSION_XATTR,
+					LIBRADOS_CMPXATTR_OP_EQ, cur,
+					strlen(cur));
+}
+
+static int put_op(rados_ioctx_t io, const struct loc *l, const void *buf,
+		  size_t len, uint64_t expect)
+{
+	rados_write_op_t op = rados_create_write_op();
+	uint8_t *rec = malloc(STO_REC_HDR_LEN + len);
+	char cur[24], next[24];
+	int rc = op && rec ? 0 : -ENOMEM;
+
+	if (rc == 0) {
+		sto_rec_hdr_encode(rec, expect + 1, buf, (uint32_t)len);
+		memcpy(rec + STO_REC_HDR_LEN, buf, len);
+		snprintf(next, sizeof(next), "%" PRIu64, expect + 1);
+		op_expect(op, expect, cur, sizeof(cur));
+		rados_write_op_write_full(op, (char *)rec, STO_REC_HDR_LEN + len);
+		rados_write_op_setxattr(op, VERSION_XATTR, next, strlen(next));
+		rc = rados_write_op_operate(op, io, l->obj, NULL, 0);
+	}
+	if (op)
+		rados_release_write_op(op);
+	free(rec);
+	return rc;
+}
+
+static int rados_put_key(struct sto_store *st, const char *key,
+			 const void *buf, size_t len, uint64_t expect,
+			 uint64_t *new_version, char *err, size_t errlen)
+{
+	struct store_rados *r = to_rados(st);
+	rados_ioctx_t io = NULL;
+	char what[64];
+	struct loc l;
+	int rc;
+
+	loc_init(r, &l, key, "");
+	rc = io_open(r, l.subject, l.ns, &io, err, errlen);
+	if (rc < 0)
+		return rc;
+	rc = put_op(io, &l, buf, len, expect);
+	if (rc < 0) {
+		if (expect)
+			snprintf(what, sizeof(what), "update version %" PRIu64,
+				 expect);
+		else
+			snprintf(what, sizeof(what), "create it");
+		rados_fail(key_prio(rc), l.subject, what, rc, err, errlen);
+	} else {
+		*new_version = expect + 1;
+		notify(io, &l);
+	}
+	io_close(io);
+	return rc;
+}
+
+static int del_op(rados_ioctx_t io, const struct loc *l, uint64_t expect)
+{
+	rados_write_op_t op = rados_create_write_op();
+	char cur[24];
+	int rc = op ? 0 : -ENOMEM;
+
+	if (rc == 0) {
+		op_expect(op, expect, cur, sizeof(cur));
+		rados_write_op_remove(op);
+		rc = rados_write_op_operate(op, io, l->obj, NULL, 0);
+		rados_release_write_op(op);
+	}
+	return rc;
+}
+
+static int rados_del_key(struct sto_store *st, const char *key,
+			 uint64_t expect, char *err, size_t errlen)
+{
+	struct store_rados *r = to_rados(st);
+	rados_ioctx_t io = NULL;
+	char what[64];
+	struct loc l;
+	int rc;
+
+	loc_init(r, &l, key, "");
+	rc = io_open(r, l.subject, l.ns, &io, err, errlen);
+	if (rc < 0)
+		return rc;
+	rc = del_op(io, &l, expect);
+	if (rc < 0) {
+		snprintf(what, sizeof(what), "delete version %" PRIu64, expect);
+		rados_fail(key_prio(rc), l.subject, what, rc, err, errlen);
+	} else {
+		notify(io, &l);
+	}
+	io_close(io);
+	return rc;
+}
+
+/* ---- listing ---- */
+
+struct keyvec {
+	char **v;
+	size_t n, cap;
+};
+
+static int kv_add(struct keyvec *kv, const char *ns, size_t ns_len,
+		  const char *name, size_t name_len)
+{
+	char *key = NULL;
+
+	if (kv->n == kv->cap) {
+		size_t cap = kv->cap ? kv->cap * 2 : 16;
+		char **v = realloc(kv->v, cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		kv->v = v;
+		kv->cap = cap;
+	}
+	if (asprintf(&key, "%.*s/%.*s", (int)ns_len, ns, (int)name_len,
+		     name) < 0)
+		return -ENOMEM;
+	kv->v[kv->n++] = key;
+	return 0;
+}
+
+/* What a listing keeps: namespaces of this store starting with @ns_start,
+ * names starting with @name_start; or the whole namespace @ns_exact. */
+struct filter {
+	const char *prefix; /* the store's */
+	const char *ns_start;
+	const char *ns_exact; /* NULL: any namespace matching ns_start */
+	const char *name_start;
+};
+
+/* One listed object: added as a key if it is a record of this store.
+ * Helper objects ('.'), other stores' and foreign objects are skipped. */
+static int list_one(const struct filter *f, struct keyvec *kv,
+		    const char *name, size_t name_len, const char *ns,
+		    size_t ns_len)
+{
+	size_t plen = strlen(f->prefix);
+
+	if (ns_len <= plen || memcmp(ns, f->prefix, plen))
+		return 0;
+	ns += plen;
+	ns_len -= plen;
+	if (!sto_part_valid(ns, ns_len) || !sto_part_valid(name, name_len) ||
+	    ns_len + 1 + name_len > STO_KEY_MAX ||
+	    ns_len < strlen(f->ns_start) ||
+	    memcmp(ns, f->ns_start, strlen(f->ns_start)) ||
+	    (f->ns_exact && (ns_len != strlen(f->ns_exact) ||
+			     memcmp(ns, f->ns_exact, ns_len))) ||
+	    name_len < strlen(f->name_start) ||
+	    memcmp(name, f->name_start, strlen(f->name_start)))
+		return 0;
+	return kv_add(kv, ns, ns_len, name, name_len);
+}
+
+static int list_scan(rados_ioctx_t io, const struct filter *f,
+		     struct keyvec *kv)
+{
+	const char *name, *loc_key, *ns;
+	size_t name_len, key_len, ns_len;
+	rados_list_ctx_t ctx = NULL;
+	int rc = rados_nobjects_list_open(io, &ctx);
+
+	while (rc == 0) {
+		rc = rados_nobjects_list_next2(ctx, &name, &loc_key, &ns,
+					       &name_len, &key_len, &ns_len);
+		if (rc == 0)
+			rc = list_one(f, kv, name, name_len, ns ? ns : "",
+				      ns ? ns_len : 0);
+	}
+	if (ctx)
+		rados_nobjects_list_close(ctx);
+	return rc == -ENOENT ? 0 : rc; /* -ENOENT: the end */
+}
+
+static int rados_list_keys(struct sto_store *st, const char *prefix,
+			   char ***keys, size_t *n, char *err, size_t errlen)
+{
+	struct store_rados *r = to_rados(st);
+	const char *slash = strchr(prefix, '/');
+	char ns[NS_PREFIX_MAX + STO_KEY_MAX + 1], exact[STO_KEY_MAX + 1];
+	struct filter f = { r->prefix, prefix, NULL, "" };
+	char subject[STO_KEY_MAX + 16];
+	struct keyvec kv = { 0 };
+	rados_ioctx_t io = NULL;
+	int rc;
+
+	snprintf(subject, sizeof(subject), "keys %s*", prefix);
+	snprintf(ns, sizeof(ns), "%s", LIBRADOS_ALL_NSPACES);
+	if (slash) { /* one namespace: the OSDs filter it */
+		snprintf(exact, sizeof(exact), "%.*s", (int)(slash - prefix),
+			 prefix);
+		snprintf(ns, sizeof(ns), "%s%s", r->prefix, exact);
+		f = (struct filter){ r->prefix, exact, exact, slash + 1 };
+	}
+	rc = io_open(r, subject, ns, &io, err, errlen);
+	if (rc == 0 && (rc = list_scan(io, &f, &kv)) < 0)
+		rados_fail(LOG_ERR, subject, "list the pool", rc, err, errlen);
+	io_close(io);
+	if (rc < 0) {
+		sto_keys_free(kv.v, kv.n);
+		return rc;
+	}
+	*keys = kv.v;
+	*n = kv.n;
+	return 0;
+}
+
+/* ---- leases ---- */
+
+static int lease_take(rados_ioctx_t io, const struct loc *l,
+		      const char *cookie, unsigned duration_s)
+{
+	struct timeval tv = { .tv_sec = duration_s };
+
+	return rados_lock_exclusive(io, l->obj, LEASE_LOCK, cookie, "hca lease",
+				    &tv, LIBRADOS_LOCK_FLAG_MAY_RENEW);
+}
+
+/* The unexpired holder (cls_lock drops expired ones): 0, or -ENOENT if
+ * there is none; other librados errors as they come. */
+static int lease_holder(rados_ioctx_t io, const struct loc *l,
+			struct holder *h)
+{
+	size_t tag_len = sizeof(h->tag), client_len = sizeof(h->client);
+	size_t cookie_len = sizeof(h->cookie), addr_len = sizeof(h->addr);
+	int exclusive = 0;
+	ssize_t n = rados_list_lockers(io, l->obj, LEASE_LOCK, &exclusive,
+				       h->tag, &tag_len, h->client, &client_len,
+				       h->cookie, &cookie_len, h->addr,
+				       &addr_len);
+
+	return n < 0 ? (int)n : n == 0 ? -ENOENT : 0;
+}
+
+/*
+ * cls_lock names a holder by (client instance, cookie); the contract by the
+ * cookie alone. So a lease held under our cookie by another client
+ * instance (this holder before a restart, another handle) is ours: break
+ * that entry and take it. A different cookie keeps it: -EBUSY.
+ */
+static int lease_take_over(rados_ioctx_t io, const struct loc *l,
+			   const char *cookie, unsigned duration_s,
+			   struct holder *h)
+{
+	int rc = lease_holder(io, l, h);
+
+	if (rc == 0 && strcmp(h->cookie, cookie))
+		return -EBUSY;
+	if (rc == 0)
+		rc = rados_break_lock(io, l->obj, LEASE_LOCK, h->client,
+				      h->cookie);
+	if (rc == 0 || rc == -ENOENT) /* broken, or gone meanwhile */
+		rc = lease_take(io, l, cookie, duration_s);
+	return rc;
+}
+
+static int rados_lock_key(struct sto_store *st, const char *key,
+			  const char *cookie, unsigned duration_s, char *err,
+			  size_t errlen)
+{
+	struct store_rados *r = to_rados(st);
+	rados_ioctx_t io = NULL;
+	struct holder h = { 0 };
+	struct loc l;
+	int rc;
+
+	loc_init(r, &l, key, LEASE_PREFIX);
+	rc = io_open(r, l.subject, l.ns, &io, err, errlen);
+	if (rc < 0)
+		return rc;
+	rc = lease_take(io, &l, cookie, duration_s);
+	if (rc == -EBUSY)
+		rc = lease_take_over(io, &l, cookie, duration_s, &h);
+	if (rc == -EBUSY && h.cookie[0])
+		rc = STO_FAIL(LOG_DEBUG, err, errlen, -EBUSY,
+			      "key %s: leased by %.64s", key, h.cookie);
+	else if (rc < 0)
+		rc = rados_fail(key_prio(rc), l.subject, "take its lease", rc,
+				err, errlen);
+	io_close(io);
+	return rc;
+}
+
+/* Release our entry, or our cookie's under another client instance. */
+static int lease_release(rados_ioctx_t io, const struct loc *l,
+			 const char *cookie)
+{
+	struct holder h;
+	int rc = rados_unlock(io, l->obj, LEASE_LOCK, cookie);
+
+	if (rc != -ENOENT)
+		return rc;
+	rc = lease_holder(io, l, &h);
+	if (rc == 0 && strcmp(h.cookie, cookie))
+		rc = -ENOENT;
+	if (rc == 0)
+		rc = rados_break_lock(io, l->obj, LEASE_LOCK, h.client,
+				      h.cookie);
+	return rc;
+}
+
+static int rados_unlock_key(struct sto_store *st, const char *key,
+			    const char *cookie, char *err, size_t errlen)
+{
+	struct store_rados *r = to_rados(st);
+	rados_ioctx_t io = NULL;
+	struct loc l;
+	int rc;
+
+	loc_init(r, &l, key, LEASE_PREFIX);
+	rc = io_open(r, l.subject, l.ns, &io, err, errlen);
+	if (rc < 0)
+		return rc;
+	rc = lease_release(io, &l, cookie);
+	if (rc == -ENOENT)
+		STO_FAIL(LOG_DEBUG, err, errlen, -ENOENT,
+			 "key %s: %s holds no lease on it", key, cookie);
+	else if (rc < 0)
+		rados_fail(LOG_ERR, l.subject, "release its lease", rc, err,
+			   errlen);
+	io_close(io);
+	return rc;
+}
+
+static int rados_lock_owner(struct sto_store *st, const char *key, char *out,
+			    size_t len, char *err, size_t errlen)
+{
+	struct store_rados *r = to_rados(st);
+	rados_ioctx_t io = NULL;
+	struct holder h;
+	struct loc l;
+	int rc;
+
+	loc_init(r, &l, key, LEASE_PREFIX);
+	rc = io_open(r, l.subject, l.ns, &io, err, errlen);
+	if (rc < 0)
+		return rc;
+	rc = lease_holder(io, &l, &h);
+	if (rc == -ENOENT)
+		STO_FAIL(LOG_DEBUG, err, errlen, -ENOENT,
+			 "key %s: nobody holds a lease on it", key);
+	else if (rc < 0)
+		rados_fail(LOG_ERR, l.subject, "read its lease", rc, err,
+			   errlen);
+	else
+		snprintf(out, len, "%s", h.cookie);
+	io_close(io);
+	return rc;
+}
+
+/* ---- watches ---- */
+
+struct watch_rados {
+	struct sto_watch base; /* first: the front end's handle */
+	rados_ioctx_t io;      /* in the watched namespace */
+	rados_t cluster;
+	char ns[STO_KEY_MAX + 1]; /* as the caller named it */
+	char subject[STO_KEY_MAX + 16];
+	sto_watch_fn fn;
+	void *opaque;
+	uint64_t handle;
+	bool watching;
+	/* A broken watch is re-established by a thread of its own: librados
+	 * must not be called back into from its callbacks. */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool broken, stop, started;
+	pthread_t thread;
+};
+
+static void on_notify(void *arg, uint64_t notify_id, uint64_t handle,
+		      uint64_t notifier_id, void *data, size_t len)
+{
+	struct watch_rados *w = arg;
+	size_t ns_len = strlen(w->ns);
+	char key[STO_KEY_MAX + 1];
+
+	/* Ack first, so the writer's notify returns at once. */
+	rados_notify_ack(w->io, WATCH_OBJ, notify_id, handle, NULL, 0);
+	if (!data || len == 0 || len > STO_KEY_MAX)
+		return;
+	memcpy(key, data, len);
+	key[len] = '\0';
+	if (sto_key_valid(key) && !strncmp(key, w->ns, ns_len) &&
+	    key[ns_len] == '/')
+		w->fn(key, w->opaque);
+}
+
+static void on_error(void *arg, uint64_t handle, int err)
+{
+	struct watch_rados *w = arg;
+
+	rados_fail(LOG_WARNING, w->subject, "keep watching (re-watching)", err,
+		   NULL, 0);
+	pthread_mutex_lock(&w->mu);
+	w->broken = true;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+/* Make sure the watch object exists, then watch it. Raw librados result. */
+static int watch_register(struct watch_rados *w)
+{
+	rados_write_op_t op = rados_create_write_op();
+	int rc = op ? 0 : -ENOMEM;
+
+	if (op) {
+		rados_write_op_create(op, LIBRADOS_CREATE_IDEMPOTENT, NULL);
+		rc = rados_write_op_operate(op, w->io, WATCH_OBJ, NULL, 0);
+		rados_release_write_op(op);
+	}
+	if (rc == 0)
+		rc = rados_watch2(w->io, WATCH_OBJ, &w->handle, on_notify,
+				  on_error, w);
+	w->watching = rc == 0;
+	return rc;
+}
+
+static bool rewatch(struct watch_rados *w)
+{
+	int rc;
+
+	if (w->watching)
+		rados_unwatch2(w->io, w->handle);
+	rc = watch_register(w);
+	if (rc < 0)
+		rados_fail(LOG_WARNING, w->subject, "watch it again (retrying)",
+			   rc, NULL, 0);
+	return rc == 0;
+}
+
+static void *rewatch_thread(void *arg)
+{
+	struct watch_rados *w = arg;
+	struct timespec until;
+
+	pthread_mutex_lock(&w->mu);
+	while (!w->stop) {
+		if (!w->broken) {
+			pthread_cond_wait(&w->cv, &w->mu);
+			continue;
+		}
+		pthread_mutex_unlock(&w->mu);
+		bool ok = rewatch(w);
+		if (ok) /* what happened while it was broken is unknown */
+			w->fn(NULL, w->opaque);
+		pthread_mutex_lock(&w->mu);
+		w->broken = !ok;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += REWATCH_DELAY_S;
+		if (!ok && !w->stop)
+			pthread_cond_timedwait(&w->cv, &w->mu, &until);
+	}
+	pthread_mutex_unlock(&w->mu);
+	return NULL;
+}
+
+static void rados_watch_free(struct sto_watch *base)
+{
+	struct watch_rados *w = (struct watch_rados *)base;
+
+	if (w->started) {
+		pthread_mutex_lock(&w->mu);
+		w->stop = true;
+		pthread_cond_signal(&w->cv);
+		pthread_mutex_unlock(&w->mu);
+		pthread_join(w->thread, NULL);
+	}
+	if (w->watching)
+		rados_unwatch2(w->io, w->handle);
+	rados_watch_flush(w->cluster); /* no callback runs after this */
+	io_close(w->io);
+	pthread_cond_destroy(&w->cv);
+	pthread_mutex_destroy(&w->mu);
+	free(w);
+}
+
+static struct sto_watch *rados_watch_new(struct sto_store *st, const char *ns,
+					 sto_watch_fn fn, void *opaque,
+					 char *err, size_t errlen)
+{
+	struct store_rados *r = to_rados(st);
+	struct watch_rados *w = calloc(1, sizeof(*w));
+	char rns[NS_PREFIX_MAX + STO_KEY_MAX + 1];
+	int rc;
+
+	if (!w) {
+		STO_FAIL(LOG_ERR, err, errlen, -ENOMEM,
+			 "namespace %s: cannot watch it: out of memory", ns);
+		return NULL;
+	}
+	w->base.st = st;
+	w->cluster = r->cluster;
+	w->fn = fn;
+	w->opaque = opaque;
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->cv, NULL);
+	snprintf(w->ns, sizeof(w->ns), "%s", ns);
+	snprintf(w->subject, sizeof(w->subject), "namespace %s", ns);
+	snprintf(rns, sizeof(rns), "%s%s", r->prefix, ns);
+	rc = io_open(r, w->subject, rns, &w->io, err, errlen);
+	if (rc == 0 && (rc = watch_register(w)) < 0)
+		rados_fail(LOG_ERR, w->subject, "watch it", rc, err, errlen);
+	if (rc == 0 && (rc = sto_thread_start(&w->thread, rewatch_thread, w)) < 0)
+		STO_FAIL(LOG_ERR, err, errlen, rc,
+			 "namespace %s: cannot start the watch thread: %s", ns,
+			 sto_errstr(-rc));
+	w->started = rc == 0;
+	if (rc < 0) {
+		rados_watch_free(&w->base);
+		return NULL;
+	}
+	return &w->base;
+}
+
+/* ---- open and close ---- */
+
+static void rados_close(struct sto_store *st)
+{
+	struct store_rados *r = to_rados(st);
+
+	if (r->cluster)
+		rados_shutdown(r->cluster);
+	free(r->pool);
+	free(r->prefix);
+	free(r);
+}
+
+static const struct sto_store_ops rados_ops = {
+	.name = "rados",
+	.get = rados_get_key,
+	.put = rados_put_key,
+	.del = rados_del_key,
+	.list = rados_list_keys,
+	.lock = rados_lock_key,
+	.unlock = rados_unlock_key,
+	.lock_owner = rados_lock_owner,
+	.watch_new = rados_watch_new,
+	.watch_free = rados_watch_free,
+	.close = rados_close,
+};
+
+struct sto_store *sto_store_open_rados_prefixed(const char *ceph_conf,
+						const char *client_id,
+						const char *pool,
+						const char *ns_prefix,
+						char *err, size_t errlen)
+{
+	struct store_rados *r = calloc(1, sizeof(*r));
+	const char *id = client_id ? client_id : "admin";
+	int rc = r ? 0 : -ENOMEM;
+
+	if (!ns_prefix)
+		ns_prefix = "";
+	if (rc == 0) {
+		r->base.ops = &rados_ops;
+		r->pool = pool ? strdup(pool) : NULL;
+		r->prefix = strdup(ns_prefix);
+		rc = r->pool && r->prefix ? 0 : -ENOMEM;
+	}
+	if (rc == 0 && (!pool || strlen(ns_prefix) > NS_PREFIX_MAX))
+		rc = -EINVAL;
+	if (rc < 0)
+		STO_FAIL(LOG_ERR, err, errlen, rc,
+			 "store in pool %s: cannot open: %s", pool ? pool : "(none)",
+			 rc == -EINVAL ? "no pool, or a namespace prefix over 32 characters" :
+					 sto_errstr(-rc));
+	else
+		rc = sto_rados_connect(ceph_conf, id, pool, "store",
+				       &r->cluster, &r->pool_id, err, errlen);
+	if (rc < 0 && r)
+		rados_close(&r->base);
+	return rc < 0 ? NULL : &r->base;
+}
+
+struct sto_store *sto_store_open_rados(const char *ceph_conf,
+				       const char *client_id, const char *pool,
+				       char *err, size_t errlen)
+{
+	return sto_store_open_rados_prefixed(ceph_conf, client_id, pool, NULL,
+					     err, errlen);
+}
