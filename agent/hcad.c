@@ -289,6 +289,17 @@ static void ceph_retry(void *data)
 		free(c);
 }
 
+/* Membership changed: what depends on it is rebuilt here, in one place. */
+static void on_memb_resync(const struct memb_view *v, void *opaque)
+{
+	struct hcad *d = opaque;
+
+	if (d->vmm)
+		vmm_resync(d->vmm);
+}
+
+static const struct memb_ops memb_ops = { .resync = on_memb_resync };
+
 static void open_storage(struct hcad *d)
 {
 	char path[128], err[512];
@@ -328,7 +339,7 @@ int main(int argc, char **argv)
 	if (!d.work)
 		die("cannot create the event loop");
 	d.memb = memb_new(d.loop, d.conf.cluster == CONF_CLUSTER_COROSYNC ? "corosync" : "local",
-			  d.conf.node_name, NULL, NULL, err, sizeof(err));
+			  d.conf.node_name, &memb_ops, &d, err, sizeof(err));
 	if (!d.memb)
 		die(err);
 	d.vmm = vmm_new(&(struct vmm_cfg){

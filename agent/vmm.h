@@ -43,6 +43,13 @@ int vmm_set_storage(struct vmm *m, struct sto_store *store, struct sto_vols *rbd
 /* One line saying why storage is not usable, shown by cluster status. */
 void vmm_set_storage_health(struct vmm *m, const char *health);
 
+/*
+ * Membership changed: re-read every shared record. Watches may have missed
+ * changes while this node was cut off (a partition breaks its Ceph watch
+ * too), and the store, not the watch, says what is true.
+ */
+void vmm_resync(struct vmm *m);
+
 /* Detach from every VM (their QEMUs keep running) and free. NULL ok. */
 void vmm_free(struct vmm *m);
 

@@ -79,6 +79,19 @@ static const Hca__DiskSpec *disk_named(const Hca__VmSpec *s, const char *name)
 	return NULL;
 }
 
+/* After a failed define: does the record exist now (someone else's)? */
+static bool defined_meanwhile(struct pending *p)
+{
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	uint64_t ver = 0;
+	char err[256];
+	int rc = sto_get(p->m->store, p->key, &buf, &len, &ver, err, sizeof(err));
+
+	free(buf);
+	return rc == 0 || rc == -EBADMSG;
+}
+
 static void define_fn(void *arg)
 {
 	struct pending *p = arg;
@@ -116,6 +129,11 @@ static void define_fn(void *arg)
 fail:
 	define_undo_volumes(p, made);
 	p->code = HCA__ERROR_CODE__ERROR_STORAGE;
+	if (defined_meanwhile(p)) {
+		/* another node defined this name first: say so, not the symptom */
+		snprintf(p->err, sizeof(p->err), "already defined (by another node meanwhile)");
+		p->code = HCA__ERROR_CODE__ERROR_EXISTS;
+	}
 }
 
 static void define_done(void *arg)
@@ -125,9 +143,13 @@ static void define_done(void *arg)
 
 	v->defining = false;
 	if (p->code) {
+		if (p->code == HCA__ERROR_CODE__ERROR_EXISTS)
+			vmm_reply_error(p->fn, p->ctx, p->code, "vm %s: %s", v->name, p->err);
+		else
+			vmm_reply_error(p->fn, p->ctx, p->code, "vm %s: define failed: %s",
+					v->name, p->err);
 		vmm_vm_unlink(p->m, v);
 		vmm_vm_free(v);
-		vmm_reply_error(p->fn, p->ctx, p->code, "vm %s: define failed: %s", v->name, p->err);
 		goto out;
 	}
 	v->rec = p->rec;

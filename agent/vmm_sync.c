@@ -239,6 +239,14 @@ static void on_state_change(const char *key, void *opaque)
 	refresh_push(opaque, key, "state");
 }
 
+void vmm_resync(struct vmm *m)
+{
+	if (!m->store || m->conf->cluster == CONF_CLUSTER_LOCAL)
+		return;
+	refresh_push(m, NULL, "vm");
+	refresh_push(m, NULL, "state");
+}
+
 int vmm_sync_start(struct vmm *m, char *err, size_t errlen)
 {
 	if (m->conf->cluster == CONF_CLUSTER_LOCAL)

@@ -208,7 +208,7 @@ int sto_put(struct sto_store *st, const char *key, const void *buf, size_t len,
 /*
  * Delete @key iff its version is @expect (>= 1).
  * Returns 0; -ENOENT if absent; -ECANCELED on a version mismatch; -EINVAL for
- * a bad key or @expect 0; -EBADMSG if the stored record is corrupt.
+ * a bad key or @expect 0; -EBADMSG (dir) if the stored record is corrupt.
  */
 int sto_del(struct sto_store *st, const char *key, uint64_t expect, char *err,
 	    size_t errlen);

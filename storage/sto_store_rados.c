@@ -17,7 +17,9 @@
  * key NAME as the cls_lock exclusive lock "hca.lease" with an expiry, so a
  * lease never touches the record. Lease objects stay after unlock (a few
  * bytes each). Listing scans the pool, so keep the store in a pool of its
- * own rather than beside the RBD images.
+ * own rather than beside the RBD images. A watcher that died without
+ * unwatching delays each notify by up to NOTIFY_TIMEOUT_MS until its OSD
+ * drops the watch (osd_client_watch_timeout, 30 s by default).
  *
  * A cluster handle is thread-safe but an io context's namespace is not, so
  * every call makes its own io context (no round trip). Every librados
@@ -571,7 +573,7 @@ static int rados_lock_key(struct sto_store *st, const char *key,
 	rc = lease_take(io, &l, cookie, duration_s);
 	if (rc == -EBUSY)
 		rc = lease_take_over(io, &l, cookie, duration_s, &h);
-	if (rc == -EBUSY && h.cookie[0])
+	if (rc == -EBUSY && h.cookie[0] && strcmp(h.cookie, cookie))
 		rc = STO_FAIL(LOG_DEBUG, err, errlen, -EBUSY,
 			      "key %s: leased by %.64s", key, h.cookie);
 	else if (rc < 0)

@@ -3,7 +3,7 @@
 # Everything runs for real: hcad, hcactl, QEMU 10 and the test guest.
 set -uo pipefail
 
-BUILD=${1:?usage: $0 BUILD_DIR}
+BUILD=$(cd "${1:?usage: $0 BUILD_DIR}" && pwd)
 TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HCAD=$BUILD/hcad
 HCACTL=$BUILD/hcactl
