@@ -669,7 +669,7 @@ struct vmm *vmm_new(const struct vmm_cfg *cfg)
 	snprintf(m->accel_reason, sizeof(m->accel_reason), "%s", cfg->accel_reason);
 	snprintf(m->qemu_version, sizeof(m->qemu_version), "%s", cfg->qemu_version);
 	snprintf(m->storage_health, sizeof(m->storage_health), "%s",
-		 m->store ? "ok" : "not connected yet");
+		 m->store ? "ok" : "connecting to Ceph");
 	hv_limits_default(&m->limits);
 	m->limits.max_vcpus = (uint32_t)cfg->conf->max_vcpus;
 	m->limits.max_memory_mib = cfg->conf->max_memory_mib;

@@ -201,10 +201,6 @@ cmd_up() {
 
 	step "corosync: starting on $n nodes"
 	for k in $(seq "$n"); do corosync_start "$k"; done
-	if [ "$hcad" -eq 1 ]; then
-		step "hcad: starting on $n nodes ($BUILD/hcad)"
-		for k in $(seq "$n"); do hcad_start "$k"; done
-	fi
 
 	step "ceph: mon on node1 ($NET.1)"
 	ceph_mon_up
@@ -213,11 +209,16 @@ cmd_up() {
 	ceph_osds_wait "$n"
 	step "ceph: pool hca (rbd)"
 	ceph_pool
+	# as on a real node: storage first, then the agent that keeps its state there
+	if [ "$hcad" -eq 1 ]; then
+		step "hcad: starting on $n nodes ($BUILD/hcad)"
+		for k in $(seq "$n"); do hcad_start "$k"; done
+	fi
 
 	step "corosync: waiting for $n quorate members on every node"
 	corosync_wait "$n"
 	if [ "$hcad" -eq 1 ]; then
-		step "hcad: waiting for 'hcactl node info' on every node"
+		step "hcad: waiting for every node's hcad to answer with its storage ok"
 		hcad_wait "$n"
 	fi
 

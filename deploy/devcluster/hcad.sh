@@ -29,7 +29,8 @@ hcad_start() { # K
 	node_daemon "$1" hcad "$BUILD/hcad" -c "$d/hcad.conf"
 }
 
-hcad_answers() { in_node "$1" "$BUILD/hcactl" node info >/dev/null 2>&1; }
+# Ready: it answers, and its records in Ceph are reachable.
+hcad_answers() { in_node "$1" "$BUILD/hcactl" --api hcad cluster status 2>/dev/null | grep -q '^storage: *rados: ok'; }
 
 hcad_wait() { # N
 	local k

@@ -47,4 +47,20 @@ expect_fail "start refused: bridge missing" "vm net2: nic 0: bridge 'nobr0' does
 	"$HCACTL" vm start net2
 check "no QEMU for net2" test -z "$(pgrep -f -- '-name guest=net2,')"
 
+# Ceph unreachable at start: hcad serves anyway, says why, and retries
+cat >"$T/ceph.conf" <<CEPH
+[global]
+mon_host = 10.254.254.254
+auth_client_required = none
+CEPH
+sed -e "s|^state_dir = .*|state_dir = $T/s3|" -e "s|^api_name = .*|api_name = noceph-$$|" "$T/hcad.conf" >"$T/noceph.conf"
+printf 'store = rados\nceph_conf = %s\n' "$T/ceph.conf" >>"$T/noceph.conf"
+"$HCAD" -c "$T/noceph.conf" >>"$T/noceph.log" 2>&1 &
+NOCEPH=$!
+check "hcad without Ceph still answers" wait_for 10 "$HCACTL" --api "noceph-$$" node info
+expect_fail "VM requests say storage is unavailable" "storage unavailable: " \
+	"$HCACTL" --api "noceph-$$" vm list
+check "cluster status reports the storage problem" bash -c "'$HCACTL' --api noceph-$$ cluster status | grep -q '^storage: *rados: [^o]'"
+kill "$NOCEPH"; wait "$NOCEPH" 2>/dev/null
+
 hca_done
