@@ -7,7 +7,7 @@
 #      same hcad supervising none.
 set -uo pipefail
 
-BUILD=${1:?usage: run.sh BUILD_DIR}
+BUILD=$(cd "${1:?usage: run.sh BUILD_DIR}" && pwd)
 RUNS=${BENCH_RUNS:-3}
 NVMS=${BENCH_VMS:-20}
 SAMPLE_S=${BENCH_SAMPLE_S:-20}
@@ -144,3 +144,4 @@ bench_scale() {
 start_hcad
 bench_start
 bench_scale
+"$(dirname "$0")"/cluster.sh "$BUILD"

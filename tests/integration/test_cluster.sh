@@ -71,7 +71,10 @@ check "the store holds one 'race', seen alike on all nodes" bash -c "[ \"\$('$DC
 
 # a node lost: kill -9 of node3's corosync, seen by node1 within 3 s
 check "define idle3 owned by node3" define_on node3 idle3
-pid=$(cat "$HCA_DC_DIR/n3/corosync.pid" 2>/dev/null || on node3 pgrep -o corosync)
+# nodes share the PID namespace: find node3's corosync by its network namespace
+for p in $(ip netns pids "$HCA_DC_NETNS-node3"); do
+	[ "$(cat "/proc/$p/comm" 2>/dev/null)" = corosync ] && pid=$p
+done
 t0=$EPOCHREALTIME
 on node3 kill -9 "$pid"
 if wait_for 3 bash -c "[ \"\$('$DCSH' exec node1 -- '$HCACTL' cluster status --json | python3 -c 'import json,sys; print([n[\"online\"] for n in json.load(sys.stdin)[\"nodes\"] if n[\"name\"]==\"node3\"][0])')\" = False ]"; then
