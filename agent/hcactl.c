@@ -12,6 +12,7 @@
  */
 #include "agent/api.h"
 #include "agent/console.h"
+#include "agent/hcactl_cluster.h"
 #include "agent/spec_json.h"
 #include "hypervisor/hv.h"
 
@@ -1006,6 +1007,39 @@ out:
 	return rc;
 }
 
+/* The cluster PKI commands work on local files, not through hcad
+ * (hcactl_cluster.c); they get the words checked against these tables. */
+static int cluster_pki(struct cli *cli, const struct args *a, const char *cmd)
+{
+	const char *names[MAX_OPTS], *vals[MAX_OPTS];
+
+	for (size_t i = 0; i < a->nopt; i++) {
+		names[i] = a->opt[i].name;
+		vals[i] = a->opt[i].val;
+	}
+	return cluster_cmd(cmd, a->pos, a->npos, names, vals, a->nopt, cli->json);
+}
+
+static int cmd_cluster_init(struct cli *cli, const struct args *a)
+{
+	return cluster_pki(cli, a, "init");
+}
+
+static int cmd_cluster_cert(struct cli *cli, const struct args *a)
+{
+	return cluster_pki(cli, a, "cert");
+}
+
+static const struct opt_def cluster_init_opts[] = {
+	{ "name", true, false }, { "pki", true, false }, { "ca-out", true, false },
+	{ "days", true, false }, { NULL, false, false },
+};
+static const struct opt_def cluster_cert_opts[] = {
+	{ "pki", true, false }, { "ca-key", true, false }, { "out", true, false },
+	{ "days", true, false }, { "ip", true, true }, { "force", false, false },
+	{ "file", true, false }, { NULL, false, false },
+};
+
 static const struct cmd cmds[] = {
 	{ "vm", "define", cmd_define, define_opts, 0, 0, "vm define --file FILE | --name NAME [OPTIONS]",
 	  "Define a VM from a spec file or from flags.", define_detail },
@@ -1027,6 +1061,12 @@ static const struct cmd cmds[] = {
 	  "This node: versions, accelerator, VM counts.", NULL },
 	{ "cluster", "status", cmd_cluster_status, NULL, 0, 0, "cluster status",
 	  "Nodes, membership, quorum and storage health.", NULL },
+	{ "cluster", "init", cmd_cluster_init, cluster_init_opts, 0, 0,
+	  "cluster init [--name NAME] [OPTIONS]", "Create the cluster CA (local files).",
+	  cluster_init_detail },
+	{ "cluster", "cert", cmd_cluster_cert, cluster_cert_opts, 1, 2,
+	  "cluster cert issue|renew|show NODE [OPTIONS]",
+	  "Issue, renew or show a node certificate (local files).", cluster_cert_detail },
 	{ NULL, "version", cmd_version, NULL, 0, 0, "version", "Print hcactl's version.", NULL },
 };
 #define NCMDS (sizeof(cmds) / sizeof(cmds[0]))

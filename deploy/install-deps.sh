@@ -13,7 +13,7 @@ PKGS=(
   libssl-dev libzstd-dev librados-dev librbd-dev
   libcorosync-common-dev libcpg-dev libquorum-dev libvotequorum-dev libcmap-dev
   libcmocka-dev
-  busybox-static cpio xz-utils zstd kmod file iproute2 procps util-linux
+  busybox-static cpio xz-utils zstd kmod file iproute2 procps util-linux openssl
   corosync ceph-mon ceph-osd ceph-common
 )
 BACKPORTS_PKGS=(qemu-system-x86 qemu-utils qemu-block-extra)
