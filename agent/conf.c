@@ -43,6 +43,9 @@ static const struct key keys[] = {
 	STR(ceph_conf, K_PATH),
 	STR(ceph_client, K_STR),
 	STR(rados_pool, K_STR),
+	STR(pki_dir, K_PATH),
+	STR(chan_listen, K_STR),
+	UINT(chan_port, 1, 65535),
 	{ "accel", K_ENUM, offsetof(struct conf, accel), 0, 0, 0, accel_names, NULL },
 	{ "cluster", K_ENUM, offsetof(struct conf, cluster), 0, 0, 0, cluster_names, NULL },
 	{ "store", K_ENUM, offsetof(struct conf, store), 0, 0, 0, store_names, NULL },
@@ -69,6 +72,9 @@ void conf_defaults(struct conf *c)
 	snprintf(c->ceph_conf, sizeof(c->ceph_conf), "/etc/ceph/ceph.conf");
 	snprintf(c->ceph_client, sizeof(c->ceph_client), "admin");
 	snprintf(c->rados_pool, sizeof(c->rados_pool), "hca");
+	snprintf(c->pki_dir, sizeof(c->pki_dir), "/etc/hca/pki");
+	snprintf(c->chan_listen, sizeof(c->chan_listen), "0.0.0.0");
+	c->chan_port = 7010;
 	c->log_level = LOG_INFO;
 	c->qmp_timeout_ms = 5000;
 	c->shutdown_timeout_s = 120;

@@ -30,6 +30,9 @@ struct conf {
 	char ceph_conf[256];
 	char ceph_client[64];    /* cephx id, e.g. "admin" */
 	char rados_pool[64];     /* records and RBD volumes */
+	char pki_dir[200];       /* ca.crt and NODE/node.{crt,key} */
+	char chan_listen[64];    /* node channel: address to listen on */
+	uint64_t chan_port;
 	int log_level;           /* syslog priority */
 	uint64_t qmp_timeout_ms;
 	uint64_t shutdown_timeout_s;

@@ -1040,6 +1040,34 @@ static const struct opt_def cluster_cert_opts[] = {
 	{ "file", true, false }, { NULL, false, false },
 };
 
+static int cmd_cluster_ping(struct cli *cli, const struct args *a)
+{
+	Hca__ApiRequest req = HCA__API_REQUEST__INIT;
+	Hca__PingRequest pr = HCA__PING_REQUEST__INIT;
+	Hca__ApiReply *r;
+	int rc = EXIT_HCAD;
+
+	pr.node = (char *)a->pos[0];
+	req.op_case = HCA__API_REQUEST__OP_PING;
+	req.ping = &pr;
+	if (!(r = call(cli, &req, CALL_TIMEOUT_MS)))
+		return EXIT_HCAD;
+	if (r->result_case != HCA__API_REPLY__RESULT_PING || !r->ping) {
+		complain(EXIT_HCAD, "malformed reply from hcad: no ping result");
+		goto out;
+	}
+	rc = 0;
+	if (cli->json)
+		rc = print_json(json_pack("{s:s, s:I}", "node", r->ping->node,
+					  "rtt_us", (json_int_t)r->ping->rtt_us));
+	else
+		printf("%s: %.2f ms over mutual TLS (peer certificate: %s)\n", a->pos[0],
+		       (double)r->ping->rtt_us / 1000.0, r->ping->node);
+out:
+	hca__api_reply__free_unpacked(r, NULL);
+	return rc;
+}
+
 static const struct cmd cmds[] = {
 	{ "vm", "define", cmd_define, define_opts, 0, 0, "vm define --file FILE | --name NAME [OPTIONS]",
 	  "Define a VM from a spec file or from flags.", define_detail },
@@ -1061,6 +1089,8 @@ static const struct cmd cmds[] = {
 	  "This node: versions, accelerator, VM counts.", NULL },
 	{ "cluster", "status", cmd_cluster_status, NULL, 0, 0, "cluster status",
 	  "Nodes, membership, quorum and storage health.", NULL },
+	{ "cluster", "ping", cmd_cluster_ping, NULL, 1, 1, "cluster ping NODE",
+	  "Round trip to NODE's hcad over the node channel.", NULL },
 	{ "cluster", "init", cmd_cluster_init, cluster_init_opts, 0, 0,
 	  "cluster init [--name NAME] [OPTIONS]", "Create the cluster CA (local files).",
 	  cluster_init_detail },

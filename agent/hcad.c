@@ -7,6 +7,7 @@
 #include "agent/api_server.h"
 #include "agent/conf.h"
 #include "agent/memb.h"
+#include "agent/peers.h"
 #include "agent/vmm.h"
 #include "agent/work.h"
 #include "hypervisor/hv.h"
@@ -39,6 +40,7 @@ struct hcad {
 	qb_loop_timer_handle ceph_retry;
 	struct work_queue *work;
 	struct memb *memb;
+	struct peers *peers;
 	struct vmm *vmm;
 	struct api_server *api;
 	Hca__Accel accel;
@@ -221,6 +223,8 @@ static int32_t on_hup(int32_t sig, void *data)
 	d->conf.shutdown_timeout_s = c.shutdown_timeout_s;
 	qb_log_filter_ctl(QB_LOG_STDERR, QB_LOG_FILTER_CLEAR_ALL, QB_LOG_FILTER_FILE, "*", LOG_TRACE);
 	qb_log_filter_ctl(QB_LOG_STDERR, QB_LOG_FILTER_ADD, QB_LOG_FILTER_FILE, "*", c.log_level);
+	if (d->peers && peers_reload(d->peers, err, sizeof(err)) < 0)
+		qb_log(LOG_ERR, "SIGHUP: %s", err);
 	qb_log(LOG_NOTICE, "SIGHUP: configuration reloaded");
 	return 0;
 }
@@ -350,6 +354,14 @@ int main(int argc, char **argv)
 		die(d.vmm ? err : "out of memory");
 	if (!d.store)
 		ceph_retry(&d); /* first attempt now, on a worker */
+	if (d.conf.cluster == CONF_CLUSTER_COROSYNC) {
+		/* A node without its certificate still runs VMs; it only cannot
+		 * talk to its peers, and says why. */
+		d.peers = peers_new(d.loop, &d.conf, d.memb, err, sizeof(err));
+		if (!d.peers)
+			qb_log(LOG_ERR, "%s; node channel off", err);
+		vmm_set_peers(d.vmm, d.peers, d.peers ? NULL : err);
+	}
 	d.api = api_server_new(d.loop, d.conf.api_name, d.vmm, err, sizeof(err));
 	if (!d.api)
 		die(err);
@@ -366,6 +378,7 @@ int main(int argc, char **argv)
 		qb_loop_timer_del(d.loop, d.ceph_retry);
 	work_queue_free(d.work);
 	vmm_free(d.vmm);
+	peers_free(d.peers);
 	memb_free(d.memb);
 	qb_loop_destroy(d.loop);
 	sto_vols_close(d.vols);

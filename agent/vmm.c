@@ -565,9 +565,68 @@ static void do_cluster_status(struct vmm *m, vmm_reply_fn fn, void *ctx)
 	fn(&r, ctx);
 }
 
+void vmm_set_peers(struct vmm *m, struct peers *peers, const char *why)
+{
+	m->peers = peers;
+	snprintf(m->peers_off, sizeof(m->peers_off), "%s", why ? why : "");
+}
+
+struct ping_ctx {
+	vmm_reply_fn fn;
+	void *ctx;
+};
+
+static void on_ping_done(int err, const char *msg, const char *node, uint64_t rtt_us,
+			 void *opaque)
+{
+	struct ping_ctx *pc = opaque;
+	Hca__ApiReply r = HCA__API_REPLY__INIT;
+	Hca__PingReply pr = HCA__PING_REPLY__INIT;
+
+	if (err) {
+		vmm_reply_error(pc->fn, pc->ctx, err == -ETIMEDOUT ? HCA__ERROR_CODE__ERROR_TIMEOUT
+				: HCA__ERROR_CODE__ERROR_HYPERVISOR, "ping %s: %s", node, msg);
+	} else {
+		pr.node = (char *)node;
+		pr.rtt_us = rtt_us;
+		r.result_case = HCA__API_REPLY__RESULT_PING;
+		r.ping = &pr;
+		pc->fn(&r, pc->ctx);
+	}
+	free(pc);
+}
+
+static void do_ping(struct vmm *m, const Hca__PingRequest *q, vmm_reply_fn fn, void *ctx)
+{
+	struct ping_ctx *pc;
+
+	if (!m->peers) {
+		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_BAD_STATE,
+				"node channel off: %s", m->peers_off);
+		return;
+	}
+	if (!q->node[0]) {
+		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_INVALID, "ping: no node given");
+		return;
+	}
+	pc = calloc(1, sizeof(*pc));
+	if (!pc) {
+		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_INTERNAL, "out of memory");
+		return;
+	}
+	pc->fn = fn;
+	pc->ctx = ctx;
+	if (peers_ping(m->peers, q->node, on_ping_done, pc) < 0) {
+		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_INTERNAL, "ping %s: cannot send",
+				q->node);
+		free(pc);
+	}
+}
+
 static bool changes_something(Hca__ApiRequest__OpCase op)
 {
 	switch (op) {
+	case HCA__API_REQUEST__OP_PING:
 	case HCA__API_REQUEST__OP_SHOW:
 	case HCA__API_REQUEST__OP_LIST:
 	case HCA__API_REQUEST__OP_NODE_INFO:
@@ -597,7 +656,8 @@ void vmm_request(struct vmm *m, const Hca__ApiRequest *q, vmm_reply_fn fn, void 
 	char why[128];
 
 	if (!m->store && q->op_case != HCA__API_REQUEST__OP_NODE_INFO &&
-	    q->op_case != HCA__API_REQUEST__OP_CLUSTER_STATUS) {
+	    q->op_case != HCA__API_REQUEST__OP_CLUSTER_STATUS &&
+	    q->op_case != HCA__API_REQUEST__OP_PING) {
 		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_STORAGE,
 				"storage unavailable: %s", m->storage_health);
 		return;
@@ -644,6 +704,9 @@ void vmm_request(struct vmm *m, const Hca__ApiRequest *q, vmm_reply_fn fn, void 
 	case HCA__API_REQUEST__OP_CLUSTER_STATUS:
 		do_cluster_status(m, fn, ctx);
 		break;
+	case HCA__API_REQUEST__OP_PING:
+		do_ping(m, q->ping, fn, ctx);
+		break;
 	default:
 		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_PROTOCOL,
 			    "unknown request (operation %d)", (int)q->op_case);
@@ -670,6 +733,7 @@ struct vmm *vmm_new(const struct vmm_cfg *cfg)
 	snprintf(m->qemu_version, sizeof(m->qemu_version), "%s", cfg->qemu_version);
 	snprintf(m->storage_health, sizeof(m->storage_health), "%s",
 		 m->store ? "ok" : "connecting to Ceph");
+	snprintf(m->peers_off, sizeof(m->peers_off), "a standalone node (cluster = local)");
 	hv_limits_default(&m->limits);
 	m->limits.max_vcpus = (uint32_t)cfg->conf->max_vcpus;
 	m->limits.max_memory_mib = cfg->conf->max_memory_mib;

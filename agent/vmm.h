@@ -12,6 +12,7 @@
 
 #include "agent/conf.h"
 #include "agent/memb.h"
+#include "agent/peers.h"
 #include "agent/work.h"
 #include "proto/hca.pb-c.h"
 #include "storage/sto.h"
@@ -49,6 +50,9 @@ void vmm_set_storage_health(struct vmm *m, const char *health);
  * too), and the store, not the watch, says what is true.
  */
 void vmm_resync(struct vmm *m);
+
+/* The node channel came up (@peers borrowed), or is off and why (@why). */
+void vmm_set_peers(struct vmm *m, struct peers *peers, const char *why);
 
 /* Detach from every VM (their QEMUs keep running) and free. NULL ok. */
 void vmm_free(struct vmm *m);

@@ -29,6 +29,8 @@ struct vmm {
 	struct sto_vols *rbd;
 	struct work_queue *work;
 	struct memb *memb;
+	struct peers *peers;      /* the node channel, NULL when off */
+	char peers_off[200];      /* why it is off */
 	Hca__Accel accel;
 	char accel_reason[160];
 	char qemu_version[160];

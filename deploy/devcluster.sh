@@ -195,6 +195,10 @@ cmd_up() {
 	for k in $(seq "$n"); do corosync_conf "$n" "$k"; done
 	ceph_conf "$n"
 	ceph_keys "$n"
+	if [ "$hcad" -eq 1 ]; then
+		step "pki: the cluster CA and a certificate per node (hcactl cluster init / cert issue)"
+		hcad_pki "$n"
+	fi
 
 	step "nodes: private /run, shared /dev/shm, hostname nodeK"
 	holders_up "$n"

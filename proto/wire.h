@@ -28,6 +28,7 @@ enum wire_type {
 	WIRE_T_API_REPLY = 2,
 	WIRE_T_VM_RECORD = 3,
 	WIRE_T_VM_STATE = 4,
+	WIRE_T_CHAN = 5, /* node-to-node channel: one hca.ChanMsg */
 	WIRE_T_MAX
 };
 

@@ -18,7 +18,20 @@ store = rados
 ceph_conf = $DC/ceph/ceph.conf
 ceph_client = admin
 rados_pool = hca
+pki_dir = $DC/pki
 CONF
+}
+
+# The cluster CA and one certificate per node, made the way an operator
+# does: hcactl cluster init, then cluster cert issue per node.
+hcad_pki() { # N
+	local k
+	"$BUILD/hcactl" cluster init --name devcluster --pki "$DC/pki" >/dev/null ||
+		fail "pki: cannot create the cluster CA"
+	for k in $(seq "$1"); do
+		"$BUILD/hcactl" cluster cert issue "node$k" --ip "$NET.$k" --pki "$DC/pki" >/dev/null ||
+			fail "pki: cannot issue node$k's certificate"
+	done
 }
 
 hcad_start() { # K
