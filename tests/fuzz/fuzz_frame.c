@@ -16,6 +16,7 @@ static const ProtobufCMessageDescriptor *desc_of(uint16_t type)
 	case WIRE_T_API_REPLY: return &hca__api_reply__descriptor;
 	case WIRE_T_VM_RECORD: return &hca__vm_record__descriptor;
 	case WIRE_T_VM_STATE: return &hca__vm_run_state__descriptor;
+	case WIRE_T_CHAN: return &hca__chan_msg__descriptor;
 	default: return NULL;
 	}
 }
