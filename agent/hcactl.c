@@ -748,10 +748,8 @@ out:
 	return rc;
 }
 
-static void kv(const char *key, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-/* One "key: value" line of `vm show` and `node info`, values aligned. */
-static void kv(const char *key, const char *fmt, ...)
+/* One "key: value" line of `vm show`, `node info` and the like, aligned. */
+void hcactl_kv(const char *key, const char *fmt, ...)
 {
 	char k[64], v[4096];
 	va_list ap;
@@ -780,7 +778,7 @@ static void show_devices(const Hca__VmStatus *st)
 			snprintf(size, sizeof(size), "image");
 		else
 			size_text(d->size_bytes, false, size, sizeof(size));
-		kv(key, "%s %s %s%s", size, fmt ? fmt : "?", path[0] ? path : "(no volume yet)",
+		hcactl_kv(key, "%s %s %s%s", size, fmt ? fmt : "?", path[0] ? path : "(no volume yet)",
 		   d->readonly ? " readonly" : "");
 	}
 	for (size_t i = 0; i < s->n_nics; i++) {
@@ -788,7 +786,7 @@ static void show_devices(const Hca__VmStatus *st)
 
 		hv_nic_mac(s, i, mac);
 		snprintf(key, sizeof(key), "nic %zu", i);
-		kv(key, "%s%s%s mac %s", n->mode == HCA__NIC_MODE__NIC_MODE_BRIDGE ? "bridge" : "user",
+		hcactl_kv(key, "%s%s%s mac %s", n->mode == HCA__NIC_MODE__NIC_MODE_BRIDGE ? "bridge" : "user",
 		   n->bridge[0] ? " " : "", n->bridge, mac);
 	}
 }
@@ -796,14 +794,14 @@ static void show_devices(const Hca__VmStatus *st)
 static void show_boot(const Hca__BootSpec *b)
 {
 	if (!b || !b->kernel[0]) {
-		kv("boot", "first disk");
+		hcactl_kv("boot", "first disk");
 		return;
 	}
-	kv("kernel", "%s", b->kernel);
+	hcactl_kv("kernel", "%s", b->kernel);
 	if (b->initrd[0])
-		kv("initrd", "%s", b->initrd);
+		hcactl_kv("initrd", "%s", b->initrd);
 	if (b->cmdline[0])
-		kv("cmdline", "%s", b->cmdline);
+		hcactl_kv("cmdline", "%s", b->cmdline);
 }
 
 static void show_human(const Hca__VmStatus *st)
@@ -812,29 +810,29 @@ static void show_human(const Hca__VmStatus *st)
 	char buf[64], up[32];
 	time_t t = (time_t)st->started_at;
 
-	kv("name", "%s", s->name);
-	kv("uuid", "%s", s->uuid);
-	kv("state", "%s", hv_state_name(st->state));
+	hcactl_kv("name", "%s", s->name);
+	hcactl_kv("uuid", "%s", s->uuid);
+	hcactl_kv("state", "%s", hv_state_name(st->state));
 	if (st->reason[0])
-		kv("reason", "%s", st->reason);
+		hcactl_kv("reason", "%s", st->reason);
 	pid_text(st->pid, buf, sizeof(buf));
-	kv("pid", "%s", buf);
-	kv("accel", "%s", has_qemu(st->state) ? hv_accel_name(st->accel) : "-");
+	hcactl_kv("pid", "%s", buf);
+	hcactl_kv("accel", "%s", has_qemu(st->state) ? hv_accel_name(st->accel) : "-");
 	if (st->started_at && has_qemu(st->state)) {
 		strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S %Z", localtime(&t));
 		uptime_text(st, up, sizeof(up));
-		kv("started", "%s (up %s)", buf, up);
+		hcactl_kv("started", "%s (up %s)", buf, up);
 	}
-	kv("vcpus", "%u", s->vcpus);
+	hcactl_kv("vcpus", "%u", s->vcpus);
 	size_text(s->memory_mib << 20, false, buf, sizeof(buf));
-	kv("memory", "%s", buf);
+	hcactl_kv("memory", "%s", buf);
 	show_devices(st);
 	show_boot(s->boot);
-	kv("console", "%s", st->console_path);
-	kv("serial log", "%s", st->serial_log);
-	kv("qemu log", "%s", st->qemu_log);
-	kv("owner", "%s", st->owner);
-	kv("version", "%llu", (unsigned long long)st->version);
+	hcactl_kv("console", "%s", st->console_path);
+	hcactl_kv("serial log", "%s", st->serial_log);
+	hcactl_kv("qemu log", "%s", st->qemu_log);
+	hcactl_kv("owner", "%s", st->owner);
+	hcactl_kv("version", "%llu", (unsigned long long)st->version);
 }
 
 static int cmd_show(struct cli *cli, const struct args *a)
@@ -894,13 +892,13 @@ static int cmd_node_info(struct cli *cli, const struct args *a)
 		rc = print_json(node_to_json(n));
 		goto out;
 	}
-	kv("node", "%s", n->node_name);
-	kv("hcad version", "%s", n->version);
-	kv("qemu version", "%s", n->qemu_version);
-	kv("accel", "%s", hv_accel_name(n->accel));
-	kv("accel reason", "%s", one_line(n->accel_reason));
-	kv("state dir", "%s", n->state_dir);
-	kv("vms", "%u defined, %u running", n->vms, n->running);
+	hcactl_kv("node", "%s", n->node_name);
+	hcactl_kv("hcad version", "%s", n->version);
+	hcactl_kv("qemu version", "%s", n->qemu_version);
+	hcactl_kv("accel", "%s", hv_accel_name(n->accel));
+	hcactl_kv("accel reason", "%s", one_line(n->accel_reason));
+	hcactl_kv("state dir", "%s", n->state_dir);
+	hcactl_kv("vms", "%u defined, %u running", n->vms, n->running);
 out:
 	hca__api_reply__free_unpacked(r, NULL);
 	return rc;
@@ -992,11 +990,11 @@ static int cmd_cluster_status(struct cli *cli, const struct args *a)
 		rc = print_json(cluster_to_json(c));
 		goto out;
 	}
-	kv("membership", "%s (%s)", c->driver, !c->connected ? "not connected" :
+	hcactl_kv("membership", "%s (%s)", c->driver, !c->connected ? "not connected" :
 	   c->quorate ? "quorate" : "NOT QUORATE");
-	kv("votes", "%u of %u expected, %u needed", c->votes, c->expected_votes, c->quorum);
-	kv("this node", "%s", c->local_node);
-	kv("storage", "%s: %s", c->store_backend, c->storage_health);
+	hcactl_kv("votes", "%u of %u expected, %u needed", c->votes, c->expected_votes, c->quorum);
+	hcactl_kv("this node", "%s", c->local_node);
+	hcactl_kv("storage", "%s: %s", c->store_backend, c->storage_health);
 	printf("\n%-4s %-16s %-18s %-8s %s\n", "ID", "NODE", "ADDRESS", "STATE", "HCAD");
 	for (size_t i = 0; i < c->n_nodes; i++)
 		printf("%-4u %-16s %-18s %-8s %s\n", c->nodes[i]->id, c->nodes[i]->name,

@@ -236,20 +236,6 @@ static json_t *info_json(const char *file, const struct cert_info *ci, const str
 			 "chain_error", ch->rc ? ch->err : NULL);
 }
 
-static void kv(const char *key, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-/* "key: value", aligned like hcactl's other `show` output. */
-static void kv(const char *key, const char *fmt, ...)
-{
-	char k[64], v[2048];
-	va_list ap;
-
-	snprintf(k, sizeof(k), "%s:", key);
-	va_start(ap, fmt);
-	vsnprintf(v, sizeof(v), fmt, ap);
-	va_end(ap);
-	printf("%-14s%s\n", k, v[0] ? v : "-");
-}
 
 static void show_human(const char *file, const struct cert_info *ci, const struct chain *ch)
 {
@@ -262,21 +248,21 @@ static void show_human(const char *file, const struct cert_info *ci, const struc
 	for (size_t i = 0; i < ci->n_ip && used < sizeof(names); i++)
 		used += (size_t)snprintf(names + used, sizeof(names) - used, "%sIP:%s",
 					 used ? ", " : "", ci->ip[i]);
-	kv("file", "%s", file);
-	kv("subject", "%s", ci->subject);
-	kv("names", "%s", names);
-	kv("issuer", "%s", ci->issuer);
-	kv("serial", "%s", ci->serial);
+	hcactl_kv("file", "%s", file);
+	hcactl_kv("subject", "%s", ci->subject);
+	hcactl_kv("names", "%s", names);
+	hcactl_kv("issuer", "%s", ci->issuer);
+	hcactl_kv("serial", "%s", ci->serial);
 	date_text(ci->not_before, false, buf, sizeof(buf));
-	kv("not before", "%s", buf);
+	hcactl_kv("not before", "%s", buf);
 	date_text(ci->not_after, false, buf, sizeof(buf));
-	kv("not after", "%s", buf);
-	kv("days left", "%ld%s", ci->days_left, ci->days_left < 0 ? " (expired)" : "");
-	kv("ca", "%s", ci->is_ca ? "yes" : "no");
+	hcactl_kv("not after", "%s", buf);
+	hcactl_kv("days left", "%ld%s", ci->days_left, ci->days_left < 0 ? " (expired)" : "");
+	hcactl_kv("ca", "%s", ci->is_ca ? "yes" : "no");
 	if (!ch->rc)
-		kv("chains to CA", "yes (%s)", ch->ca);
+		hcactl_kv("chains to CA", "yes (%s)", ch->ca);
 	else
-		kv("chains to CA", "no: %s", ch->err);
+		hcactl_kv("chains to CA", "no: %s", ch->err);
 }
 
 static int run_show(const struct copts *o, const char *node)
