@@ -176,7 +176,11 @@ void chan_server_free(struct chan_server *srv);
 struct chan_peer *chan_peer_new(qb_loop_t *loop, struct chan_tls *tls, const char *name,
 				const char *addr, uint16_t port, const struct chan_cfg *cfg);
 
-/* Is the connection up (handshake done)? For tests and status. */
+/*
+ * Is the connection up: handshake done and the server's welcome received
+ * (in TLS 1.3 the server checks our certificate after our handshake ends,
+ * so nothing is sent before it says yes)? For tests and status.
+ */
 bool chan_peer_connected(const struct chan_peer *p);
 
 /*

@@ -3,12 +3,9 @@
  *
  *   CONNECTING (client) -> HANDSHAKE -> OPEN -> CLOSED
  *
- * Input is read one frame at a time into a buffer the size of that frame:
- * first the 16-byte header, which bounds the length before anything is
- * allocated, then exactly the payload. So the buffer never holds more than
- * one frame and never has to be compacted. Output is a queue of whole frames
- * written record by record (partial writes); past cfg.wbuf_max the peer
- * counts as not reading, and stays so for at most cfg.stall_ms.
+ * Input (frames, dispatch) is chan_recv.c's. Output is a queue of whole
+ * frames written record by record (partial writes); past cfg.wbuf_max the
+ * peer counts as not reading, and stays so for at most cfg.stall_ms.
  *
  * Reentrancy: loop entry points (io, timers) hold a reference while they run,
  * and every step re-checks the state, since any callback they reach may
@@ -34,7 +31,6 @@
 #define RBUF_KEEP (1u << 20)	 /* receive buffer kept while idle */
 #define WBUF_KEEP (1u << 20)	 /* send buffer kept while idle */
 #define WBUF_MIN (64u << 10)
-#define READ_BUDGET (1u << 20)	 /* bytes per dispatch: one busy peer cannot starve the loop */
 
 static int32_t io_dispatch(int32_t fd, int32_t revents, void *data);
 static void tick_cb(void *data);
@@ -175,10 +171,14 @@ static void io_release(struct chan_conn *c, bool polite)
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = -1;
-	free(c->rbuf);
 	free(c->wbuf);
-	c->rbuf = c->wbuf = NULL;
-	c->rcap = c->rlen = c->rneed = 0;
+	c->wbuf = NULL;
+	if (!c->in_dispatch) { /* else a data() callback may be reading it in place */
+		free(c->rbuf);
+		c->rbuf = NULL;
+		c->rcap = 0;
+	}
+	c->rlen = c->rneed = 0;
 	c->wcap = c->wlen = c->woff = 0;
 	c->state = CONN_CLOSED;
 }
@@ -219,9 +219,25 @@ size_t chan_conn_queued(const struct chan_conn *c)
 	return c->wlen - c->woff;
 }
 
-bool chan_conn_writable(const struct chan_conn *c)
+bool chan_conn_accepted(const struct chan_conn *c)
 {
-	return c->state == CONN_OPEN && !c->over;
+	return c->state == CONN_OPEN && (!c->peer || c->rx_frames > 0);
+}
+
+/* Stream bytes queued beyond this wait for the queue to drain. */
+static size_t stream_queue(const struct chan_conn *c)
+{
+	return c->cfg.wbuf_max < CHAN_STREAM_QUEUE ? c->cfg.wbuf_max : CHAN_STREAM_QUEUE;
+}
+
+bool chan_conn_writable(struct chan_conn *c)
+{
+	if (c->state != CONN_OPEN)
+		return false;
+	if (!c->over && chan_conn_queued(c) < stream_queue(c))
+		return true;
+	c->streams_waiting = true; /* flush() calls them back */
+	return false;
 }
 
 static int wbuf_reserve(struct chan_conn *c, size_t n)
@@ -285,7 +301,7 @@ static const char *ssl_reason(void)
 	return r ? r : "TLS error";
 }
 
-static void ssl_fail(struct chan_conn *c, int n, bool reading)
+void chan_conn_ssl_fail(struct chan_conn *c, int n, bool reading)
 {
 	int sys = errno;
 	int e = SSL_get_error(c->ssl, n);
@@ -334,7 +350,8 @@ static void buffers_trim(struct chan_conn *c)
 	}
 }
 
-static void flush(struct chan_conn *c)
+/* Write the queue until it is empty or the socket full; true if full. */
+static bool write_queue(struct chan_conn *c)
 {
 	while (c->state == CONN_OPEN && c->woff < c->wlen) {
 		size_t n = c->wlen - c->woff;
@@ -343,173 +360,59 @@ static void flush(struct chan_conn *c)
 		ERR_clear_error();
 		w = SSL_write(c->ssl, c->wbuf + c->woff, n > INT_MAX ? INT_MAX : (int)n);
 		if (w <= 0) {
-			ssl_fail(c, w, false);
-			return;
+			chan_conn_ssl_fail(c, w, false);
+			return true;
 		}
 		c->write_wants_read = false;
 		c->woff += (size_t)w;
 	}
-	if (c->woff == c->wlen)
-		c->woff = c->wlen = 0;
-	if (c->over && chan_conn_queued(c) <= c->cfg.wbuf_max / 2) {
-		c->over = false;
-		chan_streams_drained(c);
-	}
+	c->woff = c->wlen = 0;
+	return false;
 }
 
-/* ---- reading ---- */
-
-static void not_expected(struct chan_conn *c, const char *what)
+/*
+ * Streams keep the queue short (stream_queue()) and refill it here as it
+ * drains, a few rounds while the socket takes it: their bytes go from the
+ * user's buffer to the socket through a queue that stays in cache.
+ */
+static void flush(struct chan_conn *c)
 {
-	chan_conn_close(c, -EPROTO, "refusing a %s from a %s", what, c->peer ? "server" : "client");
-}
+	for (int round = 0; round < 8 && c->state == CONN_OPEN; round++) {
+		bool full = write_queue(c);
 
-static void on_ping(struct chan_conn *c, const Hca__ChanPing *p)
-{
-	Hca__ChanMsg m = HCA__CHAN_MSG__INIT;
-	Hca__ChanPing pong = HCA__CHAN_PING__INIT;
-
-	if (p->pong)
-		return; /* its arrival already counted as input */
-	pong.nonce = p->nonce;
-	pong.pong = true;
-	m.kind_case = HCA__CHAN_MSG__KIND_PING;
-	m.ping = &pong;
-	chan_conn_send(c, &m); /* a full queue is the stall timer's business */
-}
-
-static void dispatch(struct chan_conn *c, const Hca__ChanMsg *m)
-{
-	if (c->rx_frames++ == 0 && c->peer)
-		chan_peer_on_frame(c->peer);
-	switch (m->kind_case) {
-	case HCA__CHAN_MSG__KIND_PING:
-		on_ping(c, m->ping);
-		break;
-	case HCA__CHAN_MSG__KIND_REQUEST:
-		if (c->peer)
-			not_expected(c, "request");
-		else
-			chan_srv_on_request(c, m->request);
-		break;
-	case HCA__CHAN_MSG__KIND_REPLY:
-		if (c->peer)
-			chan_call_on_reply(c, m->reply);
-		else
-			not_expected(c, "reply");
-		break;
-	case HCA__CHAN_MSG__KIND_STREAM_OPEN:
-		if (c->peer)
-			not_expected(c, "stream open");
-		else
-			chan_stream_on_open(c, m->stream_open);
-		break;
-	case HCA__CHAN_MSG__KIND_STREAM_DATA:
-		chan_stream_on_data(c, m->stream_data);
-		break;
-	case HCA__CHAN_MSG__KIND_STREAM_CREDIT:
-		chan_stream_on_credit(c, m->stream_credit);
-		break;
-	case HCA__CHAN_MSG__KIND_STREAM_END:
-		chan_stream_on_end(c, m->stream_end);
-		break;
-	default: /* chan_msg_decode() lets none through; be sure */
-		chan_conn_close(c, -EPROTO, "unknown message kind %d", (int)m->kind_case);
-	}
-}
-
-static void frame_refused(struct chan_conn *c, int rc, const struct chan_frame *f,
-			  const char *why)
-{
-	if (rc == -EMSGSIZE)
-		chan_conn_close(c, -EPROTO, "refusing a frame of %u bytes: the limit is %zu",
-				f->h.len, c->cfg.max_frame);
-	else if (rc == -EPROTO && (f->h.type == 0 || f->h.type >= WIRE_T_MAX))
-		chan_conn_close(c, -EPROTO, "refusing a frame of unknown type %u", f->h.type);
-	else
-		chan_conn_close(c, -EPROTO, "refusing a frame: %s", why);
-}
-
-/* The header is in: bound the frame, then make room for exactly it. */
-static void header_done(struct chan_conn *c)
-{
-	struct chan_frame f = { .total = 0 };
-	const char *why;
-	int rc = chan_frame_parse(c->rbuf, c->rlen, c->cfg.max_frame, &f, &why);
-	uint8_t *p;
-
-	if (rc < 0 && rc != -EAGAIN) {
-		frame_refused(c, rc, &f, why);
-		return;
-	}
-	c->rneed = f.total; /* the whole frame's length, from now on */
-	if (f.total <= c->rcap)
-		return;
-	p = realloc(c->rbuf, f.total);
-	if (!p) {
-		chan_conn_close(c, -ENOMEM, "no memory for a frame of %zu bytes", f.total);
-		return;
-	}
-	c->rbuf = p;
-	c->rcap = f.total;
-}
-
-static void frame_done(struct chan_conn *c)
-{
-	struct chan_frame f = { .total = 0 };
-	const char *why;
-	Hca__ChanMsg *m;
-	int rc = chan_frame_parse(c->rbuf, c->rlen, c->cfg.max_frame, &f, &why);
-
-	if (rc < 0) {
-		frame_refused(c, rc, &f, why);
-		return;
-	}
-	m = chan_msg_decode(f.payload, f.h.len, &why);
-	c->rlen = c->rneed = 0;
-	if (!m) {
-		chan_conn_close(c, -EPROTO, "refusing a frame: %s", why);
-		return;
-	}
-	dispatch(c, m); /* @m is its own copy: the buffer may go meanwhile */
-	chan_msg_free(m);
-}
-
-/* Bytes still missing of the header, or of the frame once it is known. */
-static size_t rbuf_missing(const struct chan_conn *c)
-{
-	return (c->rneed ? c->rneed : WIRE_HDR_LEN) - c->rlen;
-}
-
-static void do_read(struct chan_conn *c)
-{
-	size_t budget = READ_BUDGET;
-	int n;
-
-	c->read_wants_write = false;
-	while (c->state == CONN_OPEN && budget > 0) {
-		size_t want = rbuf_missing(c);
-
-		ERR_clear_error();
-		n = SSL_read(c->ssl, c->rbuf + c->rlen, want > INT_MAX ? INT_MAX : (int)want);
-		if (n <= 0) {
-			ssl_fail(c, n, true);
+		if (c->state != CONN_OPEN)
 			return;
+		if (c->over && chan_conn_queued(c) <= c->cfg.wbuf_max / 2) {
+			c->over = false;
+			c->full_warned = false;
 		}
-		c->t_rx = chan_now_ms();
-		c->rlen += (size_t)n;
-		budget = (size_t)n < budget ? budget - (size_t)n : 0;
-		if (!c->rneed && c->rlen == WIRE_HDR_LEN)
-			header_done(c);
-		if (c->state == CONN_OPEN && c->rneed && c->rlen == c->rneed)
-			frame_done(c);
+		if (!c->streams_waiting || chan_conn_queued(c) >= stream_queue(c) / 2)
+			return;
+		c->streams_waiting = false;
+		chan_streams_drained(c);
+		if (full)
+			return;
 	}
-	/* Out of budget: OpenSSL may hold decrypted bytes poll cannot see. */
-	if (c->state == CONN_OPEN && !c->resume && SSL_has_pending(c->ssl))
-		qb_loop_timer_add(c->loop, QB_LOOP_MED, 0, c, resume_cb, &c->resume);
 }
 
 /* ---- handshake ---- */
+
+/*
+ * In TLS 1.3 the client finishes its handshake before the server has
+ * checked the client's certificate, so a refused client would send its
+ * requests into a connection about to fail. The server therefore speaks
+ * first once it has accepted, and the client sends nothing before that.
+ */
+static void welcome(struct chan_conn *c)
+{
+	Hca__ChanMsg m = HCA__CHAN_MSG__INIT;
+	Hca__ChanPing p = HCA__CHAN_PING__INIT;
+
+	p.pong = true; /* asks for no answer */
+	m.kind_case = HCA__CHAN_MSG__KIND_PING;
+	m.ping = &p;
+	chan_conn_send(c, &m);
+}
 
 static void established(struct chan_conn *c)
 {
@@ -525,10 +428,13 @@ static void established(struct chan_conn *c)
 	c->rcap = RBUF_KEEP;
 	c->state = CONN_OPEN;
 	c->t_rx = chan_now_ms();
+	if (c->peer) {
+		conn_log(c, LOG_DEBUG, "TLS up, waiting for the server's welcome");
+		return;
+	}
 	conn_log(c, LOG_INFO, "connected (%s, %s)", SSL_get_version(c->ssl),
 		 SSL_get_cipher_name(c->ssl));
-	if (c->peer)
-		chan_peer_on_open(c->peer, c);
+	welcome(c);
 }
 
 static void do_handshake(struct chan_conn *c)
@@ -579,14 +485,17 @@ static void serve(struct chan_conn *c, int32_t revents)
 	c->in_dispatch = true;
 	if (c->state == CONN_CONNECTING)
 		on_connected(c);
-	else if (c->state == CONN_HANDSHAKE)
+	else if (c->state == CONN_HANDSHAKE) {
 		do_handshake(c);
-	else if (c->state == CONN_OPEN) {
+		/* what came with the handshake's last flight sits in OpenSSL's buffer */
+		if (c->state == CONN_OPEN)
+			chan_conn_read(c);
+	} else if (c->state == CONN_OPEN) {
 		if ((revents & POLLOUT) || c->write_wants_read)
 			flush(c);
 		if (c->state == CONN_OPEN &&
 		    ((revents & (POLLIN | POLLHUP | POLLERR)) || c->read_wants_write))
-			do_read(c);
+			chan_conn_read(c);
 	}
 	c->in_dispatch = false;
 	if (c->state == CONN_OPEN)
@@ -619,6 +528,12 @@ static void keepalive(struct chan_conn *c, uint64_t now)
 	chan_conn_send(c, &m);
 }
 
+void chan_conn_resume(struct chan_conn *c)
+{
+	if (!c->resume)
+		qb_loop_timer_add(c->loop, QB_LOOP_MED, 0, c, resume_cb, &c->resume);
+}
+
 static void resume_cb(void *data)
 {
 	struct chan_conn *c = data;
@@ -637,7 +552,7 @@ static void tick_cb(void *data)
 
 	c->tick = 0;
 	chan_conn_ref(c);
-	if (c->state != CONN_OPEN && now - c->t_start >= c->cfg.handshake_ms)
+	if (!chan_conn_accepted(c) && now - c->t_start >= c->cfg.handshake_ms)
 		chan_conn_close(c, -ETIMEDOUT, "no TLS handshake within %u ms", c->cfg.handshake_ms);
 	else if (c->state == CONN_OPEN && now - c->t_rx >= c->cfg.dead_ms)
 		chan_conn_close(c, -ETIMEDOUT, "nothing received for %u ms", c->cfg.dead_ms);

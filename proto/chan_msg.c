@@ -262,6 +262,52 @@ Hca__ChanMsg *chan_msg_decode(const uint8_t *payload, size_t len, const char **w
 	return m;
 }
 
+/* A varint at *@p (before @end): its value, or false if cut or too long. */
+static bool varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+	*v = 0;
+	for (unsigned shift = 0; *p < end && shift < 64; shift += 7) {
+		uint8_t b = *(*p)++;
+
+		*v |= (uint64_t)(b & 0x7f) << shift;
+		if (!(b & 0x80))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * The bytes are nearly all stream data, and protobuf-c would copy every
+ * chunk out of the frame. So stream data in exactly the layout protobuf-c
+ * writes it, ChanMsg field 5 { field 1 varint, field 2 bytes }, is read in
+ * place; anything else returns false and takes chan_msg_decode(). The fuzz
+ * target checks the two agree.
+ */
+bool chan_msg_data_peek(const uint8_t *p, size_t len, uint64_t *id, const uint8_t **data,
+			size_t *dlen)
+{
+	const uint8_t *end = p + len;
+	uint64_t n;
+
+	*id = 0;
+	*data = NULL;
+	*dlen = 0;
+	if (len < 2 || *p++ != 0x2a || !varint(&p, end, &n) || n != (uint64_t)(end - p))
+		return false;
+	if (p < end && *p == 0x08) {
+		p++;
+		if (!varint(&p, end, id))
+			return false;
+	}
+	if (p == end)
+		return true; /* no data: proto3 leaves an empty field out */
+	if (*p++ != 0x12 || !varint(&p, end, &n) || n != (uint64_t)(end - p))
+		return false;
+	*data = p;
+	*dlen = (size_t)n;
+	return true;
+}
+
 void chan_msg_free(Hca__ChanMsg *m)
 {
 	if (m)

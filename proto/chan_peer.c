@@ -37,7 +37,9 @@ struct chan_peer {
 
 struct chan_call {
 	struct chan_list link; /* in peer->queue or conn->calls */
-	struct chan_peer *p;
+	struct chan_peer *p;   /* only while queued or timing out: the peer may
+				* be freed by the callback of a call failed before */
+	qb_loop_t *loop;
 	uint64_t id;
 	chan_reply_fn cb;
 	void *opaque;
@@ -79,12 +81,12 @@ uint64_t chan_peer_next_id(struct chan_peer *p)
 
 struct chan_conn *chan_peer_conn(struct chan_peer *p)
 {
-	return p->conn && p->conn->state == CONN_OPEN ? p->conn : NULL;
+	return p->conn && chan_conn_accepted(p->conn) ? p->conn : NULL;
 }
 
 bool chan_peer_connected(const struct chan_peer *p)
 {
-	return p->conn && p->conn->state == CONN_OPEN;
+	return p->conn && chan_conn_accepted(p->conn);
 }
 
 /* ---- connecting ---- */
@@ -144,7 +146,7 @@ static void call_complete(struct chan_call *call, int err, const void *body, siz
 			  const char *msg)
 {
 	if (call->timer)
-		qb_loop_timer_del(call->p->loop, call->timer);
+		qb_loop_timer_del(call->loop, call->timer);
 	call->timer = 0;
 	call->cb(err, body, len, msg ? msg : "", call->opaque);
 	free(call->body);
@@ -258,6 +260,7 @@ static struct chan_call *call_new(struct chan_peer *p, const char *method, unsig
 	memcpy(call->method, method, n);
 	chan_list_init(&call->link);
 	call->p = p;
+	call->loop = p->loop;
 	call->id = chan_peer_next_id(p);
 	call->cb = cb;
 	call->opaque = opaque;

@@ -4,7 +4,8 @@
  *
  *   chan_msg.c     frames and messages: encode, decode, validate (no I/O)
  *   chan_tls.c     OpenSSL: contexts, verification, the one error helper
- *   chan_conn.c    one connection: socket, TLS I/O, buffers, keepalive, close
+ *   chan_conn.c    one connection: socket, handshake, output, keepalive, close
+ *   chan_recv.c    its input: frames read, checked and dispatched
  *   chan_server.c  listener, method table, requests and replies
  *   chan_peer.c    client side: connect, backoff, calls
  *   chan_stream.c  streams and their flow control, both sides
@@ -32,6 +33,7 @@
 
 #define CHAN_METHOD_MAX 255u
 #define CHAN_WINDOW_DEFAULT (1u << 20)
+#define CHAN_STREAM_QUEUE (512u << 10) /* stream bytes queued on a connection */
 #define CHAN_MSG_MAX 240u /* error messages are cut here: one line for a log */
 
 /* ---- a circular doubly linked list, intrusive ---- */
@@ -116,6 +118,14 @@ int chan_frame_parse(const uint8_t *buf, size_t avail, size_t max_payload, struc
  * an unknown kind or with out-of-range fields. Free with chan_msg_free().
  */
 Hca__ChanMsg *chan_msg_decode(const uint8_t *payload, size_t len, const char **why);
+
+/*
+ * Stream data read in place: true with the stream's @id and @data (into
+ * @payload, @dlen bytes) if @payload is a ChanMsg of stream data laid out as
+ * protobuf-c lays it out; false for anything else (use chan_msg_decode()).
+ */
+bool chan_msg_data_peek(const uint8_t *payload, size_t len, uint64_t *id,
+			const uint8_t **data, size_t *dlen);
 void chan_msg_free(Hca__ChanMsg *m);
 
 /* @src as one line: cut to @n - 1 bytes, control characters blanked. */
@@ -181,11 +191,14 @@ struct chan_conn {
 	int err;		/* why it closed */
 	char why[CHAN_MSG_MAX]; /* and in words, for callbacks */
 
-	uint8_t *rbuf;	/* the frame being received: rlen bytes of rneed */
+	uint8_t *rbuf;	/* the frame being received: rlen bytes of rneed; freed
+			 * with the struct, as stream data is handed out in place */
 	size_t rcap, rlen, rneed; /* rneed 0: the header is not in yet */
 	uint8_t *wbuf;	/* [woff, wlen) queued, not yet written */
 	size_t wcap, woff, wlen;
 	bool over;	/* queued > cfg.wbuf_max since t_over */
+	bool full_warned; /* dropping replies was logged while over */
+	bool streams_waiting; /* a stream found the queue full: call them back */
 
 	uint64_t t_start, t_rx, t_ping, t_over;
 	uint64_t ping_nonce;
@@ -228,8 +241,15 @@ void chan_conn_unref(struct chan_conn *c);
  */
 int chan_conn_send(struct chan_conn *c, const Hca__ChanMsg *m);
 
-/* Open and below its outbound bound: streams may write. */
-bool chan_conn_writable(const struct chan_conn *c);
+/* Open, and for a client welcomed by the server: calls may go out. */
+bool chan_conn_accepted(const struct chan_conn *c);
+
+/*
+ * May streams queue more? Open, and the queue shorter than
+ * CHAN_STREAM_QUEUE (and not past wbuf_max). If not, the connection
+ * remembers to call chan_streams_drained() once the queue has drained.
+ */
+bool chan_conn_writable(struct chan_conn *c);
 
 /* Bytes queued and not yet written. */
 size_t chan_conn_queued(const struct chan_conn *c);
@@ -241,6 +261,12 @@ size_t chan_conn_queued(const struct chan_conn *c);
  */
 void chan_conn_close(struct chan_conn *c, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+
+/* Between chan_conn.c and chan_recv.c. */
+void chan_conn_read(struct chan_conn *c);
+void chan_conn_ssl_fail(struct chan_conn *c, int n, bool reading);
+/* Read again from the loop soon: OpenSSL holds input poll cannot see. */
+void chan_conn_resume(struct chan_conn *c);
 
 /* ---- chan_peer.c, for the connection ---- */
 
@@ -268,7 +294,7 @@ chan_stream_fn chan_srv_stream_handler(struct chan_server *srv, const char *meth
 /* ---- chan_stream.c, for the connection, peer and server ---- */
 
 void chan_stream_on_open(struct chan_conn *c, const Hca__ChanStreamOpen *o);
-void chan_stream_on_data(struct chan_conn *c, const Hca__ChanStreamData *d);
+void chan_stream_on_data(struct chan_conn *c, uint64_t id, const uint8_t *data, size_t len);
 void chan_stream_on_credit(struct chan_conn *c, const Hca__ChanStreamCredit *cr);
 void chan_stream_on_end(struct chan_conn *c, const Hca__ChanStreamEnd *e);
 /* The connection of the opener came up: send its OPEN. */

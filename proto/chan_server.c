@@ -123,9 +123,10 @@ static int reply_send(struct chan_conn *c, uint64_t id, int err, const char *msg
 	m.reply = &rep;
 	rc = chan_conn_send(c, &m);
 	/* A client that does not read is cut by the stall timer, not here. */
-	if (rc < 0 && rc != -EMSGSIZE && rc != -ENOTCONN)
-		conn_log(c, LOG_WARNING, "reply %llu dropped: %s", (unsigned long long)id,
-			 strerror(-rc));
+	if (rc < 0 && rc != -EMSGSIZE && rc != -ENOTCONN && !c->full_warned)
+		conn_log(c, LOG_WARNING, "replies dropped from %llu on: %s",
+			 (unsigned long long)id, strerror(-rc));
+	c->full_warned = c->full_warned || rc == -ENOBUFS;
 	return rc;
 }
 

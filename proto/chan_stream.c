@@ -281,10 +281,9 @@ void chan_stream_on_open(struct chan_conn *c, const Hca__ChanStreamOpen *o)
 	st_unref(st);
 }
 
-void chan_stream_on_data(struct chan_conn *c, const Hca__ChanStreamData *d)
+void chan_stream_on_data(struct chan_conn *c, uint64_t id, const uint8_t *data, size_t len)
 {
-	struct chan_stream *st = find(c, d->stream_id);
-	size_t len = d->data.len;
+	struct chan_stream *st = find(c, id);
 
 	if (!st)
 		return; /* ended here while it was in flight */
@@ -303,7 +302,7 @@ void chan_stream_on_data(struct chan_conn *c, const Hca__ChanStreamData *d)
 	st->allowed -= len;
 	st->held += len;
 	st->refs++;
-	st->ops->data(st, d->data.data, len, st->opaque);
+	st->ops->data(st, data, len, st->opaque);
 	st_unref(st);
 }
 

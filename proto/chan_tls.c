@@ -208,6 +208,9 @@ static int ctx_policy(SSL_CTX *ctx, bool server)
 	/* Partial writes: our buffer is consumed record by record, and moves. */
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
 				      SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	/* Many records per read(2) instead of two reads per record. */
+	SSL_CTX_set_read_ahead(ctx, 1);
+	SSL_CTX_set_default_read_buffer_len(ctx, 128u << 10);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
 	if (server && !SSL_CTX_set_num_tickets(ctx, 0))

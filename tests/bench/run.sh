@@ -144,4 +144,6 @@ bench_scale() {
 start_hcad
 bench_start
 bench_scale
+echo
+"$BUILD/tools/chan_bench"
 "$(dirname "$0")"/cluster.sh "$BUILD"
