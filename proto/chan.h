@@ -27,6 +27,9 @@
  *
  * Errors are 0 / -errno. Remote errors travel as an errno value and a
  * one-line message and come back as the same -errno.
+ *
+ * Everything belongs to the loop's thread: no locking, no threads. Writes
+ * use MSG_NOSIGNAL, so a vanished peer never raises SIGPIPE.
  */
 #ifndef HCA_CHAN_H
 #define HCA_CHAN_H
@@ -142,7 +145,8 @@ int chan_handle(struct chan_server *srv, const char *method, chan_handler_fn fn,
  * Send @len bytes of @body (copied) as the successful answer to @r, then
  * free @r. Returns 0; -ENOTCONN if the connection has gone (nothing sent);
  * -EMSGSIZE if larger than max_frame (the caller gets -EMSGSIZE instead);
- * -ENOBUFS if the client does not read its replies (connection cut).
+ * -ENOBUFS if the client does not read its replies (the reply is dropped,
+ * and the client cut once it has left wbuf_max unread for stall_ms).
  */
 int chan_reply_ok(struct chan_reply *r, const void *body, size_t len);
 
@@ -186,7 +190,8 @@ bool chan_peer_connected(const struct chan_peer *p);
 /*
  * The outcome of a call: @err 0 and the reply's @body (@len bytes, borrowed
  * for the callback), or a negative errno and @msg (one line, borrowed, never
- * NULL): -ETIMEDOUT (deadline passed; a late reply is dropped), -ECONNRESET
+ * NULL): -ETIMEDOUT (deadline passed, also when the node could not be
+ * reached or refused us, @msg says why; a late reply is dropped), -ECONNRESET
  * (the connection broke after the request was sent: it may have run),
  * -ECANCELED (chan_peer_free()), -ENOSYS (no such method on the server),
  * -EMSGSIZE, or whatever error the handler answered.
