@@ -78,17 +78,6 @@ static void h_fail(struct chan_reply *r, const void *body, size_t len, void *opa
 
 /* ---- harness ---- */
 
-static struct chan_tls *tls_of(const char *who)
-{
-	struct chan_tls_cfg c;
-	struct chan_tls *t;
-
-	pki_cfg(pki, who, &c);
-	t = chan_tls_new(&c, pki_member, NULL);
-	assert_non_null(t);
-	return t;
-}
-
 static void server_up(struct h *h, uint16_t port)
 {
 	h->srv = chan_server_new(h->loop, h->stls, &h->cfg);
@@ -110,8 +99,8 @@ static struct h *h_new(const struct chan_cfg *cfg)
 	if (cfg)
 		h->cfg = *cfg;
 	h->loop = qb_loop_create();
-	h->stls = tls_of("node1");
-	h->ctls = tls_of("node2");
+	h->stls = pki_tls(pki, "node1");
+	h->ctls = pki_tls(pki, "node2");
 	server_up(h, 0);
 	h->peer = chan_peer_new(h->loop, h->ctls, "node1", "127.0.0.1", h->port, &h->cfg);
 	assert_non_null(h->peer);

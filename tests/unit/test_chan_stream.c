@@ -205,25 +205,14 @@ static void h_ping(struct chan_reply *r, const void *body, size_t len, void *opa
 
 /* ---- harness ---- */
 
-static struct chan_tls *tls_of(const char *who)
-{
-	struct chan_tls_cfg c;
-	struct chan_tls *t;
-
-	pki_cfg(pki, who, &c);
-	t = chan_tls_new(&c, pki_member, NULL);
-	assert_non_null(t);
-	return t;
-}
-
 static struct h *h_new(void)
 {
 	struct h *h = calloc(1, sizeof(*h));
 
 	assert_non_null(h);
 	h->loop = qb_loop_create();
-	h->stls = tls_of("node1");
-	h->ctls = tls_of("node2");
+	h->stls = pki_tls(pki, "node1");
+	h->ctls = pki_tls(pki, "node2");
 	h->srv = chan_server_new(h->loop, h->stls, NULL);
 	assert_non_null(h->srv);
 	assert_int_equal(chan_server_listen(h->srv, "127.0.0.1", 0), 0);

@@ -467,3 +467,17 @@ bool log_has(const char *s, ...)
 	}
 	return false;
 }
+
+struct chan_tls *pki_tls(struct pki *k, const char *who)
+{
+	struct chan_tls_cfg c;
+	struct chan_tls *t;
+
+	pki_cfg(k, who, &c);
+	t = chan_tls_new(&c, pki_member, NULL);
+	if (!t) { /* the test cannot go on without its identity */
+		fprintf(stderr, "pki_tls(%s): %s\n", who, strerror(errno));
+		abort();
+	}
+	return t;
+}

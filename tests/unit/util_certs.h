@@ -46,6 +46,10 @@ void pki_cfg(struct pki *k, const char *who, struct chan_tls_cfg *cfg);
 /* The authorize callback of the tests: node1, node2 and node3 are members. */
 bool pki_member(const char *name, void *opaque);
 
+/* A channel identity for @who from @k, admitting members only; fails the
+ * test if OpenSSL refuses it. Free with chan_tls_free(). */
+struct chan_tls *pki_tls(struct pki *k, const char *who);
+
 /* ---- a raw client on a thread ---- */
 
 struct raw_opts {
