@@ -150,6 +150,13 @@ int sto_rec_check(const uint8_t *rec, size_t n, struct sto_rec_hdr *out,
  * (rados_shutdown it) and *pool_id names the pool. -ENOENT if the pool does
  * not exist. @what names the caller's object for @err ("store", "volumes").
  */
+/*
+ * A line for people for a librados/librbd result that means the same to
+ * every Ceph backend (access, blocklisting, timeouts, a full pool), else
+ * the errno's text. Backends answer their own cases first.
+ */
+const char *sto_ceph_reason(int rc);
+
 int sto_rados_connect(const char *ceph_conf, const char *client_id,
 		      const char *pool, const char *what, rados_t *cluster,
 		      int64_t *pool_id, char *err, size_t errlen);

@@ -85,6 +85,14 @@ static const char *reason(int rc)
 		return "someone else holds it";
 	case -ECANCELED:
 		return "its version changed (someone else wrote it: re-read and decide again)";
+	default:
+		return sto_ceph_reason(rc);
+	}
+}
+
+const char *sto_ceph_reason(int rc)
+{
+	switch (rc) {
 	case -EACCES:
 	case -EPERM:
 		return "permission denied (check the client's cephx key and caps)";

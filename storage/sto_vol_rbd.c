@@ -48,18 +48,8 @@ static const char *reason(int rc)
 		return "it is in use (open by a client such as a running VM, or a snapshot has clones)";
 	case -ENOTEMPTY:
 		return "it still has snapshots or clones";
-	case -EACCES:
-	case -EPERM:
-		return "permission denied (check the client's cephx key and caps)";
-	case -ESHUTDOWN: /* Ceph's EBLOCKLISTED */
-		return "this client is blocklisted by the cluster (fenced)";
-	case -ETIMEDOUT:
-		return "Ceph did not answer in time";
-	case -ENOSPC:
-	case -EDQUOT:
-		return "the pool is full";
 	default:
-		return sto_errstr(-rc);
+		return sto_ceph_reason(rc);
 	}
 }
 
