@@ -33,6 +33,7 @@ struct hcad {
 	const char *conf_path;
 	qb_loop_t *loop;
 	int pidfd;
+	int log_fd;          /* qb_log target of conf.log_file, -1 if none */
 	char pidfile[128];
 	struct sto_store *store;
 	struct sto_vols *vols;
@@ -63,25 +64,33 @@ static void usage(FILE *f)
 		   "  --check-config      parse the configuration, report and exit\n");
 }
 
-static void log_setup(const struct conf *c)
+/* Let messages up to @level through on every log target in use. */
+static void log_level_apply(const struct hcad *d, int level)
 {
-	int fd;
+	qb_log_filter_ctl(QB_LOG_STDERR, QB_LOG_FILTER_CLEAR_ALL, QB_LOG_FILTER_FILE, "*", LOG_TRACE);
+	qb_log_filter_ctl(QB_LOG_STDERR, QB_LOG_FILTER_ADD, QB_LOG_FILTER_FILE, "*", level);
+	if (d->log_fd < 0)
+		return;
+	qb_log_filter_ctl(d->log_fd, QB_LOG_FILTER_CLEAR_ALL, QB_LOG_FILTER_FILE, "*", LOG_TRACE);
+	qb_log_filter_ctl(d->log_fd, QB_LOG_FILTER_ADD, QB_LOG_FILTER_FILE, "*", level);
+}
+
+static void log_setup(struct hcad *d)
+{
+	const struct conf *c = &d->conf;
+	int fd = -1;
 
 	qb_log_ctl(QB_LOG_SYSLOG, QB_LOG_CONF_ENABLED, QB_FALSE);
-	qb_log_filter_ctl(QB_LOG_STDERR, QB_LOG_FILTER_CLEAR_ALL, QB_LOG_FILTER_FILE, "*", LOG_TRACE);
-	qb_log_filter_ctl(QB_LOG_STDERR, QB_LOG_FILTER_ADD, QB_LOG_FILTER_FILE, "*", c->log_level);
 	qb_log_format_set(QB_LOG_STDERR, "%t [%p] %b");
 	qb_log_ctl(QB_LOG_STDERR, QB_LOG_CONF_ENABLED, QB_TRUE);
-	if (!c->log_file[0])
-		return;
-	fd = qb_log_file_open(c->log_file);
-	if (fd < 0) {
-		qb_log(LOG_ERR, "cannot open log file %s: %s", c->log_file, strerror(-fd));
-		return;
+	if (c->log_file[0] && (fd = qb_log_file_open(c->log_file)) >= 0) {
+		qb_log_format_set(fd, "%t [%p] %b");
+		qb_log_ctl(fd, QB_LOG_CONF_ENABLED, QB_TRUE);
 	}
-	qb_log_filter_ctl(fd, QB_LOG_FILTER_ADD, QB_LOG_FILTER_FILE, "*", c->log_level);
-	qb_log_format_set(fd, "%t [%p] %b");
-	qb_log_ctl(fd, QB_LOG_CONF_ENABLED, QB_TRUE);
+	d->log_fd = fd < 0 ? -1 : fd;
+	log_level_apply(d, c->log_level);
+	if (c->log_file[0] && fd < 0)
+		qb_log(LOG_ERR, "cannot open log file %s: %s", c->log_file, strerror(-fd));
 }
 
 static void load_conf(struct hcad *d, int argc, char **argv)
@@ -221,8 +230,7 @@ static int32_t on_hup(int32_t sig, void *data)
 	d->conf.log_level = c.log_level;
 	d->conf.qmp_timeout_ms = c.qmp_timeout_ms;
 	d->conf.shutdown_timeout_s = c.shutdown_timeout_s;
-	qb_log_filter_ctl(QB_LOG_STDERR, QB_LOG_FILTER_CLEAR_ALL, QB_LOG_FILTER_FILE, "*", LOG_TRACE);
-	qb_log_filter_ctl(QB_LOG_STDERR, QB_LOG_FILTER_ADD, QB_LOG_FILTER_FILE, "*", c.log_level);
+	log_level_apply(d, c.log_level); /* the log file too, not only stderr */
 	if (d->peers && peers_reload(d->peers, err, sizeof(err)) < 0)
 		qb_log(LOG_ERR, "SIGHUP: %s", err);
 	qb_log(LOG_NOTICE, "SIGHUP: configuration reloaded");
@@ -325,12 +333,12 @@ static void open_storage(struct hcad *d)
 
 int main(int argc, char **argv)
 {
-	struct hcad d = { .pidfd = -1 };
+	struct hcad d = { .pidfd = -1, .log_fd = -1 };
 	char err[512];
 
 	load_conf(&d, argc, argv);
 	qb_log_init("hcad", LOG_DAEMON, d.conf.log_level);
-	log_setup(&d.conf);
+	log_setup(&d);
 	if (geteuid() != 0)
 		die("must run as root (it manages QEMU processes, taps and root-only sockets)");
 	signal(SIGPIPE, SIG_IGN);
