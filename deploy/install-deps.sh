@@ -14,6 +14,7 @@ PKGS=(
   libcorosync-common-dev libcpg-dev libquorum-dev libvotequorum-dev libcmap-dev
   libcmocka-dev
   busybox-static cpio xz-utils zstd kmod file iproute2 procps util-linux openssl
+  python3
   corosync ceph-mon ceph-osd ceph-common
 )
 BACKPORTS_PKGS=(qemu-system-x86 qemu-utils qemu-block-extra)
