@@ -12,6 +12,7 @@ static const char *const type_names[WIRE_T_MAX] = {
 	[WIRE_T_VM_RECORD] = "vm-record",
 	[WIRE_T_VM_STATE] = "vm-state",
 	[WIRE_T_CHAN] = "chan",
+	[WIRE_T_JOB] = "job",
 };
 
 const char *wire_type_name(uint16_t type)

@@ -17,6 +17,7 @@ static const ProtobufCMessageDescriptor *desc_of(uint16_t type)
 	case WIRE_T_VM_RECORD: return &hca__vm_record__descriptor;
 	case WIRE_T_VM_STATE: return &hca__vm_run_state__descriptor;
 	case WIRE_T_CHAN: return &hca__chan_msg__descriptor;
+	case WIRE_T_JOB: return &hca__job__descriptor;
 	default: return NULL;
 	}
 }
