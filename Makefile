@@ -45,6 +45,7 @@ GEN := $(BUILD)/gen/proto
 GEN_C := $(GEN)/hca.pb-c.c
 GEN_H := $(GEN)/hca.pb-c.h
 
+BASE_SRCS := $(wildcard base/*.c)
 PROTO_SRCS := $(wildcard proto/*.c)
 HV_SRCS := $(wildcard hypervisor/*.c)
 STO_SRCS := $(wildcard storage/*.c)
@@ -54,15 +55,17 @@ TEST_UTIL_SRCS := $(wildcard tests/unit/util_*.c)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+BASE_OBJS := $(call obj,$(BASE_SRCS))
 PROTO_OBJS := $(call obj,$(PROTO_SRCS)) $(BUILD)/obj/gen/hca.pb-c.o
 HV_OBJS := $(call obj,$(HV_SRCS))
 STO_OBJS := $(call obj,$(STO_SRCS))
 AGENT_OBJS := $(call obj,$(AGENT_SRCS))
 TEST_UTIL_OBJS := $(call obj,$(TEST_UTIL_SRCS))
 
-# Lowest layer last so static libraries resolve in one pass.
+# Lowest layer last so static libraries resolve in one pass; base/ is below
+# every module, so any of them may use it.
 LIBHCA := $(BUILD)/libhca_agent.a $(BUILD)/libhca_hv.a $(BUILD)/libhca_sto.a \
-	$(BUILD)/libhca_proto.a
+	$(BUILD)/libhca_proto.a $(BUILD)/libhca_base.a
 BINS := $(BUILD)/hcad $(BUILD)/hcactl
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 TOOL_BINS := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(wildcard tests/tools/*.c))
@@ -81,6 +84,7 @@ $(BUILD)/obj/%.o: %.c | $(GEN_H)
 	@mkdir -p $(dir $@)
 	$(call say,CC,$<)$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
+$(BUILD)/libhca_base.a: $(BASE_OBJS)
 $(BUILD)/libhca_proto.a: $(PROTO_OBJS)
 $(BUILD)/libhca_hv.a: $(HV_OBJS)
 $(BUILD)/libhca_sto.a: $(STO_OBJS)
