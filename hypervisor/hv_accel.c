@@ -95,16 +95,3 @@ int hv_qemu_version(const char *qemu, int *major, int *minor, char *text,
 	}
 	return 0;
 }
-
-const char *hv_state_name(Hca__VmState s)
-{
-	switch (s) {
-	case HCA__VM_STATE__VM_STATE_STOPPED: return "stopped";
-	case HCA__VM_STATE__VM_STATE_STARTING: return "starting";
-	case HCA__VM_STATE__VM_STATE_RUNNING: return "running";
-	case HCA__VM_STATE__VM_STATE_PAUSED: return "paused";
-	case HCA__VM_STATE__VM_STATE_SHUTTING_DOWN: return "shutting-down";
-	case HCA__VM_STATE__VM_STATE_CRASHED: return "crashed";
-	default: return "unknown";
-	}
-}

@@ -159,22 +159,43 @@ static json_t *disk_file_json(const struct hv_disk *hd, const struct hv_argv_ctx
 			 "user", c->ceph_user ? c->ceph_user : "admin", "read-only", hd->readonly);
 }
 
+/*
+ * An image the user attached is opened alone unless its spec says otherwise:
+ * a qcow2 header may name any file on the host as its backing file, and the
+ * VM would read it. Volumes hcad created have no such history.
+ */
+static bool backing_cut(const Hca__DiskSpec *d, const struct hv_disk *hd)
+{
+	return hd->format == HCA__DISK_FORMAT__DISK_FORMAT_QCOW2 && d->path[0] && !d->backing;
+}
+
+/* The format layer as -blockdev JSON text (free() it), NULL on ENOMEM. */
+static char *disk_json(const Hca__DiskSpec *d, const struct hv_disk *hd,
+		       const struct hv_argv_ctx *c, const char *node)
+{
+	const char *fmt = hd->format == HCA__DISK_FORMAT__DISK_FORMAT_RAW ? "raw" : "qcow2";
+	json_t *bd = json_pack("{s:s, s:s, s:b, s:o?}", "driver", fmt, "node-name", node,
+			       "read-only", hd->readonly, "file", disk_file_json(hd, c));
+	char *js = NULL;
+
+	if (bd && backing_cut(d, hd) && json_object_set_new(bd, "backing", json_null()) < 0)
+		goto out;
+	js = bd ? json_dumps(bd, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+out:
+	json_decref(bd);
+	return js;
+}
+
 static int push_disk(struct hv_argv *a, const Hca__DiskSpec *d,
 		     const struct hv_disk *hd, const struct hv_argv_ctx *c, bool boot)
 {
-	const char *fmt = hd->format == HCA__DISK_FORMAT__DISK_FORMAT_RAW ? "raw" : "qcow2";
 	char node[48];
-	json_t *bd;
+	int rc;
 
 	/* QEMU node names must start with a letter; disk names need not. */
 	snprintf(node, sizeof(node), "drive-%s", d->name);
-	bd = json_pack("{s:s, s:s, s:b, s:o?}", "driver", fmt, "node-name", node,
-		       "read-only", hd->readonly, "file", disk_file_json(hd, c));
-	char *js = bd ? json_dumps(bd, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-	int rc;
-
-	json_decref(bd);
-	rc = push(a, "-blockdev") || push_owned(a, js) || push(a, "-device") ||
+	rc = push(a, "-blockdev") || push_owned(a, disk_json(d, hd, c, node)) ||
+	     push(a, "-device") ||
 	     pushf(a, "virtio-blk-pci,drive=%s,id=disk-%s%s", node, d->name,
 		   boot ? ",bootindex=1" : "");
 	return rc ? -ENOMEM : 0;
@@ -215,6 +236,9 @@ int hv_argv_build(const Hca__VmSpec *s, const struct hv_argv_ctx *c,
 	for (size_t i = 0; i < s->n_nics; i++)
 		if ((rc = push_nic(a, s, i)))
 			goto out;
+	/* Last, so an incoming VM's argv is its source's plus this. */
+	if (c->incoming && (push(a, "-incoming") || push(a, c->incoming)))
+		rc = -ENOMEM;
 out:
 	if (rc)
 		hv_argv_free(a);

@@ -15,7 +15,7 @@ void hv_limits_default(struct hv_limits *l)
 	l->max_vcpus = cpus > 0 && cpus < HV_MAX_VCPUS ? (uint32_t)cpus * 4 : HV_MAX_VCPUS;
 	if (l->max_vcpus > HV_MAX_VCPUS)
 		l->max_vcpus = HV_MAX_VCPUS;
-	l->max_memory_mib = 1024ull * 1024; /* 1 TiB */
+	l->max_memory_mib = HV_MAX_MEMORY_MIB;
 }
 
 static bool ident_valid(const char *s, size_t max)
@@ -61,67 +61,98 @@ static bool mac_valid(const char *m)
 	return (b[0] & 1) == 0; /* unicast */
 }
 
+/* One line, whatever bytes a record from the store holds. */
+static void one_line(char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			*s = '?';
+}
+
+__attribute__((format(printf, 4, 5)))
 static int fail(char *err, size_t len, const char *vm, const char *fmt, ...)
 {
 	va_list ap;
-	int n = snprintf(err, len, "vm %s: ", vm && *vm ? vm : "(unnamed)");
+	int n;
 
+	if (!len)
+		return -EINVAL;
+	n = snprintf(err, len, "vm %s: ", vm && *vm ? vm : "(unnamed)");
 	va_start(ap, fmt);
 	if (n >= 0 && (size_t)n < len)
 		vsnprintf(err + n, len - (size_t)n, fmt, ap);
 	va_end(ap);
+	one_line(err);
 	return -EINVAL;
 }
 
-static int check_file(const char *vm, const char *what, const char *path,
+/* An absolute path, and with HV_CHECK_FILES one this node can read. */
+static int check_file(const char *vm, const char *what, const char *path, unsigned flags,
 		      char *err, size_t len)
 {
 	if (path[0] != '/')
 		return fail(err, len, vm, "%s path '%s' must be absolute", what, path);
-	if (access(path, R_OK) != 0)
+	if ((flags & HV_CHECK_FILES) && access(path, R_OK) != 0)
 		return fail(err, len, vm, "%s '%s': %s", what, path, strerror(errno));
 	return 0;
 }
 
-static int check_disks(const Hca__VmSpec *s, char *err, size_t len)
+/* Where the disk comes from: an attached image, or a volume hcad creates. */
+static int check_disk_source(const Hca__VmSpec *s, const Hca__DiskSpec *d, unsigned flags,
+			     char *err, size_t len)
 {
+	bool qcow2 = d->format == HCA__DISK_FORMAT__DISK_FORMAT_QCOW2;
+
+	if (d->backend[0] && strcmp(d->backend, "file") && strcmp(d->backend, "rbd"))
+		return fail(err, len, s->name, "disk %s: unknown backend '%s' (file or rbd)",
+			    d->name, d->backend);
+	if (!strcmp(d->backend, "rbd") && (d->path[0] || qcow2))
+		return fail(err, len, s->name, "disk %s: rbd volumes are new and raw", d->name);
+	if (d->backing && (!d->path[0] || !qcow2))
+		return fail(err, len, s->name, "disk %s: backing applies to an attached qcow2 "
+			    "image only (path set, format qcow2)", d->name);
+	if (d->path[0])
+		return check_file(s->name, "disk image", d->path, flags, err, len);
+	if (d->size_bytes < (1u << 20) || d->size_bytes > (64ull << 40))
+		return fail(err, len, s->name, "disk %s: size %llu bytes out of range (1 MiB to 64 TiB)",
+			    d->name, (unsigned long long)d->size_bytes);
+	if (d->size_bytes % 512)
+		return fail(err, len, s->name, "disk %s: size must be a multiple of 512 bytes", d->name);
+	return 0;
+}
+
+static int check_disk(const Hca__VmSpec *s, size_t i, unsigned flags, char *err, size_t len)
+{
+	const Hca__DiskSpec *d = s->disks[i];
+
+	if (!ident_valid(d->name, 32))
+		return fail(err, len, s->name, "disk %zu: invalid name '%s' (use a-z, 0-9, -, _)",
+			    i, d->name);
+	for (size_t j = 0; j < i; j++)
+		if (!strcmp(s->disks[j]->name, d->name))
+			return fail(err, len, s->name, "disk name '%s' used twice", d->name);
+	if (d->format != HCA__DISK_FORMAT__DISK_FORMAT_QCOW2 &&
+	    d->format != HCA__DISK_FORMAT__DISK_FORMAT_RAW)
+		return fail(err, len, s->name, "disk %s: unknown format %d", d->name, (int)d->format);
+	return check_disk_source(s, d, flags, err, len);
+}
+
+static int check_disks(const Hca__VmSpec *s, unsigned flags, char *err, size_t len)
+{
+	int rc;
+
 	if (s->n_disks > HV_MAX_DISKS)
-		return fail(err, len, s->name, "%zu disks, at most %d", s->n_disks, HV_MAX_DISKS);
-	for (size_t i = 0; i < s->n_disks; i++) {
-		const Hca__DiskSpec *d = s->disks[i];
-		if (!ident_valid(d->name, 32))
-			return fail(err, len, s->name, "disk %zu: invalid name '%s' (use a-z, 0-9, -, _)", i, d->name);
-		for (size_t j = 0; j < i; j++)
-			if (!strcmp(s->disks[j]->name, d->name))
-				return fail(err, len, s->name, "disk name '%s' used twice", d->name);
-		if (d->format != HCA__DISK_FORMAT__DISK_FORMAT_QCOW2 &&
-		    d->format != HCA__DISK_FORMAT__DISK_FORMAT_RAW)
-			return fail(err, len, s->name, "disk %s: unknown format %d", d->name, d->format);
-		if (d->backend[0] && strcmp(d->backend, "file") && strcmp(d->backend, "rbd"))
-			return fail(err, len, s->name, "disk %s: unknown backend '%s' (file or rbd)",
-				    d->name, d->backend);
-		if (!strcmp(d->backend, "rbd") && (d->path[0] ||
-		    d->format != HCA__DISK_FORMAT__DISK_FORMAT_RAW))
-			return fail(err, len, s->name, "disk %s: rbd volumes are new and raw", d->name);
-		if (d->path[0]) {
-			int rc = check_file(s->name, "disk image", d->path, err, len);
-			if (rc)
-				return rc;
-			continue;
-		}
-		if (d->size_bytes < (1u << 20) || d->size_bytes > (64ull << 40))
-			return fail(err, len, s->name, "disk %s: size %llu bytes out of range (1 MiB to 64 TiB)",
-				    d->name, (unsigned long long)d->size_bytes);
-		if (d->size_bytes % 512)
-			return fail(err, len, s->name, "disk %s: size must be a multiple of 512 bytes", d->name);
-	}
+		return fail(err, len, s->name, "disks: %zu, at most %d", s->n_disks, HV_MAX_DISKS);
+	for (size_t i = 0; i < s->n_disks; i++)
+		if ((rc = check_disk(s, i, flags, err, len)))
+			return rc;
 	return 0;
 }
 
 static int check_nics(const Hca__VmSpec *s, char *err, size_t len)
 {
 	if (s->n_nics > HV_MAX_NICS)
-		return fail(err, len, s->name, "%zu NICs, at most %d", s->n_nics, HV_MAX_NICS);
+		return fail(err, len, s->name, "nics: %zu, at most %d", s->n_nics, HV_MAX_NICS);
 	for (size_t i = 0; i < s->n_nics; i++) {
 		const Hca__NicSpec *n = s->nics[i];
 		if (n->mac[0] && !mac_valid(n->mac))
@@ -129,14 +160,14 @@ static int check_nics(const Hca__VmSpec *s, char *err, size_t len)
 		if (n->mode == HCA__NIC_MODE__NIC_MODE_USER)
 			continue;
 		if (n->mode != HCA__NIC_MODE__NIC_MODE_BRIDGE)
-			return fail(err, len, s->name, "nic %zu: unknown mode %d", i, n->mode);
+			return fail(err, len, s->name, "nic %zu: unknown mode %d", i, (int)n->mode);
 		if (!n->bridge[0] || strlen(n->bridge) > 15 || strchr(n->bridge, '/'))
 			return fail(err, len, s->name, "nic %zu: invalid bridge name '%s'", i, n->bridge);
 	}
 	return 0;
 }
 
-static int check_boot(const Hca__VmSpec *s, char *err, size_t len)
+static int check_boot(const Hca__VmSpec *s, unsigned flags, char *err, size_t len)
 {
 	const Hca__BootSpec *b = s->boot;
 	int rc;
@@ -148,17 +179,17 @@ static int check_boot(const Hca__VmSpec *s, char *err, size_t len)
 			return fail(err, len, s->name, "nothing to boot: no kernel and no disk");
 		return 0;
 	}
-	if ((rc = check_file(s->name, "kernel", b->kernel, err, len)))
+	if ((rc = check_file(s->name, "kernel", b->kernel, flags, err, len)))
 		return rc;
-	if (b->initrd[0] && (rc = check_file(s->name, "initrd", b->initrd, err, len)))
+	if (b->initrd[0] && (rc = check_file(s->name, "initrd", b->initrd, flags, err, len)))
 		return rc;
 	if (strlen(b->cmdline) > HV_CMDLINE_MAX)
 		return fail(err, len, s->name, "kernel cmdline longer than %d bytes", HV_CMDLINE_MAX);
 	return 0;
 }
 
-int hv_spec_validate(const Hca__VmSpec *s, const struct hv_limits *l,
-		     char *err, size_t len)
+int hv_spec_check(const Hca__VmSpec *s, const struct hv_limits *l, unsigned flags,
+		  char *err, size_t len)
 {
 	int rc;
 
@@ -173,9 +204,15 @@ int hv_spec_validate(const Hca__VmSpec *s, const struct hv_limits *l,
 		return fail(err, len, s->name, "memory %llu MiB out of range (%d to %llu)",
 			    (unsigned long long)s->memory_mib, HV_MIN_MEMORY_MIB,
 			    (unsigned long long)l->max_memory_mib);
-	if ((rc = check_disks(s, err, len)) || (rc = check_nics(s, err, len)))
+	if ((rc = check_disks(s, flags, err, len)) || (rc = check_nics(s, err, len)))
 		return rc;
-	return check_boot(s, err, len);
+	return check_boot(s, flags, err, len);
+}
+
+int hv_spec_validate(const Hca__VmSpec *s, const struct hv_limits *l,
+		     char *err, size_t len)
+{
+	return hv_spec_check(s, l, HV_CHECK_FILES, err, len);
 }
 
 /* FNV-1a over the uuid and index: stable across restarts and nodes. */

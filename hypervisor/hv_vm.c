@@ -6,10 +6,16 @@
  * from a pidfd (which also works for a process that is not our child and
  * fires even while it lingers as a zombie), never from kill(pid, 0). Every
  * operation is asynchronous; one runs at a time per VM, except that a stop
- * may interrupt a shutdown.
+ * may interrupt a shutdown. Commands from callers above (hv_vm_qmp) are not
+ * operations and go out beside them.
+ *
+ * The state follows QEMU's run state: query-status when QMP connects and
+ * after the events that change it in ways an event alone does not tell
+ * (STOP: paused by whom?; MIGRATION ending), mapped by hv_runstate_map().
  */
 #include "hypervisor/hv.h"
 #include "hypervisor/hv_launch.h"
+#include "hypervisor/hv_priv.h"
 #include "hypervisor/hv_qmp.h"
 
 #include <errno.h>
@@ -60,6 +66,7 @@ struct hv_vm {
 	uint64_t started_at;
 	struct hv_qmp *qmp;
 	char shutdown_reason[64]; /* from the SHUTDOWN event, "" if none seen */
+	char mig_status[32];    /* of the last MIGRATION event, "" if none seen */
 	bool killed;            /* we sent SIGKILL */
 
 	struct hv_launch *launch;
@@ -158,9 +165,13 @@ static void runtime_files_remove(struct hv_vm *vm)
 
 static void detach_process(struct hv_vm *vm)
 {
+	struct hv_qmp *q = vm->qmp;
+
 	timer_del(vm, &vm->reconnect_timer);
-	hv_qmp_free(vm->qmp);
+	/* Cleared first: pending commands complete from inside hv_qmp_free(),
+	 * and their callbacks must find no connection to send on. */
 	vm->qmp = NULL;
+	hv_qmp_free(q);
 	if (vm->pidfd >= 0) {
 		qb_loop_poll_del(vm->loop, vm->pidfd);
 		close(vm->pidfd);
@@ -199,57 +210,133 @@ static int on_pidfd(int fd, int revents, void *data)
 
 /* ---- QMP ---- */
 
-static void on_status(struct hv_qmp *q, int err, json_t *ret, const char *cls,
-		      const char *desc, void *data)
+/* QEMU's run state from a query-status reply; nothing reported if unchanged. */
+static void status_apply(struct hv_vm *vm, json_t *ret)
+{
+	const char *st = json_string_value(json_object_get(ret, "status"));
+	bool running = json_is_true(json_object_get(ret, "running"));
+	Hca__VmState s = hv_runstate_map(st, running, vm->state, vm->mig_status);
+
+	/* An ACPI shutdown under way is ours to report: QEMU runs on until the
+	 * guest obeys or the operation times out. */
+	if (vm->op == OP_SHUTDOWN && s == HCA__VM_STATE__VM_STATE_RUNNING)
+		return;
+	if (s != vm->state)
+		set_state(vm, s, "%s (QEMU status %s)", hv_runstate_reason(s), st ? st : "?");
+}
+
+static void on_ready_status(struct hv_qmp *q, int err, json_t *ret, const char *cls,
+			    const char *desc, void *data)
 {
 	struct hv_vm *vm = data;
-	const char *st = json_string_value(json_object_get(ret, "status"));
+	bool starting = vm->op == OP_START || vm->op == OP_ATTACH;
 
 	if (err) {
-		op_finish(vm, err, "vm %s: query-status failed: %s", vm->name,
-			  err == -EIO ? desc : strerror(-err));
+		if (starting)
+			op_finish(vm, err, "vm %s: query-status failed: %s", vm->name,
+				  err == -EIO ? desc : strerror(-err));
+		else
+			qb_log(LOG_WARNING, "vm %s: query-status after reconnecting failed: %s",
+			       vm->name, err == -EIO ? desc : strerror(-err));
 		return;
 	}
-	if (st && (!strcmp(st, "paused") || !strcmp(st, "suspended")))
-		set_state(vm, HCA__VM_STATE__VM_STATE_PAUSED, "paused");
-	else if (st && !strcmp(st, "shutdown"))
-		set_state(vm, HCA__VM_STATE__VM_STATE_SHUTTING_DOWN, "shutting down");
-	else
-		set_state(vm, HCA__VM_STATE__VM_STATE_RUNNING, "running (QEMU status %s)",
-			  st ? st : "?");
-	if (vm->op == OP_START || vm->op == OP_ATTACH)
+	status_apply(vm, ret);
+	if (starting)
 		op_finish(vm, 0, NULL);
 }
 
 static void on_qmp_ready(struct hv_qmp *q, void *data)
 {
 	struct hv_vm *vm = data;
-	int rc = hv_qmp_command(q, "query-status", NULL, on_status, vm);
+	int rc = hv_qmp_command(q, "query-status", NULL, on_ready_status, vm);
 
-	if (rc < 0)
+	if (rc < 0 && (vm->op == OP_START || vm->op == OP_ATTACH))
 		op_finish(vm, rc, "vm %s: query-status: %s", vm->name, strerror(-rc));
 }
 
-static void on_qmp_event(struct hv_qmp *q, const char *name, json_t *data,
-			 void *opaque)
+static void on_refresh_status(struct hv_qmp *q, int err, json_t *ret, const char *cls,
+			      const char *desc, void *data)
 {
-	struct hv_vm *vm = opaque;
+	struct hv_vm *vm = data;
+
+	/* The connection ending says more than this, and says it elsewhere. */
+	if (err)
+		qb_log(err == -EIO || err == -ETIMEDOUT ? LOG_WARNING : LOG_DEBUG,
+		       "vm %s: query-status failed: %s", vm->name,
+		       err == -EIO ? desc : strerror(-err));
+	else
+		status_apply(vm, ret);
+}
+
+/* Ask QEMU for its run state again. One per triggering event, never merged:
+ * the commands a VM sends must not depend on how replies were batched, or
+ * the recorded QMP transcripts could not replay. */
+static void status_refresh(struct hv_vm *vm)
+{
+	int rc;
+
+	if (!hv_qmp_is_ready(vm->qmp))
+		return; /* an event while negotiating: the query on ready covers it */
+	rc = hv_qmp_command(vm->qmp, "query-status", NULL, on_refresh_status, vm);
+	if (rc < 0)
+		qb_log(LOG_WARNING, "vm %s: cannot refresh the run state: %s", vm->name,
+		       strerror(-rc));
+}
+
+/* RESUME leaves any pause, the user's or a migration's; it may also end
+ * an incoming migration (autostart) or revive a migrated source. */
+static bool resumable(Hca__VmState s)
+{
+	return s == HCA__VM_STATE__VM_STATE_PAUSED ||
+	       s == HCA__VM_STATE__VM_STATE_PAUSED_MIGRATE ||
+	       s == HCA__VM_STATE__VM_STATE_INMIGRATE ||
+	       s == HCA__VM_STATE__VM_STATE_POSTMIGRATE;
+}
+
+static void on_migration_event(struct hv_vm *vm, json_t *data)
+{
+	const char *st = json_string_value(json_object_get(data, "status"));
+
+	snprintf(vm->mig_status, sizeof(vm->mig_status), "%s", st ? st : "");
+	/* Its end moves QEMU to postmigrate, running or paused without an
+	 * event of its own (an incoming QEMU with -S, a paused source). */
+	if (st && (!strcmp(st, "completed") || !strcmp(st, "failed") ||
+		   !strcmp(st, "cancelled")))
+		status_refresh(vm);
+}
+
+static void event_apply(struct hv_vm *vm, const char *name, json_t *data)
+{
 	const char *why;
 
-	qb_log(LOG_DEBUG, "vm %s: event %s", vm->name, name);
 	if (!strcmp(name, "SHUTDOWN")) {
 		why = json_string_value(json_object_get(data, "reason"));
 		snprintf(vm->shutdown_reason, sizeof(vm->shutdown_reason), "%s",
 			 why ? why : "unknown");
 		set_state(vm, HCA__VM_STATE__VM_STATE_SHUTTING_DOWN, "QEMU shutting down (%s)",
 			  vm->shutdown_reason);
-	} else if (!strcmp(name, "STOP") && vm->state == HCA__VM_STATE__VM_STATE_RUNNING) {
-		set_state(vm, HCA__VM_STATE__VM_STATE_PAUSED, "paused");
-	} else if (!strcmp(name, "RESUME") && vm->state == HCA__VM_STATE__VM_STATE_PAUSED) {
+	} else if (!strcmp(name, "STOP")) {
+		/* The user's stop, a migration's finish-migrate, an I/O error:
+		 * only the run state tells them apart. */
+		status_refresh(vm);
+	} else if (!strcmp(name, "RESUME") && resumable(vm->state)) {
 		set_state(vm, HCA__VM_STATE__VM_STATE_RUNNING, "running");
+	} else if (!strcmp(name, "MIGRATION")) {
+		on_migration_event(vm, data);
 	} else if (!strcmp(name, "GUEST_PANICKED")) {
 		qb_log(LOG_ERR, "vm %s: guest panicked", vm->name);
 	}
+}
+
+static void on_qmp_event(struct hv_qmp *q, const char *name, json_t *data,
+			 void *opaque)
+{
+	struct hv_vm *vm = opaque;
+
+	qb_log(LOG_DEBUG, "vm %s: event %s", vm->name, name);
+	event_apply(vm, name, data);
+	if (vm->ops && vm->ops->event)
+		vm->ops->event(vm, name, data, vm->opaque);
 }
 
 static void reconnect(void *data)
@@ -291,6 +378,7 @@ static int supervise(struct hv_vm *vm, pid_t pid, int pidfd)
 	vm->pid = pid;
 	vm->pidfd = pidfd;
 	vm->shutdown_reason[0] = '\0';
+	vm->mig_status[0] = '\0';
 	vm->killed = false;
 	vm->started_at = hv_proc_start_time(pid);
 	rc = qb_loop_poll_add(vm->loop, QB_LOOP_HIGH, pidfd, POLLIN, vm, on_pidfd);
@@ -352,8 +440,7 @@ int hv_vm_start(struct hv_vm *vm, const struct hv_argv *argv, hv_done_fn done,
 {
 	int rc;
 
-	if (vm->state != HCA__VM_STATE__VM_STATE_STOPPED &&
-	    vm->state != HCA__VM_STATE__VM_STATE_CRASHED)
+	if (hv_state_running(vm->state))
 		return -EALREADY;
 	if ((rc = op_begin(vm, OP_START, done, opaque)))
 		return rc;
@@ -469,6 +556,17 @@ int hv_vm_shutdown(struct hv_vm *vm, unsigned timeout_s, hv_done_fn done,
 	return 0;
 }
 
+int hv_vm_shutdown_abandon(struct hv_vm *vm)
+{
+	if (vm->op != OP_SHUTDOWN)
+		return -EINVAL;
+	set_state(vm, vm->state == HCA__VM_STATE__VM_STATE_SHUTTING_DOWN ?
+		  HCA__VM_STATE__VM_STATE_RUNNING : vm->state,
+		  "shutdown no longer awaited (cancelled)");
+	op_finish(vm, -ECANCELED, "vm %s: shutdown cancelled", vm->name);
+	return 0;
+}
+
 int hv_vm_stop(struct hv_vm *vm, bool force, hv_done_fn done, void *opaque)
 {
 	int rc;
@@ -496,6 +594,55 @@ int hv_vm_stop(struct hv_vm *vm, bool force, hv_done_fn done, void *opaque)
 		op_finish(vm, rc, "vm %s: cannot kill QEMU pid %d: %s", vm->name,
 			  (int)vm->pid, strerror(-rc));
 	return 0;
+}
+
+/* ---- commands from callers above: not operations ---- */
+
+struct qmp_call {
+	struct hv_vm *vm;
+	hv_vm_qmp_fn done;
+	void *opaque;
+};
+
+static void on_call_reply(struct hv_qmp *q, int err, json_t *ret, const char *cls,
+			  const char *desc, void *data)
+{
+	struct qmp_call *c = data;
+
+	c->done(c->vm, err, ret, cls, desc, c->opaque);
+	free(c);
+}
+
+int hv_vm_qmp(struct hv_vm *vm, const char *cmd, json_t *args, unsigned timeout_ms,
+	      hv_vm_qmp_fn done, void *opaque)
+{
+	struct qmp_call *c = NULL;
+	int rc = -EINVAL;
+
+	if (!cmd || (args && !json_is_object(args)))
+		goto out;
+	rc = -ENOTCONN;
+	if (!hv_qmp_is_ready(vm->qmp))
+		goto out;
+	rc = -ENOMEM;
+	if (done && !(c = malloc(sizeof(*c))))
+		goto out;
+	if (c)
+		*c = (struct qmp_call){ .vm = vm, .done = done, .opaque = opaque };
+	if (!timeout_ms)
+		timeout_ms = vm->qmp_timeout_ms;
+	/* Without @done, hv_qmp logs a failure itself. */
+	rc = hv_qmp_command_timeout(vm->qmp, cmd, args, timeout_ms, c ? on_call_reply : NULL, c);
+	args = NULL; /* stolen, whatever happened */
+	if (rc == 0)
+		c = NULL;
+out:
+	if (rc)
+		qb_log(LOG_DEBUG, "vm %s: %s not sent: %s", vm->name, cmd ? cmd : "(null)",
+		       strerror(-rc));
+	free(c);
+	json_decref(args);
+	return rc;
 }
 
 /* ---- handle ---- */

@@ -31,19 +31,29 @@ static char *argv_text(const struct hv_argv *a)
 	return s;
 }
 
-static void check_golden(const char *name, const Hca__VmSpec *s, Hca__Accel accel,
-			 const struct hv_disk *disks)
+static void check_golden_ctx(const char *name, const Hca__VmSpec *s,
+			     const struct hv_argv_ctx *c)
 {
-	struct hv_argv_ctx c = { "/usr/bin/qemu-system-x86_64", accel, &paths, disks, NULL, NULL };
 	struct hv_argv a;
 	char *text;
 
-	assert_int_equal(hv_argv_build(s, &c, &a), 0);
+	assert_int_equal(hv_argv_build(s, c, &a), 0);
 	assert_null(a.v[a.n]);
 	text = argv_text(&a);
 	assert_int_equal(golden_check(name, text), 0);
 	free(text);
 	hv_argv_free(&a);
+}
+
+static void check_golden(const char *name, const Hca__VmSpec *s, Hca__Accel accel,
+			 const struct hv_disk *disks)
+{
+	struct hv_argv_ctx c = {
+		.qemu = "/usr/bin/qemu-system-x86_64", .accel = accel, .paths = &paths,
+		.disks = disks,
+	};
+
+	check_golden_ctx(name, s, &c);
 }
 
 static void kernel_boot_tcg(void **state)
@@ -114,8 +124,11 @@ static void rbd_disk(void **state)
 	Hca__BootSpec b = HCA__BOOT_SPEC__INIT;
 	Hca__VmSpec s = HCA__VM_SPEC__INIT;
 	struct hv_disk disks[] = { { "rbd:hca/web1-root", HCA__DISK_FORMAT__DISK_FORMAT_RAW, false } };
-	struct hv_argv_ctx c = { "/usr/bin/qemu-system-x86_64", HCA__ACCEL__ACCEL_TCG, &paths,
-				 disks, "/etc/ceph/ceph.conf", "admin" };
+	struct hv_argv_ctx c = {
+		.qemu = "/usr/bin/qemu-system-x86_64", .accel = HCA__ACCEL__ACCEL_TCG,
+		.paths = &paths, .disks = disks, .ceph_conf = "/etc/ceph/ceph.conf",
+		.ceph_user = "admin",
+	};
 	struct hv_argv a;
 	char *text;
 
@@ -138,11 +151,82 @@ static void rbd_disk(void **state)
 	hv_argv_free(&a);
 }
 
+/* The destination of a migration: the same VM, waiting for its state. */
+static void incoming_defer(void **state)
+{
+	Hca__DiskSpec d = HCA__DISK_SPEC__INIT;
+	Hca__DiskSpec *dp[] = { &d };
+	Hca__NicSpec n = HCA__NIC_SPEC__INIT;
+	Hca__NicSpec *np[] = { &n };
+	Hca__VmSpec s = HCA__VM_SPEC__INIT;
+	struct hv_disk disks[] = { { "rbd:hca/web1-root", HCA__DISK_FORMAT__DISK_FORMAT_RAW, false } };
+	struct hv_argv_ctx c = {
+		.qemu = "/usr/bin/qemu-system-x86_64", .accel = HCA__ACCEL__ACCEL_KVM,
+		.paths = &paths, .disks = disks, .ceph_conf = "/etc/ceph/ceph.conf",
+		.ceph_user = "admin", .incoming = "defer",
+	};
+
+	d.name = "root";
+	d.size_bytes = 1 << 30;
+	d.format = HCA__DISK_FORMAT__DISK_FORMAT_RAW;
+	d.backend = "rbd";
+	s.name = "web1";
+	s.uuid = UUID;
+	s.vcpus = 2;
+	s.memory_mib = 1024;
+	s.n_disks = 1;
+	s.disks = dp;
+	s.n_nics = 1;
+	s.nics = np;
+	check_golden_ctx("argv_incoming_defer.argv", &s, &c);
+}
+
+/*
+ * Attached qcow2 images open without the backing chain their header names,
+ * unless the spec asks for it; a created qcow2 volume and an attached raw
+ * image are unchanged.
+ */
+static void attached_qcow2_backing(void **state)
+{
+	Hca__DiskSpec d[4] = { HCA__DISK_SPEC__INIT, HCA__DISK_SPEC__INIT,
+			       HCA__DISK_SPEC__INIT, HCA__DISK_SPEC__INIT };
+	Hca__DiskSpec *dp[] = { &d[0], &d[1], &d[2], &d[3] };
+	Hca__BootSpec b = HCA__BOOT_SPEC__INIT;
+	Hca__VmSpec s = HCA__VM_SPEC__INIT;
+	struct hv_disk disks[] = {
+		{ "/var/lib/hca/volumes/app1-root.qcow2", HCA__DISK_FORMAT__DISK_FORMAT_QCOW2, false },
+		{ "/srv/images/alone.qcow2", HCA__DISK_FORMAT__DISK_FORMAT_QCOW2, false },
+		{ "/srv/images/overlay.qcow2", HCA__DISK_FORMAT__DISK_FORMAT_QCOW2, true },
+		{ "/srv/images/data.raw", HCA__DISK_FORMAT__DISK_FORMAT_RAW, false },
+	};
+
+	d[0].name = "root";
+	d[0].size_bytes = 1 << 30;
+	d[1].name = "alone";
+	d[1].path = "/srv/images/alone.qcow2";
+	d[2].name = "overlay";
+	d[2].path = "/srv/images/overlay.qcow2";
+	d[2].readonly = true;
+	d[2].backing = true;
+	d[3].name = "data";
+	d[3].path = "/srv/images/data.raw";
+	d[3].format = HCA__DISK_FORMAT__DISK_FORMAT_RAW;
+	b.kernel = "/guest/vmlinux";
+	s.name = "app1";
+	s.uuid = UUID;
+	s.vcpus = 1;
+	s.memory_mib = 256;
+	s.n_disks = 4;
+	s.disks = dp;
+	s.boot = &b;
+	check_golden("argv_attached_qcow2.argv", &s, HCA__ACCEL__ACCEL_TCG, disks);
+}
+
 static void same_spec_same_argv(void **state)
 {
 	Hca__BootSpec b = HCA__BOOT_SPEC__INIT;
 	Hca__VmSpec s = HCA__VM_SPEC__INIT;
-	struct hv_argv_ctx c = { "/q", HCA__ACCEL__ACCEL_TCG, &paths, NULL, NULL, NULL };
+	struct hv_argv_ctx c = { .qemu = "/q", .accel = HCA__ACCEL__ACCEL_TCG, .paths = &paths };
 	struct hv_argv a1, a2;
 	char *t1, *t2;
 
@@ -199,6 +283,8 @@ int main(void)
 		cmocka_unit_test(kernel_boot_tcg),
 		cmocka_unit_test(disk_boot_kvm_bridge),
 		cmocka_unit_test(rbd_disk),
+		cmocka_unit_test(incoming_defer),
+		cmocka_unit_test(attached_qcow2_backing),
 		cmocka_unit_test(same_spec_same_argv),
 		cmocka_unit_test(socket_paths_bounded),
 		cmocka_unit_test(macs_and_taps_stable),

@@ -211,36 +211,13 @@ static void run_idle(struct t *t, unsigned ms)
 	run_loop(t, ms);
 }
 
-static const char *qmp_dir(void)
-{
-	static char dir[PATH_MAX + 32];
-	char exe[PATH_MAX];
-	char *slash;
-	ssize_t n;
-
-	if (getenv("HCA_QMP_DIR"))
-		return getenv("HCA_QMP_DIR");
-	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-	exe[n > 0 ? n : 0] = '\0';
-	/* build/tests/test_qmp or build/asan/tests/test_qmp: walk up to the tree */
-	while ((slash = strrchr(exe, '/'))) {
-		*slash = '\0';
-		snprintf(dir, sizeof(dir), "%s/tests/unit/qmp/connect.qmp", exe);
-		if (access(dir, R_OK) == 0) {
-			snprintf(dir, sizeof(dir), "%s/tests/unit/qmp", exe);
-			return dir;
-		}
-	}
-	return "tests/unit/qmp";
-}
-
 static char *slurp(const char *name)
 {
 	char path[PATH_MAX + 64];
 	char *buf = calloc(1, 1 << 16);
 	FILE *in;
 
-	snprintf(path, sizeof(path), "%s/%s", qmp_dir(), name);
+	snprintf(path, sizeof(path), "%s/%s", fake_qmp_dir(), name);
 	in = fopen(path, "r");
 	if (!in)
 		fail_msg("cannot open %s", path);
@@ -262,7 +239,7 @@ static void start_recorded(struct t *t, const char *name)
 {
 	char path[PATH_MAX + 64];
 
-	snprintf(path, sizeof(path), "%s/%s", qmp_dir(), name);
+	snprintf(path, sizeof(path), "%s/%s", fake_qmp_dir(), name);
 	t->fake = fake_qmp_start(path, t->sock, sizeof(t->sock));
 	assert_non_null(t->fake);
 	connect_client(t);
@@ -271,15 +248,7 @@ static void start_recorded(struct t *t, const char *name)
 /* The recorded greeting and negotiation, then @tail. */
 static void start_negotiated(struct t *t, const char *tail)
 {
-	char *head = slurp("connect.qmp");
-	char *text = malloc(strlen(head) + strlen(tail) + 1);
-
-	assert_non_null(text);
-	strcpy(text, head);
-	strcat(text, tail);
-	t->fake = fake_qmp_start_text("negotiated+tail", text, t->sock, sizeof(t->sock));
-	free(head);
-	free(text);
+	t->fake = fake_qmp_start_recorded("connect.qmp", tail, t->sock, sizeof(t->sock));
 	assert_non_null(t->fake);
 	connect_client(t);
 }

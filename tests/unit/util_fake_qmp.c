@@ -10,6 +10,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -579,6 +580,51 @@ struct fake_qmp *fake_qmp_start(const char *transcript_path, char *sock_path_out
 		fprintf(stderr, "fake_qmp: cannot read %s: %s\n", transcript_path, strerror(errno));
 	else
 		f = fake_qmp_start_text(base ? base + 1 : transcript_path, text, sock_path_out, len);
+	free(text);
+	return f;
+}
+
+const char *fake_qmp_dir(void)
+{
+	static char dir[PATH_MAX + 32];
+	char exe[PATH_MAX];
+	char *slash;
+	ssize_t n;
+
+	if (getenv("HCA_QMP_DIR"))
+		return getenv("HCA_QMP_DIR");
+	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	exe[n > 0 ? n : 0] = '\0';
+	while ((slash = strrchr(exe, '/'))) {
+		*slash = '\0';
+		snprintf(dir, sizeof(dir), "%s/tests/unit/qmp/connect.qmp", exe);
+		if (access(dir, R_OK) == 0) {
+			snprintf(dir, sizeof(dir), "%s/tests/unit/qmp", exe);
+			return dir;
+		}
+	}
+	return "tests/unit/qmp";
+}
+
+struct fake_qmp *fake_qmp_start_recorded(const char *name, const char *tail,
+					 char *sock_path_out, size_t len)
+{
+	char path[PATH_MAX + 64], label[64];
+	char *head, *text = NULL;
+	struct fake_qmp *f = NULL;
+
+	snprintf(path, sizeof(path), "%s/%s", fake_qmp_dir(), name);
+	head = read_file(path);
+	if (!head) {
+		fprintf(stderr, "fake_qmp: cannot read %s: %s\n", path, strerror(errno));
+		return NULL;
+	}
+	if (asprintf(&text, "%s%s", head, tail ? tail : "") < 0)
+		text = NULL;
+	snprintf(label, sizeof(label), "%s+tail", name);
+	if (text)
+		f = fake_qmp_start_text(tail ? label : name, text, sock_path_out, len);
+	free(head);
 	free(text);
 	return f;
 }

@@ -43,6 +43,21 @@ struct fake_qmp *fake_qmp_start_text(const char *name, const char *text, char *s
 				     size_t len);
 
 /*
+ * Where the recorded transcripts are: $HCA_QMP_DIR, else the tests/unit/qmp
+ * found walking up from the test binary (build/tests/x, build/asan/tests/x),
+ * else "tests/unit/qmp".
+ */
+const char *fake_qmp_dir(void);
+
+/*
+ * fake_qmp_start() of the recorded transcript @name (in fake_qmp_dir()) with
+ * @tail (may be NULL) appended: a recorded beginning, then what a test needs
+ * QEMU to do next. Errors are labelled "@name+tail".
+ */
+struct fake_qmp *fake_qmp_start_recorded(const char *name, const char *tail,
+					 char *sock_path_out, size_t len);
+
+/*
  * Stop the peer, wait for its thread and free it (socket file included).
  * Returns 0 if every item was consumed and nothing unexpected happened, else
  * -1 with a description in @err (truncated to @errlen, always terminated),
