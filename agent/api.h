@@ -32,15 +32,23 @@ struct api_client;
 /*
  * Connect to hcad's API service @name. Returns NULL and fills @err with one
  * line ("hcad is not running (no API service 'hcad' in this network
- * namespace)", "permission denied: the API is root-only", ...).
+ * namespace)", "permission denied: the API is root-only", ...). A service
+ * not run by root (uid 0, as the kernel reports the server's credentials)
+ * is refused before anything is sent to it: "hcad API 'NAME' is served by
+ * uid N (pid P), not root: refusing to talk to it".
  */
 struct api_client *api_client_connect(const char *name, char *err, size_t errlen);
+
+/* Disconnect and free; NULL ok. */
 void api_client_close(struct api_client *c);
 
 /*
  * Send @req and wait up to @timeout_ms for the reply. Returns the reply
  * (caller frees with hca__api_reply__free_unpacked(r, NULL)), or NULL with
- * @err filled (transport failure, timeout, malformed reply).
+ * @err filled (transport failure, timeout, a request or reply over
+ * API_MAX_MSG: "reply from hcad too large (N bytes, limit M)", malformed
+ * reply). After a NULL the connection may still deliver the late reply:
+ * close it rather than send the next request on it.
  */
 Hca__ApiReply *api_client_call(struct api_client *c, const Hca__ApiRequest *req,
 			       int timeout_ms, char *err, size_t errlen);

@@ -69,8 +69,22 @@ static void send_reply(const Hca__ApiReply *r, void *ctx)
 	ssize_t n;
 
 	if (!frame || flen + sizeof(h) > API_MAX_MSG) {
-		qb_log(LOG_ERR, "api: reply too large (%zu bytes), dropped", flen);
-		goto out;
+		/* an answer the client can read, never silence until its timeout */
+		Hca__ApiReply er = HCA__API_REPLY__INIT;
+		Hca__Error e = HCA__ERROR__INIT;
+		char msg[160];
+
+		qb_log(LOG_ERR, "api: reply too large (%zu bytes, limit %u): answered an error",
+		       flen, (unsigned)API_MAX_MSG);
+		snprintf(msg, sizeof(msg), "the reply is too large for the local API (%zu bytes, "
+			 "limit %u)", flen, (unsigned)API_MAX_MSG);
+		e.code = HCA__ERROR_CODE__ERROR_INTERNAL;
+		e.message = msg;
+		er.error = &e;
+		free(frame);
+		frame = wire_frame_pack(WIRE_T_API_REPLY, &er.base, &flen);
+		if (!frame)
+			goto out;
 	}
 	h.size = (int32_t)(sizeof(h) + flen);
 	iov[0] = (struct iovec){ &h, sizeof(h) };

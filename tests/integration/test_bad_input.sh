@@ -8,6 +8,12 @@ hca_setup
 records() { ls "$T/s/store/vm" 2>/dev/null | wc -l; }
 volumes() { ls "$T/vols" 2>/dev/null | wc -l; }
 qemus() { pgrep -f -- "-name guest=$1," | wc -l; }
+# exit_is CODE CMD...: CMD exits with CODE (what it prints is not looked at).
+exit_is() { local want=$1; shift; "$@" >/dev/null 2>&1; [ $? -eq "$want" ]; }
+job_phase() {
+	"$HCACTL" job show "$1" --json | python3 -c "import json,sys; print(json.load(sys.stdin)['phase'])"
+}
+job_phase_is() { [ "$(job_phase "$1")" = "$2" ]; }
 
 check "define good1" define_guest good1
 expect_fail "duplicate name" "vm good1: already defined" define_guest good1
@@ -51,6 +57,14 @@ expect_fail "QEMU failure shows QEMU's stderr" "vm junk: QEMU failed to start: .
 	"$HCACTL" vm start junk
 check "junk is stopped, no QEMU left" test "$(vm_state junk)-$(qemus junk)" = "stopped-0"
 
+# the same failure as a job not waited for: the id at once, the error in the job
+id=$("$HCACTL" vm start junk --no-wait 2>/dev/null)
+check "--no-wait prints the job's id ('$id')" grep -qE '^[a-z0-9-]+-[0-9]+$' <<<"$id"
+check "the job of the junk start ends failed" wait_for 30 job_phase_is "$id" failed
+job_error() { "$HCACTL" job show "$1" | grep -qE "^error: +vm junk: QEMU failed to start"; }
+check "job show gives QEMU's error" job_error "$id"
+check "junk is still stopped, no QEMU left" test "$(vm_state junk)-$(qemus junk)" = "stopped-0"
+
 # a disk volume deleted behind hcad's back
 rm -f "$T/vols/junk-disk0.qcow2"
 expect_fail "start with a missing volume" "vm junk: disk disk0: .*No such file" "$HCACTL" vm start junk
@@ -65,6 +79,19 @@ for kind in garbage badmagic truncated badcrc wrongtype badheader; do
 	fi
 done
 check "hcad still serves after malformed messages" "$HCACTL" vm list
+
+# jobs: what the user types wrong is refused in one line
+expect_fail "job show of an unknown job" "job nosuch: .*(no such job|not found)" "$HCACTL" job show nosuch
+check "an unknown job is hcad's error (exit 1)" exit_is 1 "$HCACTL" job show nosuch
+expect_fail "job cancel of an unknown job" "job nosuch: .*(no such job|not found)" "$HCACTL" job cancel nosuch
+expect_fail "job cancel without an id" "missing argument \(usage: hcactl job cancel ID\)" "$HCACTL" job cancel
+check "job cancel without an id is a usage error (exit 2)" exit_is 2 "$HCACTL" job cancel
+expect_fail "a job id that cannot be one" "invalid job id" "$HCACTL" job show 'no such'
+expect_fail "--no-wait on a command that is not long" "unknown option '--no-wait' for 'vm pause'" \
+	"$HCACTL" vm pause good1 --no-wait
+check "--no-wait on vm list is a usage error (exit 2)" exit_is 2 "$HCACTL" vm list --no-wait
+expect_fail "--no-wait with --progress" "--no-wait and --progress exclude each other" \
+	"$HCACTL" vm start good1 --no-wait --progress
 
 # corrupt state record: hcad names it and keeps serving the other VMs
 hcad_stop
