@@ -113,9 +113,14 @@ FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined 
 FUZZ_SECONDS ?= 300
 FUZZ_LIB_SRCS := $(PROTO_SRCS) $(ROOT_BUILD)/gen/proto/hca.pb-c.c
 
-$(ROOT_BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_SRCS) $(wildcard proto/*.h)
+# Decoders outside proto/ a target runs, besides FUZZ_LIB_SRCS.
+FUZZ_EXTRA_fuzz_records := storage/sto_vm.c hypervisor/hv_spec.c hypervisor/hv_state.c
+
+.SECONDEXPANSION:
+$(ROOT_BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_SRCS) $$(FUZZ_EXTRA_%) $(wildcard proto/*.h)
 	@mkdir -p $(dir $@)
-	$(call say,FUZZCC,$@)$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_LIB_SRCS) $(PKG_LIBS)
+	$(call say,FUZZCC,$@)$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_LIB_SRCS) \
+		$(FUZZ_EXTRA_$*) $(PKG_LIBS)
 
 fuzz-build: $(FUZZ_BINS)
 fuzz: deps

@@ -1,5 +1,6 @@
 /* conf: a small table-driven parser for hcad.conf (see conf.h). */
 #include "agent/conf.h"
+#include "storage/sto.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -46,6 +47,7 @@ static const struct key keys[] = {
 	STR(pki_dir, K_PATH),
 	STR(chan_listen, K_STR),
 	UINT(chan_port, 1, 65535),
+	UINT(ceph_op_timeout_s, STO_CEPH_TIMEOUT_MIN, STO_CEPH_TIMEOUT_MAX),
 	{ "accel", K_ENUM, offsetof(struct conf, accel), 0, 0, 0, accel_names, NULL },
 	{ "cluster", K_ENUM, offsetof(struct conf, cluster), 0, 0, 0, cluster_names, NULL },
 	{ "store", K_ENUM, offsetof(struct conf, store), 0, 0, 0, store_names, NULL },
@@ -72,6 +74,7 @@ void conf_defaults(struct conf *c)
 	snprintf(c->ceph_conf, sizeof(c->ceph_conf), "/etc/ceph/ceph.conf");
 	snprintf(c->ceph_client, sizeof(c->ceph_client), "admin");
 	snprintf(c->rados_pool, sizeof(c->rados_pool), "hca");
+	c->ceph_op_timeout_s = 5;
 	snprintf(c->pki_dir, sizeof(c->pki_dir), "/etc/hca/pki");
 	snprintf(c->chan_listen, sizeof(c->chan_listen), "0.0.0.0");
 	c->chan_port = 7010;

@@ -30,6 +30,7 @@ struct conf {
 	char ceph_conf[256];
 	char ceph_client[64];    /* cephx id, e.g. "admin" */
 	char rados_pool[64];     /* records and RBD volumes */
+	uint64_t ceph_op_timeout_s; /* longest one Ceph call waits (sto.h); needs a restart */
 	char pki_dir[200];       /* ca.crt and NODE/node.{crt,key} */
 	char chan_listen[64];    /* node channel: address to listen on */
 	uint64_t chan_port;

@@ -192,3 +192,50 @@ int peers_ping(struct peers *p, const char *node, peers_ping_fn done, void *opaq
 		free(pg);
 	return rc;
 }
+
+/* ---- the registry ---- */
+
+int peers_handle(struct peers *p, const char *method, chan_handler_fn fn, void *opaque)
+{
+	return chan_handle(p->srv, method, fn, opaque);
+}
+
+int peers_handle_stream(struct peers *p, const char *method, chan_stream_fn fn, void *opaque)
+{
+	return chan_handle_stream(p->srv, method, fn, opaque);
+}
+
+int peers_call(struct peers *p, const char *node, const char *method, const void *body,
+	       size_t len, unsigned timeout_ms, chan_reply_fn cb, void *opaque, char *err,
+	       size_t errlen)
+{
+	struct chan_peer *cp = peer_get(p, node, err, errlen);
+	int rc;
+
+	if (!cp)
+		return -ENOENT;
+	rc = chan_call(cp, method, body, len, timeout_ms, cb, opaque);
+	if (rc < 0)
+		snprintf(err, errlen, "node %s: cannot call %s: %s", node, method, strerror(-rc));
+	return rc;
+}
+
+struct chan_stream *peers_stream_open(struct peers *p, const char *node, const char *method,
+				      const void *hdr, size_t len, enum chan_stream_dir dir,
+				      size_t window, unsigned timeout_ms,
+				      const struct chan_stream_ops *ops, void *opaque, char *err,
+				      size_t errlen)
+{
+	struct chan_peer *cp = peer_get(p, node, err, errlen);
+	struct chan_stream *st;
+
+	if (!cp) {
+		errno = ENOENT;
+		return NULL;
+	}
+	st = chan_stream_open(cp, method, hdr, len, dir, window, timeout_ms, ops, opaque);
+	if (!st)
+		snprintf(err, errlen, "node %s: cannot open stream %s: %s", node, method,
+			 strerror(errno));
+	return st;
+}

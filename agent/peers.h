@@ -13,6 +13,7 @@
 
 #include "agent/conf.h"
 #include "agent/memb.h"
+#include "proto/chan.h"
 
 struct peers;
 
@@ -35,5 +36,31 @@ int peers_reload(struct peers *p, char *err, size_t errlen);
 typedef void (*peers_ping_fn)(int err, const char *msg, const char *node, uint64_t rtt_us,
 			      void *opaque);
 int peers_ping(struct peers *p, const char *node, peers_ping_fn done, void *opaque);
+
+/*
+ * The registry: a module that owns a call or a stream registers it here,
+ * at start, under a name of its own ("api", later "mig.prepare",
+ * "rep.cycle"); peers.c never learns what they mean. Returns as
+ * chan_handle(): 0, -EEXIST, -EINVAL, -ENOMEM.
+ */
+int peers_handle(struct peers *p, const char *method, chan_handler_fn fn, void *opaque);
+int peers_handle_stream(struct peers *p, const char *method, chan_stream_fn fn, void *opaque);
+
+/*
+ * Call @method on @node's hcad (see chan_call: @cb exactly once, within
+ * @timeout_ms). Returns 0; -ENOENT if @node is not a member (@err says so;
+ * @cb not called); chan_call's errors otherwise.
+ */
+int peers_call(struct peers *p, const char *node, const char *method, const void *body,
+	       size_t len, unsigned timeout_ms, chan_reply_fn cb, void *opaque, char *err,
+	       size_t errlen);
+
+/* Open a stream of @method to @node (see chan_stream_open); NULL with errno
+ * set (ENOENT: not a member) and @err. */
+struct chan_stream *peers_stream_open(struct peers *p, const char *node, const char *method,
+				      const void *hdr, size_t len, enum chan_stream_dir dir,
+				      size_t window, unsigned timeout_ms,
+				      const struct chan_stream_ops *ops, void *opaque, char *err,
+				      size_t errlen);
 
 #endif

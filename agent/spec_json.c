@@ -1024,6 +1024,9 @@ json_t *status_to_json(const Hca__VmStatus *st)
 	put(o, "vcpus", json_integer(copy.spec->vcpus), &rc);
 	put(o, "memory_mib", json_integer((json_int_t)copy.spec->memory_mib), &rc);
 	put(o, "owner", json_string(st->owner), &rc);
+	put(o, "owner_epoch", json_integer((json_int_t)st->owner_epoch), &rc);
+	put(o, "active", json_boolean(st->active), &rc);
+	put(o, "job", json_string(st->job), &rc);
 	put(o, "node", json_string(st->node), &rc);
 	put(o, "version", json_integer((json_int_t)st->version), &rc);
 	put(o, "console", json_string(st->console_path), &rc);

@@ -58,16 +58,34 @@ void vmm_vm_unlink(struct vmm *m, struct vm *v)
 	}
 }
 
-void vmm_vm_free(struct vm *v)
+static void vm_free_now(struct vm *v)
 {
-	if (!v)
-		return;
-	hv_vm_free(v->hv);
 	if (v->rec)
 		hca__vm_record__free_unpacked(v->rec, NULL);
 	if (v->run)
 		hca__vm_run_state__free_unpacked(v->run, NULL);
 	free(v);
+}
+
+bool vmm_vm_put(struct vm *v)
+{
+	if (--v->refs || !v->freed)
+		return false;
+	vm_free_now(v);
+	return true;
+}
+
+void vmm_vm_free(struct vm *v)
+{
+	if (!v)
+		return;
+	hv_vm_free(v->hv);
+	v->hv = NULL;
+	if (v->refs) { /* a worker step still holds it */
+		v->freed = true;
+		return;
+	}
+	vm_free_now(v);
 }
 
 /* ---- replies ---- */
@@ -98,11 +116,15 @@ static void status_fill(struct vmm *m, struct vm *v, Hca__VmStatus *st)
 		static Hca__VmSpec empty = HCA__VM_SPEC__INIT;
 		empty.name = v->name;
 		st->spec = &empty;
-		st->reason = v->defining ? "being defined" : v->broken;
+		st->reason = v->job ? "being defined" : v->broken;
+		st->job = v->job ? (char *)job_id(v->job) : "";
 		return;
 	}
 	st->spec = v->rec->spec;
 	st->owner = v->rec->owner;
+	st->owner_epoch = v->rec->owner_epoch;
+	st->active = v->rec->active;
+	st->job = v->job ? (char *)job_id(v->job) : "";
 	st->version = v->version;
 	st->n_volumes = v->rec->n_volumes;
 	st->volumes = v->rec->volumes;
@@ -139,43 +161,76 @@ void vmm_reply_vm(struct vmm *m, struct vm *v, vmm_reply_fn fn, void *ctx)
 	fn(&r, ctx);
 }
 
-struct pending *vmm_pending_new(struct vmm *m, struct vm *v, vmm_reply_fn fn,
-				   void *ctx)
+void vmm_reply_job(struct job *j, vmm_reply_fn fn, void *ctx)
 {
-	struct pending *p = calloc(1, sizeof(*p));
+	Hca__ApiReply r = HCA__API_REPLY__INIT;
+	Hca__Job rec;
+	Hca__JobProgress pg;
+	Hca__Error e;
 
-	if (!p) {
+	job_fill(j, &rec, &pg, &e);
+	r.result_case = HCA__API_REPLY__RESULT_JOB;
+	r.job = &rec;
+	fn(&r, ctx);
+}
+
+/* A job for an operation on @v, answered to the caller at once: the caller
+ * follows it by id. From here on the job reports the outcome. */
+struct op *vmm_op_new(struct vmm *m, struct vm *v, Hca__JobKind kind, const char *requested_on,
+		      vmm_reply_fn fn, void *ctx)
+{
+	struct op *op = calloc(1, sizeof(*op));
+	uint64_t inc = v->rec ? v->rec->incarnation : 0;
+
+	if (op)
+		op->job = job_new(m->jobs, kind, v->name, requested_on, inc);
+	if (!op || !op->job) {
+		free(op);
 		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_INTERNAL, "out of memory");
 		return NULL;
 	}
-	p->m = m;
-	p->vm = v;
-	p->fn = fn;
-	p->ctx = ctx;
-	return p;
+	op->m = m;
+	op->vm = v;
+	v->job = op->job;
+	vmm_key(op->key, sizeof(op->key), v->name);
+	vmm_reply_job(op->job, fn, ctx);
+	return op;
 }
 
-void vmm_pending_free(struct pending *p)
+void vmm_op_push(struct op *op, exec_fn fn, exec_fn done)
 {
-	if (!p)
+	exec_item_init(&op->item, fn, done);
+	exec_push(op->m->q_store, &op->item, op->key);
+}
+
+struct op *vmm_op_of(struct exec_item *it)
+{
+	/* cancelled by a shutdown: the job is resolved at the next start */
+	return exec_item_cancelled(it) ? NULL : EXEC_CONTAINER_OF(it, struct op, item);
+}
+
+void vmm_op_free(struct op *op)
+{
+	if (!op)
 		return;
-	if (p->rec)
-		hca__vm_record__free_unpacked(p->rec, NULL);
-	free(p);
+	if (op->rec)
+		hca__vm_record__free_unpacked(op->rec, NULL);
+	free(op);
 }
 
-/* Answer a finished hv operation. */
-void vmm_hv_done(struct hv_vm *hv, int err, const char *msg, void *opaque)
+void vmm_op_end(struct op *op, Hca__ErrorCode code, const char *fmt, ...)
 {
-	struct pending *p = opaque;
+	char msg[512];
+	va_list ap;
 
-	if (err == -ETIMEDOUT)
-		vmm_reply_error(p->fn, p->ctx, HCA__ERROR_CODE__ERROR_TIMEOUT, "%s", msg);
-	else if (err)
-		vmm_reply_error(p->fn, p->ctx, HCA__ERROR_CODE__ERROR_HYPERVISOR, "%s", msg);
-	else
-		vmm_reply_vm(p->m, p->vm, p->fn, p->ctx);
-	vmm_pending_free(p);
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (op->vm && op->vm->job == op->job)
+		op->vm->job = NULL;
+	if (op->job)
+		job_finish(op->job, code, "%s", msg);
+	vmm_op_free(op);
 }
 
 /* ---- records ---- */
@@ -185,21 +240,19 @@ void vmm_key(char *key, size_t len, const char *name)
 	snprintf(key, len, "vm/%s", name);
 }
 
-Hca__VmRecord *vmm_record_decode(const uint8_t *buf, size_t len, char *err,
-				 size_t errlen, const char *name)
+Hca__VmRecord *vmm_record_check(struct vmm *m, const uint8_t *buf, size_t len, const char *name,
+				char *err, size_t errlen)
 {
-	int werr = 0;
-	Hca__VmRecord *r = (Hca__VmRecord *)wire_frame_unpack(buf, len, STO_REC_MAX,
-							       WIRE_T_VM_RECORD,
-							       &hca__vm_record__descriptor, &werr);
+	Hca__VmRecord *r = sto_vm_decode(buf, len, name, NULL, err, errlen);
+	char why[400];
 
-	if (!r) {
-		snprintf(err, errlen, "vm %s: state record corrupt (%s)", name, wire_strerror(werr));
+	if (!r)
 		return NULL;
-	}
-	if (!r->spec || strcmp(r->spec->name, name) != 0) {
-		snprintf(err, errlen, "vm %s: state record corrupt (names vm '%s')", name,
-			 r->spec ? r->spec->name : "");
+	if (hv_spec_check(r->spec, &m->limits, 0, why, sizeof(why)) < 0) {
+		size_t pre = strlen(name) + 5; /* hv's "vm NAME: " */
+		bool named = !strncmp(why, "vm ", 3) && !strncmp(why + 3, name, pre - 5) &&
+			     !strncmp(why + pre - 2, ": ", 2);
+		snprintf(err, errlen, "vm %s: record refused: %s", name, named ? why + pre : why);
 		hca__vm_record__free_unpacked(r, NULL);
 		return NULL;
 	}
@@ -241,11 +294,17 @@ struct vm *vmm_vm_new(struct vmm *m, const char *name)
 static void on_attached(struct hv_vm *hv, int err, const char *msg, void *opaque)
 {
 	struct vm *v = opaque;
+	struct vmm *m = v->m;
 
 	if (err)
 		qb_log(LOG_ERR, "%s", msg);
 	else
 		qb_log(LOG_INFO, "vm %s: %s", v->name, hv_vm_reason(hv));
+	/* a claim left by a QEMU that ended while hcad was away */
+	if (!v->job && v->rec && v->rec->active && !vmm_vm_running(v))
+		vmm_release(m, v);
+	if (m->attaching && --m->attaching == 0)
+		vmm_resolve_run(m);
 }
 
 static void load_one(struct vmm *m, const char *key)
@@ -260,10 +319,11 @@ static void load_one(struct vmm *m, const char *key)
 		return;
 	rc = sto_get(m->store, key, &buf, &len, &v->version, v->broken, sizeof(v->broken));
 	if (rc == 0)
-		v->rec = vmm_record_decode(buf, len, v->broken, sizeof(v->broken), name);
+		v->rec = vmm_record_check(m, buf, len, name, v->broken, sizeof(v->broken));
 	free(buf);
 	vmm_vm_link(m, v);
 	if (!v->rec) {
+		/* never started, never deleted: a person decides */
 		qb_log(LOG_ERR, "%s; VM left alone until repaired", v->broken);
 		return;
 	}
@@ -273,8 +333,11 @@ static void load_one(struct vmm *m, const char *key)
 
 void vmm_vm_supervise(struct vmm *m, struct vm *v)
 {
-	if (vmm_vm_attach_hv(m, v) == 0)
-		hv_vm_attach(v->hv, on_attached, v);
+	if (vmm_vm_attach_hv(m, v) == 0) {
+		m->attaching++;
+		if (hv_vm_attach(v->hv, on_attached, v) < 0)
+			m->attaching--;
+	}
 }
 
 int vmm_load(struct vmm *m, char *err, size_t errlen)
@@ -285,21 +348,40 @@ int vmm_load(struct vmm *m, char *err, size_t errlen)
 
 	if (rc < 0)
 		return rc;
+	jobs_set_store(m->jobs, m->store);
+	/* read before the attaches so their completions find the list */
+	if ((rc = vmm_resolve_load(m, err, errlen)) < 0) {
+		sto_keys_free(keys, n);
+		return rc;
+	}
+	m->attaching++; /* held until every record is loaded */
 	for (size_t i = 0; i < n; i++)
 		load_one(m, keys[i]);
 	qb_log(LOG_INFO, "loaded %zu VM record(s)", n);
 	sto_keys_free(keys, n);
+	if (--m->attaching == 0)
+		vmm_resolve_run(m);
 	return vmm_sync_start(m, err, errlen);
 }
 
 /* ---- state changes ---- */
 
-static void taps_teardown_fn(void *arg)
-{
-	Hca__VmSpec *spec = arg;
+struct taps {
+	struct exec_item item;
+	Hca__VmSpec *spec;
+};
 
-	net_taps_teardown(spec);
-	hca__vm_spec__free_unpacked(spec, NULL);
+static void taps_teardown_fn(struct exec_item *it)
+{
+	net_taps_teardown(EXEC_CONTAINER_OF(it, struct taps, item)->spec);
+}
+
+static void taps_done(struct exec_item *it)
+{
+	struct taps *t = EXEC_CONTAINER_OF(it, struct taps, item);
+
+	hca__vm_spec__free_unpacked(t->spec, NULL);
+	free(t);
 }
 
 Hca__VmSpec *vmm_spec_copy(const Hca__VmSpec *s)
@@ -327,15 +409,21 @@ static bool has_taps(const Hca__VmSpec *s)
 static void on_state(struct hv_vm *hv, Hca__VmState st, const char *reason, void *opaque)
 {
 	struct vm *v = opaque;
-	Hca__VmSpec *copy;
+	struct taps *t;
 
 	vmm_state_publish(v->m, v);
-	if (st != HCA__VM_STATE__VM_STATE_STOPPED && st != HCA__VM_STATE__VM_STATE_CRASHED)
+	if (hv_state_running(st))
 		return;
-	if (!v->rec || !has_taps(v->rec->spec) || !(copy = vmm_spec_copy(v->rec->spec)))
+	if (v->rec && v->rec->active && !v->job)
+		vmm_release(v->m, v);
+	if (!v->rec || !has_taps(v->rec->spec) || !(t = calloc(1, sizeof(*t))))
 		return;
-	if (work_queue_push(v->m->work, taps_teardown_fn, NULL, copy) < 0)
-		hca__vm_spec__free_unpacked(copy, NULL);
+	if (!(t->spec = vmm_spec_copy(v->rec->spec))) {
+		free(t);
+		return;
+	}
+	exec_item_init(&t->item, taps_teardown_fn, taps_done);
+	exec_push(v->m->q_sys, &t->item, NULL);
 }
 
 static const struct hv_vm_ops hv_ops = { .state_changed = on_state };
@@ -344,12 +432,23 @@ static const struct hv_vm_ops hv_ops = { .state_changed = on_state };
 
 bool vmm_vm_running(const struct vm *v)
 {
-	Hca__VmState s;
+	return v->hv && hv_state_running(hv_vm_state(v->hv));
+}
 
-	if (!v->hv)
-		return false;
-	s = hv_vm_state(v->hv);
-	return s != HCA__VM_STATE__VM_STATE_STOPPED && s != HCA__VM_STATE__VM_STATE_CRASHED;
+bool vmm_vm_busy(struct vm *v, vmm_reply_fn fn, void *ctx)
+{
+	if (v->job) {
+		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_BUSY,
+				"vm %s: job %s (%s) is under way", v->name, job_id(v->job),
+				job_kind_name(job_kind(v->job)));
+		return true;
+	}
+	if (v->hv && hv_vm_busy(v->hv)) {
+		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_BUSY,
+				"vm %s: another operation is under way", v->name);
+		return true;
+	}
+	return false;
 }
 
 /* Look up @name for an operation; replies and returns NULL if it cannot run. */
@@ -366,11 +465,8 @@ struct vm *vmm_vm_for_op(struct vmm *m, const char *name, const char *op,
 		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_NOT_FOUND, "vm %s: no such VM", name);
 		return NULL;
 	}
-	if (v->defining || v->undefining || v->preparing || (v->hv && hv_vm_busy(v->hv))) {
-		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_BUSY,
-			    "vm %s: another operation is under way", name);
+	if (vmm_vm_busy(v, fn, ctx))
 		return NULL;
-	}
 	if (!v->rec) {
 		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_STORAGE, "%s", v->broken);
 		return NULL;
@@ -385,17 +481,7 @@ struct sto_vols *vmm_vols(struct vmm *m, const char *backend)
 	return !strcmp(backend, "rbd") ? m->rbd : NULL;
 }
 
-bool vmm_check_owned(struct vmm *m, struct vm *v, vmm_reply_fn fn, void *ctx)
-{
-	if (vmm_owned(m, v))
-		return true;
-	vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_BAD_STATE,
-			"vm %s: owned by node %s, not this node (%s); run this there",
-			v->name, v->rec->owner, m->conf->node_name);
-	return false;
-}
-
-static void hv_error(struct vm *v, int rc, const char *op, vmm_reply_fn fn, void *ctx)
+void vmm_hv_error(struct vm *v, int rc, const char *op, vmm_reply_fn fn, void *ctx)
 {
 	const char *st = v->hv ? hv_state_name(hv_vm_state(v->hv)) : "stopped";
 
@@ -421,51 +507,46 @@ static void hv_error(struct vm *v, int rc, const char *op, vmm_reply_fn fn, void
 	}
 }
 
-typedef int (*hv_op_fn)(struct vm *v, const void *arg, hv_done_fn done, void *p);
+/* pause and resume: instant, no job */
+struct hvq {
+	struct vmm *m;
+	struct vm *vm;
+	vmm_reply_fn fn;
+	void *ctx;
+};
 
-static void run_hv_op(struct vmm *m, const char *name, const char *op, hv_op_fn f,
-		      const void *arg, vmm_reply_fn fn, void *ctx)
+static void hvq_done(struct hv_vm *hv, int err, const char *msg, void *opaque)
 {
+	struct hvq *q = opaque;
+
+	if (err == -ETIMEDOUT)
+		vmm_reply_error(q->fn, q->ctx, HCA__ERROR_CODE__ERROR_TIMEOUT, "%s", msg);
+	else if (err)
+		vmm_reply_error(q->fn, q->ctx, HCA__ERROR_CODE__ERROR_HYPERVISOR, "%s", msg);
+	else
+		vmm_reply_vm(q->m, q->vm, q->fn, q->ctx);
+	free(q);
+}
+
+static void run_pause(struct vmm *m, const char *name, bool pause, vmm_reply_fn fn, void *ctx)
+{
+	const char *op = pause ? "pause" : "resume";
 	struct vm *v = vmm_vm_for_op(m, name, op, fn, ctx);
-	struct pending *p;
+	struct hvq *q;
 	int rc;
 
-	if (!v || !vmm_check_owned(m, v, fn, ctx) || !(p = vmm_pending_new(m, v, fn, ctx)))
+	if (!v || !vmm_check_owned(m, v, fn, ctx))
 		return;
-	rc = f(v, arg, vmm_hv_done, p);
-	if (rc < 0) {
-		hv_error(v, rc, op, fn, ctx);
-		vmm_pending_free(p);
+	if (!(q = calloc(1, sizeof(*q)))) {
+		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_INTERNAL, "out of memory");
+		return;
 	}
-}
-
-static int op_pause(struct vm *v, const void *a, hv_done_fn d, void *p)
-{
-	return hv_vm_pause(v->hv, d, p);
-}
-
-static int op_resume(struct vm *v, const void *a, hv_done_fn d, void *p)
-{
-	return hv_vm_resume(v->hv, d, p);
-}
-
-static int op_stop(struct vm *v, const void *a, hv_done_fn d, void *p)
-{
-	const Hca__StopRequest *r = a;
-
-	if (!vmm_vm_running(v))
-		return -EINVAL;
-	return hv_vm_stop(v->hv, r->force, d, p);
-}
-
-static int op_shutdown(struct vm *v, const void *a, hv_done_fn d, void *p)
-{
-	const Hca__ShutdownRequest *r = a;
-	unsigned t = r->timeout_s ? r->timeout_s : (unsigned)v->m->conf->shutdown_timeout_s;
-
-	if (t > 3600)
-		t = 3600;
-	return hv_vm_shutdown(v->hv, t, d, p);
+	*q = (struct hvq){ m, v, fn, ctx };
+	rc = pause ? hv_vm_pause(v->hv, hvq_done, q) : hv_vm_resume(v->hv, hvq_done, q);
+	if (rc < 0) {
+		vmm_hv_error(v, rc, op, fn, ctx);
+		free(q);
+	}
 }
 
 static void do_list(struct vmm *m, vmm_reply_fn fn, void *ctx)
@@ -569,6 +650,8 @@ void vmm_set_peers(struct vmm *m, struct peers *peers, const char *why)
 {
 	m->peers = peers;
 	snprintf(m->peers_off, sizeof(m->peers_off), "%s", why ? why : "");
+	if (peers)
+		vmm_fwd_register(m);
 }
 
 struct ping_ctx {
@@ -631,6 +714,8 @@ static bool changes_something(Hca__ApiRequest__OpCase op)
 	case HCA__API_REQUEST__OP_LIST:
 	case HCA__API_REQUEST__OP_NODE_INFO:
 	case HCA__API_REQUEST__OP_CLUSTER_STATUS:
+	case HCA__API_REQUEST__OP_JOB_LIST:
+	case HCA__API_REQUEST__OP_JOB_SHOW:
 		return false;
 	default:
 		return true;
@@ -651,15 +736,34 @@ void vmm_set_storage_health(struct vmm *m, const char *health)
 	snprintf(m->storage_health, sizeof(m->storage_health), "%s", health);
 }
 
+/* Requests that need the store answer "storage unavailable: WHY" at once
+ * while it is away, rather than queue behind calls that will time out. */
+static bool needs_store(Hca__ApiRequest__OpCase op)
+{
+	return op != HCA__API_REQUEST__OP_NODE_INFO && op != HCA__API_REQUEST__OP_CLUSTER_STATUS &&
+	       op != HCA__API_REQUEST__OP_PING;
+}
+
+bool vmm_storage_ok(const struct vmm *m)
+{
+	return m->store && !strcmp(m->storage_health, "ok");
+}
+
 void vmm_request(struct vmm *m, const Hca__ApiRequest *q, vmm_reply_fn fn, void *ctx)
 {
+	const char *via = q->forwarded_by;
+	const char *target;
 	char why[128];
 
-	if (!m->store && q->op_case != HCA__API_REQUEST__OP_NODE_INFO &&
-	    q->op_case != HCA__API_REQUEST__OP_CLUSTER_STATUS &&
-	    q->op_case != HCA__API_REQUEST__OP_PING) {
+	if (needs_store(q->op_case) && !vmm_storage_ok(m)) {
 		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_STORAGE,
 				"storage unavailable: %s", m->storage_health);
+		return;
+	}
+	/* A VM owned elsewhere is driven by its owner: carry the request there
+	 * and answer as if it ran here. */
+	if ((target = vmm_route(m, q))) {
+		vmm_forward(m, target, q, fn, ctx);
 		return;
 	}
 
@@ -672,25 +776,25 @@ void vmm_request(struct vmm *m, const Hca__ApiRequest *q, vmm_reply_fn fn, void 
 	}
 	switch (q->op_case) {
 	case HCA__API_REQUEST__OP_DEFINE:
-		vmm_define(m, q->define, fn, ctx);
+		vmm_define(m, q->define, via, fn, ctx);
 		break;
 	case HCA__API_REQUEST__OP_UNDEFINE:
-		vmm_undefine(m, q->undefine->name, fn, ctx);
+		vmm_undefine(m, q->undefine->name, via, fn, ctx);
 		break;
 	case HCA__API_REQUEST__OP_START:
-		vmm_start(m, q->start, fn, ctx);
+		vmm_start(m, q->start, via, fn, ctx);
 		break;
 	case HCA__API_REQUEST__OP_STOP:
-		run_hv_op(m, q->stop->name, "stop", op_stop, q->stop, fn, ctx);
+		vmm_stop(m, q->stop, via, fn, ctx);
 		break;
 	case HCA__API_REQUEST__OP_SHUTDOWN:
-		run_hv_op(m, q->shutdown->name, "shut down", op_shutdown, q->shutdown, fn, ctx);
+		vmm_shutdown_vm(m, q->shutdown, via, fn, ctx);
 		break;
 	case HCA__API_REQUEST__OP_PAUSE:
-		run_hv_op(m, q->pause->name, "pause", op_pause, NULL, fn, ctx);
+		run_pause(m, q->pause->name, true, fn, ctx);
 		break;
 	case HCA__API_REQUEST__OP_RESUME:
-		run_hv_op(m, q->resume->name, "resume", op_resume, NULL, fn, ctx);
+		run_pause(m, q->resume->name, false, fn, ctx);
 		break;
 	case HCA__API_REQUEST__OP_SHOW:
 		do_show(m, q->show->name, fn, ctx);
@@ -706,6 +810,15 @@ void vmm_request(struct vmm *m, const Hca__ApiRequest *q, vmm_reply_fn fn, void 
 		break;
 	case HCA__API_REQUEST__OP_PING:
 		do_ping(m, q->ping, fn, ctx);
+		break;
+	case HCA__API_REQUEST__OP_JOB_LIST:
+		vmm_job_list(m, fn, ctx);
+		break;
+	case HCA__API_REQUEST__OP_JOB_SHOW:
+		vmm_job_show(m, q->job_show->id, fn, ctx);
+		break;
+	case HCA__API_REQUEST__OP_JOB_CANCEL:
+		vmm_job_cancel(m, q->job_cancel->id, via, fn, ctx);
 		break;
 	default:
 		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_PROTOCOL,
@@ -726,9 +839,15 @@ struct vmm *vmm_new(const struct vmm_cfg *cfg)
 	m->store = cfg->store;
 	m->vols = cfg->vols;
 	m->rbd = cfg->rbd;
-	m->work = cfg->work;
+	m->q_store = cfg->q_store;
+	m->q_sys = cfg->q_sys;
 	m->memb = cfg->memb;
 	m->accel = cfg->accel;
+	m->jobs = jobs_new(cfg->loop, cfg->q_store, cfg->conf->node_name);
+	if (!m->jobs) {
+		free(m);
+		return NULL;
+	}
 	snprintf(m->accel_reason, sizeof(m->accel_reason), "%s", cfg->accel_reason);
 	snprintf(m->qemu_version, sizeof(m->qemu_version), "%s", cfg->qemu_version);
 	snprintf(m->storage_health, sizeof(m->storage_health), "%s",
@@ -740,17 +859,30 @@ struct vmm *vmm_new(const struct vmm_cfg *cfg)
 	return m;
 }
 
+void vmm_shutdown(struct vmm *m)
+{
+	if (!m)
+		return;
+	m->stopping = true;
+	vmm_sync_stop(m);
+	jobs_shutdown(m->jobs);
+}
+
 void vmm_free(struct vmm *m)
 {
 	struct vm *v, *next;
 
 	if (!m)
 		return;
-	vmm_sync_stop(m);
+	vmm_shutdown(m);
 	for (v = m->vms; v; v = next) {
 		next = v->next;
 		vmm_vm_free(v);
 	}
+	for (size_t i = 0; i < m->n_interrupted; i++)
+		hca__job__free_unpacked(m->interrupted[i], NULL);
+	free(m->interrupted);
+	free(m->interrupted_ver);
+	jobs_free(m->jobs);
 	free(m);
 }
-

@@ -13,7 +13,7 @@
 #include "agent/conf.h"
 #include "agent/memb.h"
 #include "agent/peers.h"
-#include "agent/work.h"
+#include "base/exec.h"
 #include "proto/hca.pb-c.h"
 #include "storage/sto.h"
 
@@ -25,7 +25,8 @@ struct vmm_cfg {
 	struct sto_store *store;   /* borrowed */
 	struct sto_vols *vols;     /* borrowed: this node's volumes ("file") */
 	struct sto_vols *rbd;      /* borrowed: the cluster's RBD pool, or NULL */
-	struct work_queue *work;   /* borrowed */
+	struct exec_queue *q_store; /* borrowed: Ceph and volume calls, keyed by record */
+	struct exec_queue *q_sys;   /* borrowed: the rest (taps) */
 	struct memb *memb;         /* borrowed: membership and quorum */
 	Hca__Accel accel;
 	const char *accel_reason;  /* copied */
@@ -53,6 +54,10 @@ void vmm_resync(struct vmm *m);
 
 /* The node channel came up (@peers borrowed), or is off and why (@why). */
 void vmm_set_peers(struct vmm *m, struct peers *peers, const char *why);
+
+/* Stop the store watches and timers: nothing new is queued after this.
+ * Call before the work queue is freed. NULL ok. */
+void vmm_shutdown(struct vmm *m);
 
 /* Detach from every VM (their QEMUs keep running) and free. NULL ok. */
 void vmm_free(struct vmm *m);

@@ -5,20 +5,28 @@
 
 #include <stdbool.h>
 
+#include "agent/job.h"
 #include "agent/vmm.h"
 #include "hypervisor/hv.h"
+#include "storage/sto_vm.h"
 
 struct vm {
 	struct vm *next;
 	struct vmm *m;
 	char name[HV_NAME_MAX + 1];
-	Hca__VmRecord *rec;   /* NULL while being defined, or when corrupt */
+	Hca__VmRecord *rec;   /* NULL while being defined, or when refused */
 	uint64_t version;     /* the record's store version (CAS token) */
-	char broken[256];     /* why the record could not be read */
-	bool defining, undefining, preparing;
+	char broken[256];     /* why the record was refused */
+	struct job *job;      /* the one job under way on this VM, or NULL */
 	struct hv_vm *hv;     /* only on the owner node */
 	Hca__VmRunState *run; /* elsewhere: what the owner last published */
 	struct hv_paths paths;
+	bool releasing;       /* a CAS clearing `active` is on its way */
+	unsigned refs;        /* worker steps holding it: freed after the last */
+	bool freed;           /* vmm_vm_free() called while refs > 0 */
+	/* state/NAME publication: one write in flight, the latest next */
+	bool publishing, publish_again;
+	uint64_t publish_seq;
 };
 
 struct vmm {
@@ -27,7 +35,7 @@ struct vmm {
 	struct sto_store *store;
 	struct sto_vols *vols;
 	struct sto_vols *rbd;
-	struct work_queue *work;
+	struct exec_queue *q_store, *q_sys;
 	struct memb *memb;
 	struct peers *peers;      /* the node channel, NULL when off */
 	char peers_off[200];      /* why it is off */
@@ -38,37 +46,64 @@ struct vmm {
 	struct hv_limits limits;
 	struct vm *vms;       /* sorted by name */
 	struct sto_watch *watch_vm, *watch_state;
+	struct jobs *jobs;
+	unsigned attaching;   /* re-attaches under way after a load */
+	bool resolved;        /* interrupted jobs of this node resolved */
+	Hca__Job **interrupted; /* read at load, resolved once attaches end */
+	uint64_t *interrupted_ver;
+	size_t n_interrupted;
+	bool stopping;
 };
 
-/* A reply waiting on asynchronous steps (worker jobs, QEMU). */
-struct pending {
+/*
+ * An operation under way: the job that reports it, and what its
+ * asynchronous steps carry from the loop to a worker and back.
+ */
+struct op {
+	struct exec_item item; /* its steps, keyed by the VM's record */
 	struct vmm *m;
 	struct vm *vm;
-	vmm_reply_fn fn;
-	void *ctx;
+	struct job *job;
 	Hca__ErrorCode code;  /* set with err when a step failed */
 	char err[512];
-	Hca__VmRecord *rec;   /* define: the record being created; start: the
-			       * record with this node as owner, to be CAS'd */
+	Hca__VmRecord *rec;   /* define: the record being created; start: a
+			       * copy of the record the claim was made from */
 	char key[STO_KEY_MAX + 1];
 	uint64_t version;
-	bool took_owner;      /* start: the ownership CAS went through */
+	uint64_t epoch;       /* start: the owner epoch the claim wrote */
+	bool claimed;         /* start: this node holds the claim (active) */
+	bool unknown;         /* define: the record write's outcome is unknown */
+	bool reread;          /* define: learn that outcome before anything else */
+	unsigned timeout_s;   /* shutdown */
+	unsigned waited_s;    /* shutdown: progress */
+	qb_loop_timer_handle tick;
+	bool force;           /* stop */
 };
 
-struct pending *vmm_pending_new(struct vmm *m, struct vm *v, vmm_reply_fn fn, void *ctx);
-void vmm_pending_free(struct pending *p);
+struct op *vmm_op_new(struct vmm *m, struct vm *v, Hca__JobKind kind, const char *requested_on,
+		      vmm_reply_fn fn, void *ctx);
+/* End @op's job (code 0: succeeded) and free it. */
+__attribute__((format(printf, 3, 4)))
+void vmm_op_end(struct op *op, Hca__ErrorCode code, const char *fmt, ...);
+void vmm_op_free(struct op *op);
+/* Run @fn on the store's queue, then @done on the loop, ordered with every
+ * other step on the VM's record (key vm/NAME). */
+void vmm_op_push(struct op *op, exec_fn fn, exec_fn done);
+/* The op of a step; NULL when the step was cancelled by a shutdown. */
+struct op *vmm_op_of(struct exec_item *it);
+void vmm_reply_job(struct job *j, vmm_reply_fn fn, void *ctx);
 
 __attribute__((format(printf, 4, 5)))
 void vmm_reply_error(vmm_reply_fn fn, void *ctx, Hca__ErrorCode code, const char *fmt, ...);
 void vmm_reply_vm(struct vmm *m, struct vm *v, vmm_reply_fn fn, void *ctx);
-/* hv_done_fn answering the pending reply @opaque. */
-void vmm_hv_done(struct hv_vm *hv, int err, const char *msg, void *opaque);
 
 struct vm *vmm_vm_find(struct vmm *m, const char *name);
 struct vm *vmm_vm_new(struct vmm *m, const char *name);
 void vmm_vm_link(struct vmm *m, struct vm *v);
 void vmm_vm_unlink(struct vmm *m, struct vm *v);
 void vmm_vm_free(struct vm *v);
+/* Drop a worker step's reference; true if that freed @v. */
+bool vmm_vm_put(struct vm *v);
 int vmm_vm_attach_hv(struct vmm *m, struct vm *v);
 /* @name's VM if an operation may start on it; else replies and returns NULL. */
 struct vm *vmm_vm_for_op(struct vmm *m, const char *name, const char *op,
@@ -79,21 +114,60 @@ Hca__VmSpec *vmm_spec_copy(const Hca__VmSpec *s);
 /* The volume backend named @backend ("" is "file"), NULL if this node has none. */
 struct sto_vols *vmm_vols(struct vmm *m, const char *backend);
 
-Hca__VmRecord *vmm_record_decode(const uint8_t *buf, size_t len, char *err, size_t errlen,
-				 const char *name);
+/* Decode and check a record read from vm/@name: the format, the spec's
+ * rules (without files: they are the owner's). NULL with @err if refused. */
+Hca__VmRecord *vmm_record_check(struct vmm *m, const uint8_t *buf, size_t len, const char *name,
+				char *err, size_t errlen);
 /* Create @v's supervisor and re-attach to its QEMU if one runs. */
 void vmm_vm_supervise(struct vmm *m, struct vm *v);
+void vmm_hv_error(struct vm *v, int rc, const char *op, vmm_reply_fn fn, void *ctx);
+/* The store answers (its health is "ok"). */
+bool vmm_storage_ok(const struct vmm *m);
+/* Is @v busy? Replies "another operation is under way" and returns true. */
+bool vmm_vm_busy(struct vm *v, vmm_reply_fn fn, void *ctx);
 
 /* vmm_sync.c: the cluster's view of the VMs */
 bool vmm_owned(const struct vmm *m, const struct vm *v);
 void vmm_state_publish(struct vmm *m, struct vm *v);
 int vmm_sync_start(struct vmm *m, char *err, size_t errlen);
 void vmm_sync_stop(struct vmm *m);
+/* Replace @v's record with @rec (taken) at @version, following its owner. */
+void vmm_sync_apply(struct vmm *m, struct vm *v, Hca__VmRecord *rec, uint64_t version);
 
-void vmm_define(struct vmm *m, const Hca__DefineRequest *d, vmm_reply_fn fn, void *ctx);
-void vmm_undefine(struct vmm *m, const char *name, vmm_reply_fn fn, void *ctx);
-void vmm_start(struct vmm *m, const Hca__VmRef *ref, vmm_reply_fn fn, void *ctx);
+/* vmm_ops.c: define and undefine */
+void vmm_define(struct vmm *m, const Hca__DefineRequest *d, const char *via, vmm_reply_fn fn,
+		void *ctx);
+void vmm_undefine(struct vmm *m, const char *name, const char *via, vmm_reply_fn fn, void *ctx);
+/* The VM other than @self that has @path as a disk, or NULL. */
+struct vm *vmm_disk_user(struct vmm *m, const struct vm *self, const char *path, bool running_only);
+const char *vmm_disk_path(const Hca__VmRecord *r, size_t i);
+/* Remove the volumes a define job recorded as made ("backend:name"). */
+void vmm_job_volumes_remove(struct vmm *m, struct job *j);
+
+/* vmm_run.c: start, stop, shutdown and the owner's claim */
+void vmm_start(struct vmm *m, const Hca__VmRef *ref, const char *via, vmm_reply_fn fn, void *ctx);
+void vmm_stop(struct vmm *m, const Hca__StopRequest *r, const char *via, vmm_reply_fn fn,
+	      void *ctx);
+void vmm_shutdown_vm(struct vmm *m, const Hca__ShutdownRequest *r, const char *via,
+		     vmm_reply_fn fn, void *ctx);
+/* QEMU ended on this owner: clear the record's claim (active), by CAS. */
+void vmm_release(struct vmm *m, struct vm *v);
 /* Replies and returns false if @v is owned by another node. */
 bool vmm_check_owned(struct vmm *m, struct vm *v, vmm_reply_fn fn, void *ctx);
+
+/* vmm_fwd.c: requests for VMs of other nodes, and the job requests */
+/* Forward @q to @node's hcad; the answer comes back through @fn. */
+void vmm_forward(struct vmm *m, const char *node, const Hca__ApiRequest *q, vmm_reply_fn fn,
+		 void *ctx);
+/* Where @q must run, if not here: the node name, or NULL (here). */
+const char *vmm_route(struct vmm *m, const Hca__ApiRequest *q);
+void vmm_job_show(struct vmm *m, const char *id, vmm_reply_fn fn, void *ctx);
+void vmm_job_list(struct vmm *m, vmm_reply_fn fn, void *ctx);
+void vmm_job_cancel(struct vmm *m, const char *id, const char *via, vmm_reply_fn fn, void *ctx);
+void vmm_fwd_register(struct vmm *m);
+
+/* vmm_resolve.c: jobs interrupted by a crash of hcad, resolved at load */
+int vmm_resolve_load(struct vmm *m, char *err, size_t errlen);
+void vmm_resolve_run(struct vmm *m);
 
 #endif

@@ -102,8 +102,15 @@ grep -a 'hca-workload' "$HCA_DC_DIR/n2/s/vm/db1/serial.log" | tail -n 2
 echo "node1 sees it:"
 on node1 "$HCACTL" vm list
 
-step "shut it down on node2, read its journal back from Ceph and verify it"
-on node2 "$HCACTL" vm shutdown db1 --timeout 60
+step "from node3, which does not own it: show, shut down and start it again (carried to node2, as jobs)"
+on node3 "$HCACTL" vm show db1 | grep -E '^(name|state|owner|node|active)'
+on node3 "$HCACTL" vm shutdown db1 --timeout 60 --progress
+on node3 "$HCACTL" vm start db1 --progress
+echo "the jobs, as any node sees them:"
+on node1 "$HCACTL" job list | head -n 6
+
+step "shut it down from node1 (carried to its owner node2), read its journal back from Ceph and verify it"
+on node1 "$HCACTL" vm shutdown db1 --timeout 60 --progress
 on node1 qemu-img convert -O raw "rbd:hca/db1-disk0:conf=$HCA_DC_DIR/ceph/ceph.conf:id=admin" "$HCA_DC_DIR.raw"
 "$GUEST/hca-journal-verify" "$HCA_DC_DIR.raw"
 on node1 "$HCACTL" vm undefine db1

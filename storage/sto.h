@@ -55,17 +55,37 @@ struct sto_vols *sto_vols_open_file(const char *dir, const char *qemu_img,
 				    char *err, size_t errlen);
 
 /*
+ * The longest one Ceph call may wait for the monitors or an OSD, in seconds.
+ * librados waits for ever by default; both Ceph backends set this as
+ * rados_osd_op_timeout, rados_mon_op_timeout and client_mount_timeout
+ * (overriding the conf file), so a hung cluster fails a call with
+ * -ETIMEDOUT and "Ceph did not answer within N s (op timeout)" in @err.
+ * A call that takes several round trips (most librbd calls) fails at the
+ * first one that times out, and what it changed may or may not have taken
+ * effect: a volume create that timed out can leave an image behind, which
+ * sto_vol_remove() cleans up. Keep the timeout above the time Ceph needs
+ * to notice a dead OSD (osd_heartbeat_grace + osd_heartbeat_interval) if
+ * calls should ride out a failover rather than fail.
+ */
+#define STO_CEPH_TIMEOUT_MIN 1u
+#define STO_CEPH_TIMEOUT_MAX 120u
+
+/*
  * Open the RBD volume backend: volume NAME is the RBD image NAME in @pool
  * (the pool's default namespace), always raw, created with the layering
  * feature only so both QEMU's rbd driver and the kernel client open it.
  * @ceph_conf: the ceph.conf to read (NULL: Ceph's default search), which
  * names the monitors and the keyring; @client_id: the cephx user without
- * "client." ("admin"). The strings are copied. Connects before returning.
- * Returns the handle (free with sto_vols_close) or NULL, with @err set.
+ * "client." ("admin"). The strings are copied. @op_timeout_s
+ * (STO_CEPH_TIMEOUT_MIN..MAX): the op timeout above; connecting waits as
+ * long for a monitor. Connects before returning.
+ * Returns the handle (free with sto_vols_close) or NULL, with @err set
+ * (-EINVAL for a bad pool name or timeout).
  */
 struct sto_vols *sto_vols_open_rbd(const char *ceph_conf,
 				   const char *client_id, const char *pool,
-				   char *err, size_t errlen);
+				   unsigned op_timeout_s, char *err,
+				   size_t errlen);
 
 /* Release @s. NULL is a no-op. Volumes are left as they are. */
 void sto_vols_close(struct sto_vols *s);
@@ -155,21 +175,37 @@ struct sto_store *sto_store_open_dir(const char *dir, char *err,
 
 /*
  * Open the RADOS backend, the store a cluster shares: key "vm/web1" is the
- * object "web1" in RADOS namespace "vm" of @pool. @ceph_conf and @client_id
- * as for sto_vols_open_rbd(); the strings are copied. Connects before
- * returning. Objects whose names start with '.' are the store's own helpers
- * (watch and lease objects), never keys.
+ * object "web1" in RADOS namespace "vm" of @pool. @ceph_conf, @client_id
+ * and @op_timeout_s as for sto_vols_open_rbd(); the strings are copied.
+ * Connects before returning. Objects whose names start with '.' are the
+ * store's own helpers (watch, lease and probe objects), never keys.
+ * Every call below on this store may fail with -ETIMEDOUT (see
+ * STO_CEPH_TIMEOUT_MIN); a put or del that timed out may or may not have
+ * taken effect.
  * Returns the handle (free with sto_store_close) or NULL, with @err set.
  */
 struct sto_store *sto_store_open_rados(const char *ceph_conf,
 				       const char *client_id, const char *pool,
-				       char *err, size_t errlen);
+				       unsigned op_timeout_s, char *err,
+				       size_t errlen);
 
 /* Release @st, after every sto_watch on it is freed. NULL is a no-op. */
 void sto_store_close(struct sto_store *st);
 
 /* Backend name: "dir" or "rados". Static. */
 const char *sto_store_backend(const struct sto_store *st);
+
+/*
+ * Whether the store answers, cheaply enough to ask every few seconds: dir
+ * stats its directory; rados asks a monitor ("mon stat") and then the OSD
+ * of one small helper object (a stat: an absent object is an answer too),
+ * each bounded by the op timeout, so it returns within twice that.
+ * Returns 0 if the store answered; else -errno with why in @err
+ * (-ETIMEDOUT: Ceph did not answer within the op timeout). Unlike every
+ * other call a failure is logged at debug level only: the caller polls,
+ * and reports when health changes.
+ */
+int sto_store_probe(struct sto_store *st, char *err, size_t errlen);
 
 /*
  * "ns/name": exactly two parts, each starting with [a-z0-9] and made of

@@ -97,6 +97,9 @@ struct sto_store_ops {
 				       char *err, size_t errlen);
 	/* Stop @w (no callback running or to come when it returns), free it. */
 	void (*watch_free)(struct sto_watch *w);
+	/* One cheap round trip to where the records live, bounded by the
+	 * backend's timeouts; a failure is logged at debug level only. */
+	int (*probe)(struct sto_store *st, char *err, size_t errlen);
 	/* Free the backend's handle; never called with NULL. */
 	void (*close)(struct sto_store *st);
 };
@@ -145,21 +148,27 @@ int sto_rec_check(const uint8_t *rec, size_t n, struct sto_rec_hdr *out,
 /* ---- Ceph, shared by the rados store and the rbd volumes ---- */
 
 /*
- * Connect to the cluster of @ceph_conf (NULL: Ceph's default search) as
- * cephx user @client_id and find @pool. On success *cluster is connected
- * (rados_shutdown it) and *pool_id names the pool. -ENOENT if the pool does
- * not exist. @what names the caller's object for @err ("store", "volumes").
- */
-/*
  * A line for people for a librados/librbd result that means the same to
  * every Ceph backend (access, blocklisting, timeouts, a full pool), else
- * the errno's text. Backends answer their own cases first.
+ * the errno's text. Backends answer their own cases first. -ETIMEDOUT is
+ * "Ceph did not answer within @op_timeout_s s (op timeout)", formatted
+ * into @buf (@len bytes, the caller's); the other texts are static.
  */
-const char *sto_ceph_reason(int rc);
+const char *sto_ceph_reason(int rc, unsigned op_timeout_s, char *buf,
+			    size_t len);
 
+/*
+ * Connect to the cluster of @ceph_conf (NULL: Ceph's default search) as
+ * cephx user @client_id and find @pool, with every Ceph wait bounded by
+ * @op_timeout_s (see STO_CEPH_TIMEOUT_MIN; -EINVAL out of range). On success
+ * *cluster is connected (rados_shutdown it) and *pool_id names the pool.
+ * -ENOENT if the pool does not exist. @what names the caller's object for
+ * @err ("store", "volumes").
+ */
 int sto_rados_connect(const char *ceph_conf, const char *client_id,
-		      const char *pool, const char *what, rados_t *cluster,
-		      int64_t *pool_id, char *err, size_t errlen);
+		      const char *pool, unsigned op_timeout_s,
+		      const char *what, rados_t *cluster, int64_t *pool_id,
+		      char *err, size_t errlen);
 
 /*
  * The rados store with every namespace it uses prefixed by @ns_prefix
@@ -170,6 +179,7 @@ struct sto_store *sto_store_open_rados_prefixed(const char *ceph_conf,
 						const char *client_id,
 						const char *pool,
 						const char *ns_prefix,
+						unsigned op_timeout_s,
 						char *err, size_t errlen);
 
 /*

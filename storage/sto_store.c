@@ -167,6 +167,11 @@ const char *sto_store_backend(const struct sto_store *st)
 	return st->ops->name;
 }
 
+int sto_store_probe(struct sto_store *st, char *err, size_t errlen)
+{
+	return st->ops->probe(st, err, errlen);
+}
+
 int sto_get(struct sto_store *st, const char *key, uint8_t **buf, size_t *len,
 	    uint64_t *version, char *err, size_t errlen)
 {

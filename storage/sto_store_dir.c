@@ -844,6 +844,20 @@ static int clean(struct store_dir *d, char *err, size_t errlen)
 	return rc;
 }
 
+/* The directory is still there and still a directory (not unmounted or
+ * removed under us): the one round trip a local store has. */
+static int dir_probe(struct sto_store *st, char *err, size_t errlen)
+{
+	struct store_dir *d = to_dir(st);
+	struct stat sb;
+	int rc = stat(d->dir, &sb) < 0 ? -errno : 0;
+
+	if (rc == 0 && !S_ISDIR(sb.st_mode))
+		rc = -ENOTDIR;
+	return rc ? STO_FAIL(LOG_DEBUG, err, errlen, rc, "store %s: %s", d->dir,
+			     sto_errstr(-rc)) : 0;
+}
+
 static void dir_close(struct sto_store *st)
 {
 	struct store_dir *d = to_dir(st);
@@ -865,6 +879,7 @@ static const struct sto_store_ops dir_ops = {
 	.lock_owner = dir_lock_owner,
 	.watch_new = dir_watch_new,
 	.watch_free = dir_watch_free,
+	.probe = dir_probe,
 	.close = dir_close,
 };
 

@@ -16,14 +16,26 @@
  * with the key after every put and del; ".lease.NAME", carrying the lease on
  * key NAME as the cls_lock exclusive lock "hca.lease" with an expiry, so a
  * lease never touches the record. Lease objects stay after unlock (a few
- * bytes each). Listing scans the pool, so keep the store in a pool of its
- * own rather than beside the RBD images. A watcher that died without
- * unwatching delays each notify by up to NOTIFY_TIMEOUT_MS until its OSD
- * drops the watch (osd_client_watch_timeout, 30 s by default).
+ * bytes each); ".probe" is never written: the health probe stats it (an
+ * absent object is an answer). Listing scans the pool, so keep the store
+ * in a pool of its own rather than beside the RBD images. A watcher that
+ * died without unwatching delays each notify by up to NOTIFY_TIMEOUT_MS
+ * until its OSD drops the watch (osd_client_watch_timeout, 30 s by
+ * default).
  *
  * A cluster handle is thread-safe but an io context's namespace is not, so
  * every call makes its own io context (no round trip). Every librados
  * result becomes a store error in rados_fail().
+ *
+ * No call waits for Ceph for ever: the op timeouts (sto.h) bound every OSD
+ * and monitor round trip, watch registration and unwatch included; the
+ * notify that follows a write, which librados would wait for without limit
+ * once the OSD has taken it, is waited for here with one. A watch whose
+ * OSD stops answering raises no error by itself (the OSD is still "up"
+ * until the monitors hear otherwise), so the watch thread also asks
+ * librados how long ago the watch was last confirmed, and re-watches a
+ * stale one: changes notified meanwhile may be lost, which the NULL
+ * callback says.
  */
 #include "storage/sto_priv.h"
 
@@ -39,9 +51,16 @@
 #define WATCH_OBJ ".watch"
 #define LEASE_PREFIX ".lease."
 #define LEASE_LOCK "hca.lease"
+#define PROBE_OBJ ".probe"
+#define PROBE_MON_CMD "{\"prefix\": \"mon stat\"}"
 #define NOTIFY_TIMEOUT_MS 1000
 #define NS_PREFIX_MAX 32u
 #define REWATCH_DELAY_S 1
+/* How often the watch thread checks its watch, and how old the last
+ * confirmation may be: librados confirms a watch with a ping every
+ * objecter_tick_interval (5 s), so three missed pings mean a hung OSD. */
+#define WATCH_CHECK_S 2
+#define WATCH_STALE_MS 15000
 
 struct store_rados {
 	struct sto_store base; /* first: the front end's handle */
@@ -49,12 +68,14 @@ struct store_rados {
 	int64_t pool_id;
 	char *pool;
 	char *prefix; /* of every namespace; "" outside tests */
+	unsigned op_timeout_s;
 };
 
 /* Where a key (or its lease) lives: object @obj in namespace @ns. */
 struct loc {
 	const char *key;
 	char subject[STO_KEY_MAX + 8]; /* "key vm/web1", for messages */
+	unsigned op_timeout_s;         /* the store's, for messages */
 	char ns[NS_PREFIX_MAX + STO_KEY_MAX + 1];
 	char obj[sizeof(LEASE_PREFIX) + STO_KEY_MAX];
 };
@@ -74,7 +95,8 @@ static struct store_rados *to_rados(struct sto_store *st)
 
 /* ---- the one translation of librados results ---- */
 
-static const char *reason(int rc)
+static const char *reason(int rc, unsigned op_timeout_s, char *buf,
+			  size_t len)
 {
 	switch (rc) {
 	case -ENOENT:
@@ -86,11 +108,12 @@ static const char *reason(int rc)
 	case -ECANCELED:
 		return "its version changed (someone else wrote it: re-read and decide again)";
 	default:
-		return sto_ceph_reason(rc);
+		return sto_ceph_reason(rc, op_timeout_s, buf, len);
 	}
 }
 
-const char *sto_ceph_reason(int rc)
+const char *sto_ceph_reason(int rc, unsigned op_timeout_s, char *buf,
+			    size_t len)
 {
 	switch (rc) {
 	case -EACCES:
@@ -99,7 +122,9 @@ const char *sto_ceph_reason(int rc)
 	case -ESHUTDOWN: /* Ceph's EBLOCKLISTED */
 		return "this client is blocklisted by the cluster (fenced)";
 	case -ETIMEDOUT:
-		return "Ceph did not answer in time";
+		snprintf(buf, len, "Ceph did not answer within %u s (op timeout)",
+			 op_timeout_s);
+		return buf;
 	case -ENOSPC:
 	case -EDQUOT:
 		return "the pool is full";
@@ -118,29 +143,48 @@ static uint8_t key_prio(int rc)
 /*
  * The one place a librados result becomes a store error: the errno is the
  * contract's already (librados speaks -errno), the line for people names
- * @subject and what was being done, and it is logged once at @prio.
+ * @subject and what was being done (a timeout: after how long), and it is
+ * logged once at @prio.
  */
-static int rados_fail(uint8_t prio, const char *subject, const char *what,
-		      int rc, char *err, size_t errlen)
+static int rados_fail(unsigned op_timeout_s, uint8_t prio, const char *subject,
+		      const char *what, int rc, char *err, size_t errlen)
 {
+	char buf[64];
+
 	return STO_FAIL(prio, err, errlen, rc, "%s: cannot %s: %s", subject,
-			what, reason(rc));
+			what, reason(rc, op_timeout_s, buf, sizeof(buf)));
 }
 
 /* ---- connecting, shared with the rbd volumes ---- */
 
+/* The op timeouts, after the conf file so that it cannot turn them off:
+ * every OSD and monitor round trip, and the wait for a monitor when
+ * connecting (Ceph's default: 300 s). */
+static int set_timeouts(rados_t c, unsigned op_timeout_s)
+{
+	static const char *const opts[] = { "rados_osd_op_timeout",
+					    "rados_mon_op_timeout",
+					    "client_mount_timeout" };
+	char val[16];
+	int rc = 0;
+
+	snprintf(val, sizeof(val), "%u", op_timeout_s);
+	for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]) && rc == 0; i++)
+		rc = rados_conf_set(c, opts[i], val);
+	return rc;
+}
+
 static int connect_steps(rados_t c, const char *ceph_conf, const char *pool,
-			 int64_t *pool_id, const char **step)
+			 unsigned op_timeout_s, int64_t *pool_id,
+			 const char **step)
 {
 	int rc;
 
-	/* Fail in 30 s rather than Ceph's 300 when no monitor answers; the
-	 * conf file read next may say otherwise. */
-	*step = "configure the Ceph client";
-	rc = rados_conf_set(c, "client_mount_timeout", "30");
+	*step = "read the Ceph configuration";
+	rc = rados_conf_read_file(c, ceph_conf);
 	if (rc == 0) {
-		*step = "read the Ceph configuration";
-		rc = rados_conf_read_file(c, ceph_conf);
+		*step = "set the op timeouts";
+		rc = set_timeouts(c, op_timeout_s);
 	}
 	if (rc == 0) {
 		*step = "connect to the Ceph cluster";
@@ -155,22 +199,32 @@ static int connect_steps(rados_t c, const char *ceph_conf, const char *pool,
 }
 
 int sto_rados_connect(const char *ceph_conf, const char *client_id,
-		      const char *pool, const char *what, rados_t *cluster,
-		      int64_t *pool_id, char *err, size_t errlen)
+		      const char *pool, unsigned op_timeout_s,
+		      const char *what, rados_t *cluster, int64_t *pool_id,
+		      char *err, size_t errlen)
 {
 	char subject[512];
 	const char *step = "create a Ceph client";
 	rados_t c = NULL;
-	int rc = rados_create(&c, client_id);
+	int rc;
 
 	snprintf(subject, sizeof(subject), "%s in pool %.100s (client.%.100s, conf %.200s)",
 		 what, pool, client_id, ceph_conf ? ceph_conf : "default");
+	if (op_timeout_s < STO_CEPH_TIMEOUT_MIN ||
+	    op_timeout_s > STO_CEPH_TIMEOUT_MAX)
+		return STO_FAIL(LOG_ERR, err, errlen, -EINVAL,
+				"%s: op timeout %u s is out of range (%u to %u)",
+				subject, op_timeout_s, STO_CEPH_TIMEOUT_MIN,
+				STO_CEPH_TIMEOUT_MAX);
+	rc = rados_create(&c, client_id);
 	if (rc == 0)
-		rc = connect_steps(c, ceph_conf, pool, pool_id, &step);
+		rc = connect_steps(c, ceph_conf, pool, op_timeout_s, pool_id,
+				   &step);
 	if (rc < 0) {
 		if (c)
 			rados_shutdown(c);
-		return rados_fail(LOG_ERR, subject, step, rc, err, errlen);
+		return rados_fail(op_timeout_s, LOG_ERR, subject, step, rc, err,
+				  errlen);
 	}
 	*cluster = c;
 	return 0;
@@ -186,6 +240,7 @@ static void loc_init(const struct store_rados *r, struct loc *l,
 	const char *slash = strchr(key, '/');
 
 	l->key = key;
+	l->op_timeout_s = r->op_timeout_s;
 	snprintf(l->subject, sizeof(l->subject), "key %s", key);
 	snprintf(l->ns, sizeof(l->ns), "%s%.*s", r->prefix, (int)(slash - key),
 		 key);
@@ -199,8 +254,8 @@ static int io_open(struct store_rados *r, const char *subject,
 
 	if (rc < 0) {
 		*io = NULL;
-		return rados_fail(LOG_ERR, subject, "open the pool", rc, err,
-				  errlen);
+		return rados_fail(r->op_timeout_s, LOG_ERR, subject,
+				  "open the pool", rc, err, errlen);
 	}
 	rados_ioctx_set_namespace(*io, ns);
 	return 0;
@@ -225,8 +280,8 @@ static int obj_read(rados_ioctx_t io, const struct loc *l, uint8_t **rec,
 
 	if (rc < 0) {
 		free(buf);
-		return rados_fail(key_prio(rc), l->subject, "read", rc, err,
-				  errlen);
+		return rados_fail(l->op_timeout_s, key_prio(rc), l->subject,
+				  "read", rc, err, errlen);
 	}
 	*rec = buf;
 	*n = (size_t)rc;
@@ -279,20 +334,116 @@ static int rados_get_key(struct sto_store *st, const char *key, uint8_t **buf,
 
 /* ---- put and del ---- */
 
+/*
+ * A notify in flight. librados's synchronous notify waits for the OSD's
+ * "all watchers answered" without a limit once the OSD has taken the
+ * notify, so it is sent async and waited for with one. A notify given up
+ * on may still complete: what librados writes into lives here, freed by
+ * the last of the caller and the completion callback.
+ */
+struct notify_call {
+	pthread_mutex_t mu;
+	pthread_cond_t cv; /* CLOCK_MONOTONIC */
+	int refs;
+	bool done;
+	rados_completion_t c;
+	char *reply;
+	size_t reply_len;
+};
+
+static void notify_unref(struct notify_call *n)
+{
+	bool last;
+
+	pthread_mutex_lock(&n->mu);
+	last = --n->refs == 0;
+	pthread_mutex_unlock(&n->mu);
+	if (!last)
+		return;
+	if (n->reply)
+		rados_buffer_free(n->reply);
+	if (n->c)
+		rados_aio_release(n->c);
+	pthread_cond_destroy(&n->cv);
+	pthread_mutex_destroy(&n->mu);
+	free(n);
+}
+
+static void on_notified(rados_completion_t c, void *arg)
+{
+	struct notify_call *n = arg;
+
+	pthread_mutex_lock(&n->mu);
+	n->done = true;
+	pthread_cond_signal(&n->cv);
+	pthread_mutex_unlock(&n->mu);
+	notify_unref(n);
+}
+
+static struct notify_call *notify_call_new(void)
+{
+	struct notify_call *n = calloc(1, sizeof(*n));
+	pthread_condattr_t ca;
+
+	if (!n)
+		return NULL;
+	n->refs = 1;
+	pthread_mutex_init(&n->mu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&n->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	if (rados_aio_create_completion2(n, on_notified, &n->c) < 0) {
+		n->c = NULL;
+		notify_unref(n);
+		return NULL;
+	}
+	n->refs = 2; /* the caller's and the callback's */
+	return n;
+}
+
+/* Wait for @n up to the OSD's notify timeout plus the op timeout: its
+ * result, or -ETIMEDOUT. */
+static int notify_wait(struct notify_call *n, unsigned op_timeout_s)
+{
+	struct timespec until;
+	bool done;
+	int rc = 0;
+
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += op_timeout_s + NOTIFY_TIMEOUT_MS / 1000 + 1;
+	pthread_mutex_lock(&n->mu);
+	while (!n->done && rc == 0)
+		rc = pthread_cond_timedwait(&n->cv, &n->mu, &until);
+	done = n->done;
+	pthread_mutex_unlock(&n->mu);
+	return done ? rados_aio_get_return_value(n->c) : -ETIMEDOUT;
+}
+
 /* Tell the namespace's watchers that @l's key changed. The write has
  * succeeded already, so a failure here is logged, never returned; no
  * watch object means nobody ever watched. */
 static void notify(rados_ioctx_t io, const struct loc *l)
 {
-	char *reply = NULL;
-	size_t reply_len = 0;
-	int rc = rados_notify2(io, WATCH_OBJ, l->key, (int)strlen(l->key),
-			       NOTIFY_TIMEOUT_MS, &reply, &reply_len);
+	struct notify_call *n = notify_call_new();
+	int rc = n ? 0 : -ENOMEM;
 
-	if (reply)
-		rados_buffer_free(reply);
-	if (rc < 0 && rc != -ENOENT)
-		rados_fail(LOG_WARNING, l->subject,
+	if (n) {
+		rc = rados_aio_notify(io, WATCH_OBJ, n->c, l->key,
+				      (int)strlen(l->key), NOTIFY_TIMEOUT_MS,
+				      &n->reply, &n->reply_len);
+		if (rc < 0) /* never sent: no callback to come */
+			notify_unref(n);
+		else
+			rc = notify_wait(n, l->op_timeout_s);
+		notify_unref(n);
+	}
+	if (rc == -ETIMEDOUT) /* the OSD, or a watcher that never acked */
+		STO_FAIL(LOG_WARNING, NULL, 0, rc,
+			 "%s: cannot notify its watchers (the change itself is done): not all answered in time",
+			 l->subject);
+	else if (rc < 0 && rc != -ENOENT)
+		rados_fail(l->op_timeout_s, LOG_WARNING, l->subject,
 			   "notify its watchers (the change itself is done)",
 			   rc, NULL, 0);
 }
@@ -354,7 +505,8 @@ static int rados_put_key(struct sto_store *st, const char *key,
 				 expect);
 		else
 			snprintf(what, sizeof(what), "create it");
-		rados_fail(key_prio(rc), l.subject, what, rc, err, errlen);
+		rados_fail(r->op_timeout_s, key_prio(rc), l.subject, what, rc,
+			   err, errlen);
 	} else {
 		*new_version = expect + 1;
 		notify(io, &l);
@@ -394,7 +546,8 @@ static int rados_del_key(struct sto_store *st, const char *key,
 	rc = del_op(io, &l, expect);
 	if (rc < 0) {
 		snprintf(what, sizeof(what), "delete version %" PRIu64, expect);
-		rados_fail(key_prio(rc), l.subject, what, rc, err, errlen);
+		rados_fail(r->op_timeout_s, key_prio(rc), l.subject, what, rc,
+			   err, errlen);
 	} else {
 		notify(io, &l);
 	}
@@ -504,7 +657,8 @@ static int rados_list_keys(struct sto_store *st, const char *prefix,
 	}
 	rc = io_open(r, subject, ns, &io, err, errlen);
 	if (rc == 0 && (rc = list_scan(io, &f, &kv)) < 0)
-		rados_fail(LOG_ERR, subject, "list the pool", rc, err, errlen);
+		rados_fail(r->op_timeout_s, LOG_ERR, subject, "list the pool",
+			   rc, err, errlen);
 	io_close(io);
 	if (rc < 0) {
 		sto_keys_free(kv.v, kv.n);
@@ -585,8 +739,8 @@ static int rados_lock_key(struct sto_store *st, const char *key,
 		rc = STO_FAIL(LOG_DEBUG, err, errlen, -EBUSY,
 			      "key %s: leased by %.64s", key, h.cookie);
 	else if (rc < 0)
-		rc = rados_fail(key_prio(rc), l.subject, "take its lease", rc,
-				err, errlen);
+		rc = rados_fail(r->op_timeout_s, key_prio(rc), l.subject,
+				"take its lease", rc, err, errlen);
 	io_close(io);
 	return rc;
 }
@@ -626,8 +780,8 @@ static int rados_unlock_key(struct sto_store *st, const char *key,
 		STO_FAIL(LOG_DEBUG, err, errlen, -ENOENT,
 			 "key %s: %s holds no lease on it", key, cookie);
 	else if (rc < 0)
-		rados_fail(LOG_ERR, l.subject, "release its lease", rc, err,
-			   errlen);
+		rados_fail(r->op_timeout_s, LOG_ERR, l.subject,
+			   "release its lease", rc, err, errlen);
 	io_close(io);
 	return rc;
 }
@@ -650,8 +804,8 @@ static int rados_lock_owner(struct sto_store *st, const char *key, char *out,
 		STO_FAIL(LOG_DEBUG, err, errlen, -ENOENT,
 			 "key %s: nobody holds a lease on it", key);
 	else if (rc < 0)
-		rados_fail(LOG_ERR, l.subject, "read its lease", rc, err,
-			   errlen);
+		rados_fail(r->op_timeout_s, LOG_ERR, l.subject,
+			   "read its lease", rc, err, errlen);
 	else
 		snprintf(out, len, "%s", h.cookie);
 	io_close(io);
@@ -670,8 +824,9 @@ struct watch_rados {
 	void *opaque;
 	uint64_t handle;
 	bool watching;
-	/* A broken watch is re-established by a thread of its own: librados
-	 * must not be called back into from its callbacks. */
+	unsigned op_timeout_s; /* the store's, for messages */
+	/* A broken or stale watch is re-established by a thread of its own:
+	 * librados must not be called back into from its callbacks. */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	bool broken, stop, started;
@@ -700,8 +855,8 @@ static void on_error(void *arg, uint64_t handle, int err)
 {
 	struct watch_rados *w = arg;
 
-	rados_fail(LOG_WARNING, w->subject, "keep watching (re-watching)", err,
-		   NULL, 0);
+	rados_fail(w->op_timeout_s, LOG_WARNING, w->subject,
+		   "keep watching (re-watching)", err, NULL, 0);
 	pthread_mutex_lock(&w->mu);
 	w->broken = true;
 	pthread_cond_signal(&w->cv);
@@ -734,32 +889,63 @@ static bool rewatch(struct watch_rados *w)
 		rados_unwatch2(w->io, w->handle);
 	rc = watch_register(w);
 	if (rc < 0)
-		rados_fail(LOG_WARNING, w->subject, "watch it again (retrying)",
-			   rc, NULL, 0);
+		rados_fail(w->op_timeout_s, LOG_WARNING, w->subject,
+			   "watch it again (retrying)", rc, NULL, 0);
+	else
+		qb_log(LOG_NOTICE, "%s: watching again (changes meanwhile may be missed: re-reading)",
+		       w->subject);
 	return rc == 0;
+}
+
+/* Whether a watch with no error reported needs re-watching all the same:
+ * its OSD has not confirmed it for WATCH_STALE_MS (hung, or cut off), or
+ * librados knows an error on_error has not told yet. No round trip. */
+static bool watch_stale(struct watch_rados *w)
+{
+	int age = w->watching ? rados_watch_check(w->io, w->handle) : -ENOTCONN;
+
+	if (age >= 0 && age < WATCH_STALE_MS)
+		return false;
+	if (age >= 0)
+		qb_log(LOG_WARNING,
+		       "%s: its OSD has not confirmed the watch for %d s (re-watching)",
+		       w->subject, age / 1000);
+	else
+		rados_fail(w->op_timeout_s, LOG_DEBUG, w->subject,
+			   "keep watching (re-watching)", age, NULL, 0);
+	return true;
+}
+
+/* Sleep @s seconds or until signalled; @w->mu held. */
+static void watch_wait(struct watch_rados *w, unsigned s)
+{
+	struct timespec until;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += s;
+	pthread_cond_timedwait(&w->cv, &w->mu, &until);
 }
 
 static void *rewatch_thread(void *arg)
 {
 	struct watch_rados *w = arg;
-	struct timespec until;
+	bool broken, rewatched;
 
 	pthread_mutex_lock(&w->mu);
 	while (!w->stop) {
-		if (!w->broken) {
-			pthread_cond_wait(&w->cv, &w->mu);
-			continue;
-		}
+		broken = w->broken;
 		pthread_mutex_unlock(&w->mu);
-		bool ok = rewatch(w);
-		if (ok) /* what happened while it was broken is unknown */
+		if (!broken)
+			broken = watch_stale(w);
+		rewatched = broken && rewatch(w);
+		if (rewatched) /* what happened while it was broken is unknown */
 			w->fn(NULL, w->opaque);
 		pthread_mutex_lock(&w->mu);
-		w->broken = !ok;
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += REWATCH_DELAY_S;
-		if (!ok && !w->stop)
-			pthread_cond_timedwait(&w->cv, &w->mu, &until);
+		/* An error meanwhile was the old watch's once re-watched; the
+		 * new one's shows in the next check. */
+		w->broken = rewatched ? false : broken || w->broken;
+		if (!w->stop)
+			watch_wait(w, w->broken ? REWATCH_DELAY_S : WATCH_CHECK_S);
 	}
 	pthread_mutex_unlock(&w->mu);
 	return NULL;
@@ -801,6 +987,7 @@ static struct sto_watch *rados_watch_new(struct sto_store *st, const char *ns,
 	}
 	w->base.st = st;
 	w->cluster = r->cluster;
+	w->op_timeout_s = r->op_timeout_s;
 	w->fn = fn;
 	w->opaque = opaque;
 	pthread_mutex_init(&w->mu, NULL);
@@ -810,7 +997,8 @@ static struct sto_watch *rados_watch_new(struct sto_store *st, const char *ns,
 	snprintf(rns, sizeof(rns), "%s%s", r->prefix, ns);
 	rc = io_open(r, w->subject, rns, &w->io, err, errlen);
 	if (rc == 0 && (rc = watch_register(w)) < 0)
-		rados_fail(LOG_ERR, w->subject, "watch it", rc, err, errlen);
+		rados_fail(r->op_timeout_s, LOG_ERR, w->subject, "watch it", rc,
+			   err, errlen);
 	if (rc == 0 && (rc = sto_thread_start(&w->thread, rewatch_thread, w)) < 0)
 		STO_FAIL(LOG_ERR, err, errlen, rc,
 			 "namespace %s: cannot start the watch thread: %s", ns,
@@ -821,6 +1009,45 @@ static struct sto_watch *rados_watch_new(struct sto_store *st, const char *ns,
 		return NULL;
 	}
 	return &w->base;
+}
+
+/* ---- probe ---- */
+
+/* A monitor first, then the OSD of PROBE_OBJ in the store's own namespace:
+ * two small round trips, each bounded by the op timeout, because either
+ * side can hang while the other answers. The object need not exist. */
+static int rados_probe(struct sto_store *st, char *err, size_t errlen)
+{
+	struct store_rados *r = to_rados(st);
+	const char *cmd[] = { PROBE_MON_CMD };
+	const char *what = "get an answer from a monitor (mon stat)";
+	char *out = NULL, *outs = NULL, subject[128];
+	size_t out_len = 0, outs_len = 0;
+	rados_ioctx_t io = NULL;
+	uint64_t size;
+	time_t mtime;
+	int rc = rados_mon_command(r->cluster, cmd, 1, NULL, 0, &out, &out_len,
+				   &outs, &outs_len);
+
+	if (out)
+		rados_buffer_free(out);
+	if (outs)
+		rados_buffer_free(outs);
+	if (rc == 0) {
+		what = "get an answer from an OSD (stat of " PROBE_OBJ ")";
+		rc = rados_ioctx_create2(r->cluster, r->pool_id, &io);
+	}
+	if (rc == 0) {
+		rados_ioctx_set_namespace(io, r->prefix);
+		rc = rados_stat(io, PROBE_OBJ, &size, &mtime);
+		rc = rc == -ENOENT ? 0 : rc; /* absent: an answer all the same */
+	}
+	io_close(io);
+	if (rc == 0)
+		return 0;
+	snprintf(subject, sizeof(subject), "store in pool %.64s", r->pool);
+	return rados_fail(r->op_timeout_s, LOG_DEBUG, subject, what, rc, err,
+			  errlen);
 }
 
 /* ---- open and close ---- */
@@ -847,6 +1074,7 @@ static const struct sto_store_ops rados_ops = {
 	.lock_owner = rados_lock_owner,
 	.watch_new = rados_watch_new,
 	.watch_free = rados_watch_free,
+	.probe = rados_probe,
 	.close = rados_close,
 };
 
@@ -854,6 +1082,7 @@ struct sto_store *sto_store_open_rados_prefixed(const char *ceph_conf,
 						const char *client_id,
 						const char *pool,
 						const char *ns_prefix,
+						unsigned op_timeout_s,
 						char *err, size_t errlen)
 {
 	struct store_rados *r = calloc(1, sizeof(*r));
@@ -864,6 +1093,7 @@ struct sto_store *sto_store_open_rados_prefixed(const char *ceph_conf,
 		ns_prefix = "";
 	if (rc == 0) {
 		r->base.ops = &rados_ops;
+		r->op_timeout_s = op_timeout_s;
 		r->pool = pool ? strdup(pool) : NULL;
 		r->prefix = strdup(ns_prefix);
 		rc = r->pool && r->prefix ? 0 : -ENOMEM;
@@ -876,8 +1106,9 @@ struct sto_store *sto_store_open_rados_prefixed(const char *ceph_conf,
 			 rc == -EINVAL ? "no pool, or a namespace prefix over 32 characters" :
 					 sto_errstr(-rc));
 	else
-		rc = sto_rados_connect(ceph_conf, id, pool, "store",
-				       &r->cluster, &r->pool_id, err, errlen);
+		rc = sto_rados_connect(ceph_conf, id, pool, op_timeout_s,
+				       "store", &r->cluster, &r->pool_id, err,
+				       errlen);
 	if (rc < 0 && r)
 		rados_close(&r->base);
 	return rc < 0 ? NULL : &r->base;
@@ -885,8 +1116,9 @@ struct sto_store *sto_store_open_rados_prefixed(const char *ceph_conf,
 
 struct sto_store *sto_store_open_rados(const char *ceph_conf,
 				       const char *client_id, const char *pool,
-				       char *err, size_t errlen)
+				       unsigned op_timeout_s, char *err,
+				       size_t errlen)
 {
 	return sto_store_open_rados_prefixed(ceph_conf, client_id, pool, NULL,
-					     err, errlen);
+					     op_timeout_s, err, errlen);
 }

@@ -10,7 +10,8 @@
  * image's snapshots, so a volume goes whole. What QEMU opens is
  * "rbd:POOL/IMAGE". The io context never changes namespace, so all threads
  * share it. Every librbd and librados result becomes a volume error in
- * rbd_fail().
+ * rbd_fail(). librbd's round trips go through the cluster handle's
+ * Objecter, so the op timeouts set at connect (sto.h) bound each of them.
  */
 #include "storage/sto_priv.h"
 
@@ -28,6 +29,7 @@ struct vols_rbd {
 	rados_t cluster;
 	rados_ioctx_t io;
 	char *pool;
+	unsigned op_timeout_s;
 };
 
 static struct vols_rbd *to_rbd(struct sto_vols *s)
@@ -37,7 +39,8 @@ static struct vols_rbd *to_rbd(struct sto_vols *s)
 
 /* ---- the one translation of librbd results ---- */
 
-static const char *reason(int rc)
+static const char *reason(int rc, unsigned op_timeout_s, char *buf,
+			  size_t len)
 {
 	switch (rc) {
 	case -ENOENT:
@@ -49,26 +52,29 @@ static const char *reason(int rc)
 	case -ENOTEMPTY:
 		return "it still has snapshots or clones";
 	default:
-		return sto_ceph_reason(rc);
+		return sto_ceph_reason(rc, op_timeout_s, buf, len);
 	}
 }
 
 /*
  * The one place a librbd (or librados) result becomes a volume error: the
  * errno is the contract's already (both speak -errno), the line for people
- * names the volume (NULL: the pool), its image and what was being done;
- * logged once.
+ * names the volume (NULL: the pool), its image and what was being done
+ * (a timeout: after how long); logged once.
  */
 static int rbd_fail(const struct vols_rbd *v, const char *vol,
 		    const char *what, int rc, char *err, size_t errlen)
 {
+	char buf[64];
+	const char *why = reason(rc, v->op_timeout_s, buf, sizeof(buf));
+
 	if (!vol) /* the pool itself */
 		return STO_FAIL(LOG_ERR, err, errlen, rc,
 				"rbd volumes in pool %s: cannot %s: %s", v->pool,
-				what, reason(rc));
+				what, why);
 	return STO_FAIL(LOG_ERR, err, errlen, rc,
 			"volume %s: cannot %s (rbd image %s/%s): %s", vol, what,
-			v->pool, vol, reason(rc));
+			v->pool, vol, why);
 }
 
 /* librbd calls progress callbacks unconditionally: it must not be NULL. */
@@ -273,7 +279,8 @@ static bool pool_name_ok(const char *pool)
 
 struct sto_vols *sto_vols_open_rbd(const char *ceph_conf,
 				   const char *client_id, const char *pool,
-				   char *err, size_t errlen)
+				   unsigned op_timeout_s, char *err,
+				   size_t errlen)
 {
 	struct vols_rbd *v = NULL;
 	int64_t pool_id = -1;
@@ -292,8 +299,10 @@ struct sto_vols *sto_vols_open_rbd(const char *ceph_conf,
 		goto out;
 	}
 	v->base.ops = &rbd_ops;
+	v->op_timeout_s = op_timeout_s;
 	rc = sto_rados_connect(ceph_conf, client_id ? client_id : "admin", pool,
-			       "rbd volumes", &v->cluster, &pool_id, err, errlen);
+			       op_timeout_s, "rbd volumes", &v->cluster,
+			       &pool_id, err, errlen);
 	if (rc == 0 && (rc = rados_ioctx_create2(v->cluster, pool_id, &v->io)) < 0)
 		rbd_fail(v, NULL, "open the pool", rc, err, errlen);
 	if (rc == 0)

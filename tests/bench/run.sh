@@ -147,3 +147,4 @@ bench_scale
 echo
 "$BUILD/tools/chan_bench"
 "$(dirname "$0")"/cluster.sh "$BUILD"
+"$(dirname "$0")"/ownership.sh "$BUILD"

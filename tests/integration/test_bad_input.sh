@@ -35,6 +35,22 @@ qemu-img create -q -f raw "$T/shared.img" 16M
 check "define with an attached image" "$HCACTL" vm define --name att1 --disk "name=data,path=$T/shared.img,format=raw" --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio"
 expect_fail "disk in use by another VM" "vm att2: disk data: .*shared.img is in use by vm att1" \
 	"$HCACTL" vm define --name att2 --disk "name=data,path=$T/shared.img,format=raw" --kernel "$GUEST/vmlinux"
+expect_fail "the same image by another path (/./) is in use too" "vm att3: disk data: .*shared.img is in use by vm att1" \
+	"$HCACTL" vm define --name att3 --disk "name=data,path=$T/./shared.img,format=raw" --kernel "$GUEST/vmlinux"
+ln -s "$T/shared.img" "$T/link.img"
+expect_fail "the same image through a symlink is in use too" "vm att4: disk data: .*shared.img is in use by vm att1" \
+	"$HCACTL" vm define --name att4 --disk "name=data,path=$T/link.img,format=raw" --kernel "$GUEST/vmlinux"
+uuid1=$(vm_field good1 uuid)
+expect_fail "a uuid already used by another VM" "vm dup1: uuid $uuid1 is already vm good1's" \
+	"$HCACTL" vm define --name dup1 --uuid "$uuid1" --disk 16M --kernel "$GUEST/vmlinux"
+# an attached qcow2 is opened alone, never with the backing file it names
+qemu-img create -q -f raw "$T/secret.raw" 16M
+qemu-img create -q -f qcow2 -b "$T/secret.raw" -F raw "$T/overlay.qcow2"
+check "define a VM with a qcow2 that names a backing file" "$HCACTL" vm define --name ovl \
+	--disk "name=data,path=$T/overlay.qcow2,format=qcow2" --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio"
+check "start it" "$HCACTL" vm start ovl
+check "its QEMU did not open the backing file" bash -c "! ls -l /proc/\$(cat '$T/s/vm/ovl/qemu.pid')/fd | grep -q secret.raw"
+check "stop it" "$HCACTL" vm stop ovl --force
 
 # starting twice
 check "start good1" "$HCACTL" vm start good1

@@ -39,7 +39,7 @@ int main(int argc, char **argv)
 	if (argc == 4 && !strcmp(argv[1], "dir"))
 		st = sto_store_open_dir(argv[2], err, sizeof(err));
 	else if (argc == 5 && !strcmp(argv[1], "rados"))
-		st = sto_store_open_rados(argv[2], "admin", argv[3], err, sizeof(err));
+		st = sto_store_open_rados(argv[2], "admin", argv[3], 30, err, sizeof(err));
 	else {
 		fprintf(stderr, "usage: store_bench dir DIR N | rados CONF POOL N\n");
 		return 2;

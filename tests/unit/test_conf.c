@@ -27,6 +27,7 @@ static void defaults(void **state)
 	assert_string_equal(c.api_name, "hcad");
 	assert_int_equal(c.accel, CONF_ACCEL_AUTO);
 	assert_int_equal(c.qmp_timeout_ms, 5000);
+	assert_int_equal(c.ceph_op_timeout_s, 5);
 	assert_true(c.node_name[0] != '\0');
 }
 
@@ -47,6 +48,7 @@ static void all_keys(void **state)
 		"log_level = debug\n"
 		"qmp_timeout_ms = 250\n"
 		"shutdown_timeout_s = 30\n"
+		"ceph_op_timeout_s = 120\n"
 		"max_vcpus = 8\n"
 		"max_memory_mib = 4096\n";
 
@@ -62,6 +64,7 @@ static void all_keys(void **state)
 	assert_int_equal(c.log_level, LOG_DEBUG);
 	assert_int_equal(c.qmp_timeout_ms, 250);
 	assert_int_equal(c.shutdown_timeout_s, 30);
+	assert_int_equal(c.ceph_op_timeout_s, 120);
 	assert_int_equal(c.max_vcpus, 8);
 	assert_int_equal(c.max_memory_mib, 4096);
 }
@@ -79,6 +82,9 @@ static void errors(void **state)
 		{ "qmp_timeout_ms = 5\n", "t.conf:1: qmp_timeout_ms: 5 out of range (100 to 600000)" },
 		{ "qmp_timeout_ms = 5s\n", "t.conf:1: qmp_timeout_ms: '5s' is not a number" },
 		{ "qmp_timeout_ms = -1\n", "t.conf:1: qmp_timeout_ms: '-1' is not a number" },
+		/* 0 would be librados's "wait for ever" */
+		{ "ceph_op_timeout_s = 0\n", "t.conf:1: ceph_op_timeout_s: 0 out of range (1 to 120)" },
+		{ "ceph_op_timeout_s = 121\n", "t.conf:1: ceph_op_timeout_s: 121 out of range (1 to 120)" },
 		{ "max_vcpus = 99999999999999999999999\n", "t.conf:1: max_vcpus: '99999999999999999999999' is not a number" },
 		{ "state_dir = /a/very/long/state/directory/path/that/is/too/long\n",
 		  "t.conf:1: state_dir: value longer than 40 characters" },

@@ -424,8 +424,9 @@ static Hca__VmStatus *make_status(void)
 static void test_status_to_json(void **state)
 {
 	static const char *const keys[] = { "name", "uuid", "state", "reason", "pid", "accel",
-		"started_at", "vcpus", "memory_mib", "owner", "node", "version", "console", "serial_log",
-		"qemu_log", "disks", "nics", "boot", NULL };
+		"started_at", "vcpus", "memory_mib", "owner", "owner_epoch", "active", "job",
+		"node", "version", "console", "serial_log", "qemu_log", "disks", "nics", "boot",
+		NULL };
 	static const char *const disk_keys[] = { "name", "size_bytes", "format", "path",
 						 "readonly", "created", NULL };
 	static const char *const nic_keys[] = { "mode", "bridge", "mac", NULL };

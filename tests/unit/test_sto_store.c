@@ -151,7 +151,7 @@ static struct sto_store *rados_open(void *ctx, char *err, size_t errlen)
 {
 	return sto_store_open_rados_prefixed(ceph_conf(), ceph_id(), ceph_pool(),
 					     ((struct rados_ctx *)ctx)->prefix,
-					     err, errlen);
+					     30, err, errlen);
 }
 
 /* Remove every object, helpers included, in this test's namespaces. */

@@ -561,8 +561,8 @@ static int rfx_setup(void **state)
 
 	assert_non_null(r);
 	snprintf(r->prefix, sizeof(r->prefix), "t%dx%u-", (int)getpid(), seq++);
-	r->s = sto_vols_open_rbd(ceph_conf(), ceph_id(), ceph_pool(), r->err,
-				 sizeof(r->err));
+	r->s = sto_vols_open_rbd(ceph_conf(), ceph_id(), ceph_pool(), 30,
+				 r->err, sizeof(r->err));
 	if (!r->s)
 		fail_msg("cannot open rbd volumes: %s", r->err);
 	assert_int_equal(rados_create(&r->cluster, ceph_id()), 0);
@@ -723,11 +723,11 @@ static void test_rbd_bad_args_einval(void **state)
 		assert_int_equal(rcreate(r, vol, bad[i], STO_FMT_RAW), -EINVAL);
 	assert_int_equal(rcreate(r, "Bad/Name", 64 * MiB, STO_FMT_RAW), -EINVAL);
 	rexpect_info(r, vol, false, 0);
-	assert_null(sto_vols_open_rbd(ceph_conf(), ceph_id(), "bad/pool",
+	assert_null(sto_vols_open_rbd(ceph_conf(), ceph_id(), "bad/pool", 30,
 				      r->err, sizeof(r->err)));
 	rexpect_err_names(r, "pool name");
 	assert_null(sto_vols_open_rbd(ceph_conf(), ceph_id(), "no-such-pool",
-				      r->err, sizeof(r->err)));
+				      30, r->err, sizeof(r->err)));
 	rexpect_err_names(r, "no-such-pool");
 }
 

@@ -218,6 +218,69 @@ static void golden_api_error_reply(void **state)
 	check_golden_frame("wire_api_error_reply.hex", WIRE_T_API_REPLY, &r.base);
 }
 
+static void golden_job(void **state)
+{
+	Hca__Job j = HCA__JOB__INIT;
+	Hca__JobProgress pg = HCA__JOB_PROGRESS__INIT;
+	Hca__Error e = HCA__ERROR__INIT;
+	char *vols[] = { "rbd:web1-root" };
+
+	j.format = 1;
+	j.id = "node1-17";
+	j.kind = HCA__JOB_KIND__JOB_KIND_DEFINE;
+	j.vm = "web1";
+	j.node = "node1";
+	j.phase = HCA__JOB_PHASE__JOB_PHASE_FAILED;
+	pg.done = 1;
+	pg.total = 2;
+	pg.unit = "volumes";
+	pg.detail = "rbd:web1-root";
+	j.progress = &pg;
+	e.code = HCA__ERROR_CODE__ERROR_STORAGE;
+	e.message = "vm web1: define failed: storage unavailable";
+	j.error = &e;
+	j.note = "interrupted by an hcad restart: rolled back";
+	j.created_ms = 1764650000000ull;
+	j.updated_ms = 1764650001000ull;
+	j.ended_ms = 1764650002000ull;
+	j.requested_on = "node3";
+	j.incarnation = 0x1234567890abcdefull;
+	j.n_volumes = 1;
+	j.volumes = vols;
+	check_golden_frame("wire_job.hex", WIRE_T_JOB, &j.base);
+}
+
+/* A request forwarded to the owner, and the job it is answered with. */
+static void golden_api_forwarded_start(void **state)
+{
+	Hca__ApiRequest r = HCA__API_REQUEST__INIT;
+	Hca__VmRef ref = HCA__VM_REF__INIT;
+
+	ref.name = "web1";
+	ref.on_node = "node2";
+	r.op_case = HCA__API_REQUEST__OP_START;
+	r.start = &ref;
+	r.forwarded_by = "node3";
+	check_golden_frame("wire_api_forwarded_start.hex", WIRE_T_API_REQUEST, &r.base);
+}
+
+static void golden_api_job_reply(void **state)
+{
+	Hca__ApiReply r = HCA__API_REPLY__INIT;
+	Hca__Job j = HCA__JOB__INIT;
+
+	j.format = 1;
+	j.id = "node2-4";
+	j.kind = HCA__JOB_KIND__JOB_KIND_START;
+	j.vm = "web1";
+	j.node = "node2";
+	j.phase = HCA__JOB_PHASE__JOB_PHASE_COMMIT;
+	j.requested_on = "node3";
+	r.result_case = HCA__API_REPLY__RESULT_JOB;
+	r.job = &j;
+	check_golden_frame("wire_api_job_reply.hex", WIRE_T_API_REPLY, &r.base);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -232,6 +295,9 @@ int main(void)
 		cmocka_unit_test(golden_vm_record),
 		cmocka_unit_test(golden_api_shutdown),
 		cmocka_unit_test(golden_api_error_reply),
+		cmocka_unit_test(golden_job),
+		cmocka_unit_test(golden_api_forwarded_start),
+		cmocka_unit_test(golden_api_job_reply),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

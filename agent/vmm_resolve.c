@@ -1,0 +1,212 @@
+/*
+ * vmm_resolve: jobs of this node that an hcad crash (kill -9, power loss)
+ * left unfinished are finished or rolled back at the next start, and the
+ * job record says which. Runs once the records are loaded and every QEMU
+ * re-attached, so "is it running" is read from the process, not guessed.
+ */
+#include "agent/vmm_priv.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <qb/qblog.h>
+
+#define RESOLVE_RETRY_MS 5000u
+
+int vmm_resolve_load(struct vmm *m, char *err, size_t errlen)
+{
+	char prefix[80], **keys = NULL;
+	size_t n = 0;
+	int rc;
+
+	snprintf(prefix, sizeof(prefix), "job/%s-", m->conf->node_name);
+	if ((rc = sto_list(m->store, prefix, &keys, &n, err, errlen)) < 0)
+		return rc;
+	m->interrupted = calloc(n ? n : 1, sizeof(*m->interrupted));
+	m->interrupted_ver = calloc(n ? n : 1, sizeof(*m->interrupted_ver));
+	if (!m->interrupted || !m->interrupted_ver) {
+		sto_keys_free(keys, n);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < n; i++) {
+		uint8_t *buf = NULL;
+		size_t len = 0;
+		uint64_t ver = 0;
+		char e[256];
+		Hca__Job *j = NULL;
+
+		jobs_seq_at_least(m->jobs, job_id_seq(keys[i] + 4, m->conf->node_name));
+		if (sto_get(m->store, keys[i], &buf, &len, &ver, e, sizeof(e)) == 0)
+			j = job_record_decode(buf, len, e, sizeof(e));
+		free(buf);
+		if (!j) {
+			qb_log(LOG_WARNING, "%s: %s", keys[i], e);
+			continue;
+		}
+		if (job_phase_terminal(j->phase)) {
+			hca__job__free_unpacked(j, NULL);
+			continue;
+		}
+		m->interrupted_ver[m->n_interrupted] = ver;
+		m->interrupted[m->n_interrupted++] = j;
+	}
+	sto_keys_free(keys, n);
+	if (m->n_interrupted)
+		qb_log(LOG_NOTICE, "%zu job(s) interrupted by the last stop of hcad: resolving them "
+		       "once the VMs are re-attached", m->n_interrupted);
+	return 0;
+}
+
+/* define: the record decides, read again on a worker. */
+struct rdef {
+	struct exec_item item;
+	struct vmm *m;
+	struct job *job;
+	int rc;           /* 0: committed; -ENOENT: rolled back; else unknown */
+	char err[256];
+};
+
+static void rdef_fn(struct exec_item *it)
+{
+	struct rdef *r = EXEC_CONTAINER_OF(it, struct rdef, item);
+	Hca__VmRecord *rec = NULL;
+	uint64_t ver = 0;
+
+	r->rc = sto_vm_get(r->m->store, job_vm(r->job), &rec, &ver, r->err, sizeof(r->err));
+	if (r->rc == 0 && rec->incarnation != job_incarnation(r->job))
+		r->rc = -ENOENT; /* someone else's VM of that name */
+	if (rec)
+		hca__vm_record__free_unpacked(rec, NULL);
+	if (r->rc == -ENOENT)
+		vmm_job_volumes_remove(r->m, r->job);
+}
+
+static void rdef_push(struct rdef *r);
+
+static void rdef_retry(void *data)
+{
+	rdef_push(data);
+}
+
+static void rdef_done(struct exec_item *it)
+{
+	struct rdef *r = EXEC_CONTAINER_OF(it, struct rdef, item);
+
+	if (exec_item_cancelled(it)) {
+		free(r); /* resolved at the next start */
+		return;
+	}
+	if (r->rc == 0) {
+		job_note(r->job, "interrupted by an hcad restart after the record was written: "
+			 "finished");
+		job_finish(r->job, 0, "vm %s: defined", job_vm(r->job));
+	} else if (r->rc == -ENOENT) {
+		job_note(r->job, "interrupted by an hcad restart before the record was written: "
+			 "rolled back (%zu volume(s) removed)", job_n_volumes(r->job));
+		job_finish(r->job, HCA__ERROR_CODE__ERROR_INTERNAL,
+			   "vm %s: define interrupted by an hcad restart; rolled back",
+			   job_vm(r->job));
+	} else if (!r->m->stopping) {
+		qb_log(LOG_WARNING, "job %s: cannot learn whether vm %s was defined (%s); asking "
+		       "again in %u s", job_id(r->job), job_vm(r->job), r->err,
+		       RESOLVE_RETRY_MS / 1000);
+		qb_loop_timer_add(r->m->loop, QB_LOOP_LOW, RESOLVE_RETRY_MS * QB_TIME_NS_IN_MSEC, r,
+				  rdef_retry, NULL);
+		return;
+	}
+	free(r);
+}
+
+static void rdef_push(struct rdef *r)
+{
+	char key[STO_KEY_MAX + 1];
+
+	snprintf(key, sizeof(key), "vm/%s", job_vm(r->job));
+	exec_item_init(&r->item, rdef_fn, rdef_done);
+	exec_push(r->m->q_store, &r->item, key);
+}
+
+static void resolve_define(struct vmm *m, struct job *j)
+{
+	struct rdef *r = calloc(1, sizeof(*r));
+
+	if (!r)
+		return;
+	r->m = m;
+	r->job = j;
+	rdef_push(r);
+}
+
+static void resolve_one(struct vmm *m, struct job *j)
+{
+	struct vm *v = vmm_vm_find(m, job_vm(j));
+	bool ours = v && v->rec && v->rec->incarnation == job_incarnation(j);
+	bool running = ours && vmm_vm_running(v);
+	const char *name = job_vm(j);
+
+	switch (job_kind(j)) {
+	case HCA__JOB_KIND__JOB_KIND_DEFINE:
+		resolve_define(m, j);
+		return;
+	case HCA__JOB_KIND__JOB_KIND_START:
+		if (running) {
+			job_note(j, "interrupted by an hcad restart after QEMU was launched: finished");
+			job_finish(j, 0, "vm %s: running", name);
+			return;
+		}
+		if (ours)
+			vmm_release(m, v);
+		job_note(j, "interrupted by an hcad restart before QEMU ran: rolled back%s",
+			 ours ? " (claim released)" : "");
+		job_finish(j, HCA__ERROR_CODE__ERROR_INTERNAL,
+			   "vm %s: start interrupted by an hcad restart; not started", name);
+		return;
+	case HCA__JOB_KIND__JOB_KIND_STOP:
+	case HCA__JOB_KIND__JOB_KIND_SHUTDOWN:
+		if (!running) {
+			job_note(j, "interrupted by an hcad restart; QEMU has ended: finished");
+			job_finish(j, 0, "vm %s: stopped", name);
+			return;
+		}
+		job_note(j, "interrupted by an hcad restart; the VM still runs");
+		job_finish(j, HCA__ERROR_CODE__ERROR_INTERNAL,
+			   "vm %s: %s interrupted by an hcad restart; the VM still runs", name,
+			   job_kind_name(job_kind(j)));
+		return;
+	case HCA__JOB_KIND__JOB_KIND_UNDEFINE:
+		if (!ours) {
+			job_note(j, "interrupted by an hcad restart after the record was deleted: "
+				 "finished");
+			job_finish(j, 0, "vm %s: undefined", name);
+			return;
+		}
+		/* the claim is released by the re-attach; nothing was lost,
+		 * some volumes may be: undefine again finishes it */
+		job_note(j, "interrupted by an hcad restart; the VM is still defined");
+		job_finish(j, HCA__ERROR_CODE__ERROR_INTERNAL,
+			   "vm %s: undefine interrupted by an hcad restart; run it again to finish",
+			   name);
+		return;
+	default:
+		job_note(j, "interrupted by an hcad restart");
+		job_finish(j, HCA__ERROR_CODE__ERROR_INTERNAL, "vm %s: %s interrupted by an hcad "
+			   "restart", name, job_kind_name(job_kind(j)));
+	}
+}
+
+void vmm_resolve_run(struct vmm *m)
+{
+	if (m->resolved)
+		return;
+	m->resolved = true;
+	for (size_t i = 0; i < m->n_interrupted; i++) {
+		struct job *j = job_adopt(m->jobs, m->interrupted[i], m->interrupted_ver[i]);
+		if (j)
+			resolve_one(m, j);
+		hca__job__free_unpacked(m->interrupted[i], NULL);
+	}
+	m->n_interrupted = 0;
+}
