@@ -20,7 +20,6 @@ G=$BUILD/guest
 trap '"$DCSH" down >/dev/null 2>&1' EXIT
 trap 'exit 130' INT TERM
 
-now_us() { echo "${EPOCHREALTIME/[.,]/}"; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}'; }
 ms() { awk -v u="$1" 'BEGIN {printf "%.1f", u / 1000}'; }
@@ -57,10 +56,12 @@ wait_ended() {
 
 # start from NODE with --no-wait: "ACCEPT_US JOB_MS WRITES"
 start_once() {
-	local n=$1 t0 jid acc d w
-	t0=$(now_us)
-	jid=$(ctl "$n" vm start bvm --no-wait) || return 1
-	acc=$(($(now_us) - t0))
+	local n=$1 jid acc d w
+	# timed inside the node: "US JOB-ID"
+	read -r acc jid <<<"$(on "$n" bash -c 't0=${EPOCHREALTIME/[.,]/}
+		j=$("$1" vm start bvm --no-wait) || exit 1
+		echo $(( ${EPOCHREALTIME/[.,]/} - t0 )) "$j"' _ "$BUILD/hcactl")"
+	[ -n "$jid" ] || return 1
 	wait_ended "$n" "$jid" || return 1
 	d=$(job_ms "$n" "$jid")
 	w=$(on node1 rados -p hca -N job getxattr "$jid" hca.version 2>/dev/null)
