@@ -106,6 +106,9 @@ step "from node3, which does not own it: show, shut down and start it again (car
 on node3 "$HCACTL" vm show db1 | grep -E '^(name|state|owner|node|active)'
 on node3 "$HCACTL" vm shutdown db1 --timeout 60 --progress
 on node3 "$HCACTL" vm start db1 --progress
+boots() { grep -ao 'hca-workload boot=[0-9a-f]*' "$HCA_DC_DIR/n2/s/vm/db1/serial.log" 2>/dev/null | sort -u | wc -l; }
+for _ in $(seq 300); do [ "$(boots)" -ge 2 ] && break; sleep 0.1; done
+sleep 2 # the guest up again (it sees the power button once booted)
 echo "the jobs, as any node sees them:"
 on node1 "$HCACTL" job list | head -n 6
 
