@@ -1,7 +1,10 @@
 /*
  * sto_store_rados: the state store in Ceph RADOS, shared by every node.
  * Key "vm/web1" is the object "web1" in RADOS namespace "vm" (after the
- * store's namespace prefix, empty outside tests) of the pool.
+ * store's namespace prefix, empty outside tests) of the pool. This file
+ * keeps the records, listing, leases, the probe and the store's handle;
+ * watches and the notify after each write are in sto_store_rados_watch.c,
+ * what the two share in sto_rados_priv.h.
  *
  * The object's data is the record in the format of sto_priv.h, so a
  * corrupt one is -EBADMSG as in the dir backend; its xattr "hca.version"
@@ -13,31 +16,25 @@
  *
  * Beside the records live helper objects whose names start with '.', which
  * no key can: ".watch" in each namespace, watched by sto_watch and notified
- * with the key after every put and del; ".lease.NAME", carrying the lease on
- * key NAME as the cls_lock exclusive lock "hca.lease" with an expiry, so a
- * lease never touches the record. Lease objects stay after unlock (a few
- * bytes each); ".probe" is never written: the health probe stats it (an
- * absent object is an answer). Listing scans the pool, so keep the store
- * in a pool of its own rather than beside the RBD images. A watcher that
- * died without unwatching delays each notify by up to NOTIFY_TIMEOUT_MS
- * until its OSD drops the watch (osd_client_watch_timeout, 30 s by
- * default).
+ * with the key after every put and del (sto_store_rados_watch.c);
+ * ".lease.NAME", carrying the lease on key NAME as the cls_lock exclusive
+ * lock "hca.lease" with an expiry, so a lease never touches the record.
+ * Lease objects stay after unlock (a few bytes each); ".probe" is never
+ * written: the health probe stats it (an absent object is an answer).
+ * Listing scans the pool, so keep the store in a pool of its own rather
+ * than beside the RBD images.
  *
  * A cluster handle is thread-safe but an io context's namespace is not, so
  * every call makes its own io context (no round trip). Every librados
- * result becomes a store error in rados_fail().
+ * result becomes a store error in sto_rados_fail().
  *
  * No call waits for Ceph for ever: the op timeouts (sto.h) bound every OSD
  * and monitor round trip, watch registration and unwatch included; the
  * notify that follows a write, which librados would wait for without limit
- * once the OSD has taken it, is waited for here with one. A watch whose
- * OSD stops answering raises no error by itself (the OSD is still "up"
- * until the monitors hear otherwise), so the watch thread also asks
- * librados how long ago the watch was last confirmed, and re-watches a
- * stale one: changes notified meanwhile may be lost, which the NULL
- * callback says.
+ * once the OSD has taken it, is waited for with one, and a watch whose OSD
+ * stops answering is re-watched (both in sto_store_rados_watch.c).
  */
-#include "storage/sto_priv.h"
+#include "storage/sto_rados_priv.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -48,35 +45,17 @@
 #include <time.h>
 
 #define VERSION_XATTR "hca.version"
-#define WATCH_OBJ ".watch"
 #define LEASE_PREFIX ".lease."
 #define LEASE_LOCK "hca.lease"
 #define PROBE_OBJ ".probe"
 #define PROBE_MON_CMD "{\"prefix\": \"mon stat\"}"
-#define NOTIFY_TIMEOUT_MS 1000
-#define NS_PREFIX_MAX 32u
-#define REWATCH_DELAY_S 1
-/* How often the watch thread checks its watch, and how old the last
- * confirmation may be: librados confirms a watch with a ping every
- * objecter_tick_interval (5 s), so three missed pings mean a hung OSD. */
-#define WATCH_CHECK_S 2
-#define WATCH_STALE_MS 15000
-
-struct store_rados {
-	struct sto_store base; /* first: the front end's handle */
-	rados_t cluster;
-	int64_t pool_id;
-	char *pool;
-	char *prefix; /* of every namespace; "" outside tests */
-	unsigned op_timeout_s;
-};
 
 /* Where a key (or its lease) lives: object @obj in namespace @ns. */
 struct loc {
 	const char *key;
 	char subject[STO_KEY_MAX + 8]; /* "key vm/web1", for messages */
 	unsigned op_timeout_s;         /* the store's, for messages */
-	char ns[NS_PREFIX_MAX + STO_KEY_MAX + 1];
+	char ns[STO_RADOS_NS_PREFIX_MAX + STO_KEY_MAX + 1];
 	char obj[sizeof(LEASE_PREFIX) + STO_KEY_MAX];
 };
 
@@ -87,11 +66,6 @@ struct holder {
 	char cookie[256];
 	char addr[256];
 };
-
-static struct store_rados *to_rados(struct sto_store *st)
-{
-	return (struct store_rados *)st;
-}
 
 /* ---- the one translation of librados results ---- */
 
@@ -140,14 +114,8 @@ static uint8_t key_prio(int rc)
 			       rc == -EBUSY ? LOG_DEBUG : LOG_ERR;
 }
 
-/*
- * The one place a librados result becomes a store error: the errno is the
- * contract's already (librados speaks -errno), the line for people names
- * @subject and what was being done (a timeout: after how long), and it is
- * logged once at @prio.
- */
-static int rados_fail(unsigned op_timeout_s, uint8_t prio, const char *subject,
-		      const char *what, int rc, char *err, size_t errlen)
+int sto_rados_fail(unsigned op_timeout_s, uint8_t prio, const char *subject,
+		   const char *what, int rc, char *err, size_t errlen)
 {
 	char buf[64];
 
@@ -223,8 +191,8 @@ int sto_rados_connect(const char *ceph_conf, const char *client_id,
 	if (rc < 0) {
 		if (c)
 			rados_shutdown(c);
-		return rados_fail(op_timeout_s, LOG_ERR, subject, step, rc, err,
-				  errlen);
+		return sto_rados_fail(op_timeout_s, LOG_ERR, subject, step, rc,
+				      err, errlen);
 	}
 	*cluster = c;
 	return 0;
@@ -247,21 +215,22 @@ static void loc_init(const struct store_rados *r, struct loc *l,
 	snprintf(l->obj, sizeof(l->obj), "%s%s", obj_prefix, slash + 1);
 }
 
-static int io_open(struct store_rados *r, const char *subject,
-		   const char *ns, rados_ioctx_t *io, char *err, size_t errlen)
+int sto_rados_io_open(struct store_rados *r, const char *subject,
+		      const char *ns, rados_ioctx_t *io, char *err,
+		      size_t errlen)
 {
 	int rc = rados_ioctx_create2(r->cluster, r->pool_id, io);
 
 	if (rc < 0) {
 		*io = NULL;
-		return rados_fail(r->op_timeout_s, LOG_ERR, subject,
-				  "open the pool", rc, err, errlen);
+		return sto_rados_fail(r->op_timeout_s, LOG_ERR, subject,
+				      "open the pool", rc, err, errlen);
 	}
 	rados_ioctx_set_namespace(*io, ns);
 	return 0;
 }
 
-static void io_close(rados_ioctx_t io)
+void sto_rados_io_close(rados_ioctx_t io)
 {
 	if (io)
 		rados_ioctx_destroy(io);
@@ -280,8 +249,8 @@ static int obj_read(rados_ioctx_t io, const struct loc *l, uint8_t **rec,
 
 	if (rc < 0) {
 		free(buf);
-		return rados_fail(l->op_timeout_s, key_prio(rc), l->subject,
-				  "read", rc, err, errlen);
+		return sto_rados_fail(l->op_timeout_s, key_prio(rc), l->subject,
+				      "read", rc, err, errlen);
 	}
 	*rec = buf;
 	*n = (size_t)rc;
@@ -321,132 +290,18 @@ static int rados_get_key(struct sto_store *st, const char *key, uint8_t **buf,
 	int rc;
 
 	loc_init(r, &l, key, "");
-	rc = io_open(r, l.subject, l.ns, &io, err, errlen);
+	rc = sto_rados_io_open(r, l.subject, l.ns, &io, err, errlen);
 	if (rc == 0)
 		rc = obj_read(io, &l, &rec, &n, err, errlen);
 	if (rc == 0)
 		rc = rec_unwrap(r, &l, rec, n, buf, len, version, err, errlen);
 	if (rc < 0)
 		free(rec);
-	io_close(io);
+	sto_rados_io_close(io);
 	return rc;
 }
 
 /* ---- put and del ---- */
-
-/*
- * A notify in flight. librados's synchronous notify waits for the OSD's
- * "all watchers answered" without a limit once the OSD has taken the
- * notify, so it is sent async and waited for with one. A notify given up
- * on may still complete: what librados writes into lives here, freed by
- * the last of the caller and the completion callback.
- */
-struct notify_call {
-	pthread_mutex_t mu;
-	pthread_cond_t cv; /* CLOCK_MONOTONIC */
-	int refs;
-	bool done;
-	rados_completion_t c;
-	char *reply;
-	size_t reply_len;
-};
-
-static void notify_unref(struct notify_call *n)
-{
-	bool last;
-
-	pthread_mutex_lock(&n->mu);
-	last = --n->refs == 0;
-	pthread_mutex_unlock(&n->mu);
-	if (!last)
-		return;
-	if (n->reply)
-		rados_buffer_free(n->reply);
-	if (n->c)
-		rados_aio_release(n->c);
-	pthread_cond_destroy(&n->cv);
-	pthread_mutex_destroy(&n->mu);
-	free(n);
-}
-
-static void on_notified(rados_completion_t c, void *arg)
-{
-	struct notify_call *n = arg;
-
-	pthread_mutex_lock(&n->mu);
-	n->done = true;
-	pthread_cond_signal(&n->cv);
-	pthread_mutex_unlock(&n->mu);
-	notify_unref(n);
-}
-
-static struct notify_call *notify_call_new(void)
-{
-	struct notify_call *n = calloc(1, sizeof(*n));
-	pthread_condattr_t ca;
-
-	if (!n)
-		return NULL;
-	n->refs = 1;
-	pthread_mutex_init(&n->mu, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&n->cv, &ca);
-	pthread_condattr_destroy(&ca);
-	if (rados_aio_create_completion2(n, on_notified, &n->c) < 0) {
-		n->c = NULL;
-		notify_unref(n);
-		return NULL;
-	}
-	n->refs = 2; /* the caller's and the callback's */
-	return n;
-}
-
-/* Wait for @n up to the OSD's notify timeout plus the op timeout: its
- * result, or -ETIMEDOUT. */
-static int notify_wait(struct notify_call *n, unsigned op_timeout_s)
-{
-	struct timespec until;
-	bool done;
-	int rc = 0;
-
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	until.tv_sec += op_timeout_s + NOTIFY_TIMEOUT_MS / 1000 + 1;
-	pthread_mutex_lock(&n->mu);
-	while (!n->done && rc == 0)
-		rc = pthread_cond_timedwait(&n->cv, &n->mu, &until);
-	done = n->done;
-	pthread_mutex_unlock(&n->mu);
-	return done ? rados_aio_get_return_value(n->c) : -ETIMEDOUT;
-}
-
-/* Tell the namespace's watchers that @l's key changed. The write has
- * succeeded already, so a failure here is logged, never returned; no
- * watch object means nobody ever watched. */
-static void notify(rados_ioctx_t io, const struct loc *l)
-{
-	struct notify_call *n = notify_call_new();
-	int rc = n ? 0 : -ENOMEM;
-
-	if (n) {
-		rc = rados_aio_notify(io, WATCH_OBJ, n->c, l->key,
-				      (int)strlen(l->key), NOTIFY_TIMEOUT_MS,
-				      &n->reply, &n->reply_len);
-		if (rc < 0) /* never sent: no callback to come */
-			notify_unref(n);
-		else
-			rc = notify_wait(n, l->op_timeout_s);
-		notify_unref(n);
-	}
-	if (rc == -ETIMEDOUT) /* the OSD, or a watcher that never acked */
-		STO_FAIL(LOG_WARNING, NULL, 0, rc,
-			 "%s: cannot notify its watchers (the change itself is done): not all answered in time",
-			 l->subject);
-	else if (rc < 0 && rc != -ENOENT)
-		rados_fail(l->op_timeout_s, LOG_WARNING, l->subject,
-			   "notify its watchers (the change itself is done)",
-			   rc, NULL, 0);
-}
 
 /* The compare of compare-and-swap, or the exclusive create for 0. */
 static void op_expect(rados_write_op_t op, uint64_t expect, char *cur,
@@ -495,7 +350,7 @@ static int rados_put_key(struct sto_store *st, const char *key,
 	int rc;
 
 	loc_init(r, &l, key, "");
-	rc = io_open(r, l.subject, l.ns, &io, err, errlen);
+	rc = sto_rados_io_open(r, l.subject, l.ns, &io, err, errlen);
 	if (rc < 0)
 		return rc;
 	rc = put_op(io, &l, buf, len, expect);
@@ -505,13 +360,13 @@ static int rados_put_key(struct sto_store *st, const char *key,
 				 expect);
 		else
 			snprintf(what, sizeof(what), "create it");
-		rados_fail(r->op_timeout_s, key_prio(rc), l.subject, what, rc,
-			   err, errlen);
+		sto_rados_fail(r->op_timeout_s, key_prio(rc), l.subject, what,
+			       rc, err, errlen);
 	} else {
 		*new_version = expect + 1;
-		notify(io, &l);
+		sto_rados_notify(io, l.key, l.subject, l.op_timeout_s);
 	}
-	io_close(io);
+	sto_rados_io_close(io);
 	return rc;
 }
 
@@ -540,18 +395,18 @@ static int rados_del_key(struct sto_store *st, const char *key,
 	int rc;
 
 	loc_init(r, &l, key, "");
-	rc = io_open(r, l.subject, l.ns, &io, err, errlen);
+	rc = sto_rados_io_open(r, l.subject, l.ns, &io, err, errlen);
 	if (rc < 0)
 		return rc;
 	rc = del_op(io, &l, expect);
 	if (rc < 0) {
 		snprintf(what, sizeof(what), "delete version %" PRIu64, expect);
-		rados_fail(r->op_timeout_s, key_prio(rc), l.subject, what, rc,
-			   err, errlen);
+		sto_rados_fail(r->op_timeout_s, key_prio(rc), l.subject, what,
+			       rc, err, errlen);
 	} else {
-		notify(io, &l);
+		sto_rados_notify(io, l.key, l.subject, l.op_timeout_s);
 	}
-	io_close(io);
+	sto_rados_io_close(io);
 	return rc;
 }
 
@@ -640,7 +495,8 @@ static int rados_list_keys(struct sto_store *st, const char *prefix,
 {
 	struct store_rados *r = to_rados(st);
 	const char *slash = strchr(prefix, '/');
-	char ns[NS_PREFIX_MAX + STO_KEY_MAX + 1], exact[STO_KEY_MAX + 1];
+	char ns[STO_RADOS_NS_PREFIX_MAX + STO_KEY_MAX + 1];
+	char exact[STO_KEY_MAX + 1];
 	struct filter f = { r->prefix, prefix, NULL, "" };
 	char subject[STO_KEY_MAX + 16];
 	struct keyvec kv = { 0 };
@@ -655,11 +511,11 @@ static int rados_list_keys(struct sto_store *st, const char *prefix,
 		snprintf(ns, sizeof(ns), "%s%s", r->prefix, exact);
 		f = (struct filter){ r->prefix, exact, exact, slash + 1 };
 	}
-	rc = io_open(r, subject, ns, &io, err, errlen);
+	rc = sto_rados_io_open(r, subject, ns, &io, err, errlen);
 	if (rc == 0 && (rc = list_scan(io, &f, &kv)) < 0)
-		rados_fail(r->op_timeout_s, LOG_ERR, subject, "list the pool",
-			   rc, err, errlen);
-	io_close(io);
+		sto_rados_fail(r->op_timeout_s, LOG_ERR, subject,
+			       "list the pool", rc, err, errlen);
+	sto_rados_io_close(io);
 	if (rc < 0) {
 		sto_keys_free(kv.v, kv.n);
 		return rc;
@@ -729,7 +585,7 @@ static int rados_lock_key(struct sto_store *st, const char *key,
 	int rc;
 
 	loc_init(r, &l, key, LEASE_PREFIX);
-	rc = io_open(r, l.subject, l.ns, &io, err, errlen);
+	rc = sto_rados_io_open(r, l.subject, l.ns, &io, err, errlen);
 	if (rc < 0)
 		return rc;
 	rc = lease_take(io, &l, cookie, duration_s);
@@ -739,9 +595,9 @@ static int rados_lock_key(struct sto_store *st, const char *key,
 		rc = STO_FAIL(LOG_DEBUG, err, errlen, -EBUSY,
 			      "key %s: leased by %.64s", key, h.cookie);
 	else if (rc < 0)
-		rc = rados_fail(r->op_timeout_s, key_prio(rc), l.subject,
-				"take its lease", rc, err, errlen);
-	io_close(io);
+		rc = sto_rados_fail(r->op_timeout_s, key_prio(rc), l.subject,
+				    "take its lease", rc, err, errlen);
+	sto_rados_io_close(io);
 	return rc;
 }
 
@@ -772,7 +628,7 @@ static int rados_unlock_key(struct sto_store *st, const char *key,
 	int rc;
 
 	loc_init(r, &l, key, LEASE_PREFIX);
-	rc = io_open(r, l.subject, l.ns, &io, err, errlen);
+	rc = sto_rados_io_open(r, l.subject, l.ns, &io, err, errlen);
 	if (rc < 0)
 		return rc;
 	rc = lease_release(io, &l, cookie);
@@ -780,9 +636,9 @@ static int rados_unlock_key(struct sto_store *st, const char *key,
 		STO_FAIL(LOG_DEBUG, err, errlen, -ENOENT,
 			 "key %s: %s holds no lease on it", key, cookie);
 	else if (rc < 0)
-		rados_fail(r->op_timeout_s, LOG_ERR, l.subject,
-			   "release its lease", rc, err, errlen);
-	io_close(io);
+		sto_rados_fail(r->op_timeout_s, LOG_ERR, l.subject,
+			       "release its lease", rc, err, errlen);
+	sto_rados_io_close(io);
 	return rc;
 }
 
@@ -796,7 +652,7 @@ static int rados_lock_owner(struct sto_store *st, const char *key, char *out,
 	int rc;
 
 	loc_init(r, &l, key, LEASE_PREFIX);
-	rc = io_open(r, l.subject, l.ns, &io, err, errlen);
+	rc = sto_rados_io_open(r, l.subject, l.ns, &io, err, errlen);
 	if (rc < 0)
 		return rc;
 	rc = lease_holder(io, &l, &h);
@@ -804,211 +660,12 @@ static int rados_lock_owner(struct sto_store *st, const char *key, char *out,
 		STO_FAIL(LOG_DEBUG, err, errlen, -ENOENT,
 			 "key %s: nobody holds a lease on it", key);
 	else if (rc < 0)
-		rados_fail(r->op_timeout_s, LOG_ERR, l.subject,
-			   "read its lease", rc, err, errlen);
+		sto_rados_fail(r->op_timeout_s, LOG_ERR, l.subject,
+			       "read its lease", rc, err, errlen);
 	else
 		snprintf(out, len, "%s", h.cookie);
-	io_close(io);
+	sto_rados_io_close(io);
 	return rc;
-}
-
-/* ---- watches ---- */
-
-struct watch_rados {
-	struct sto_watch base; /* first: the front end's handle */
-	rados_ioctx_t io;      /* in the watched namespace */
-	rados_t cluster;
-	char ns[STO_KEY_MAX + 1]; /* as the caller named it */
-	char subject[STO_KEY_MAX + 16];
-	sto_watch_fn fn;
-	void *opaque;
-	uint64_t handle;
-	bool watching;
-	unsigned op_timeout_s; /* the store's, for messages */
-	/* A broken or stale watch is re-established by a thread of its own:
-	 * librados must not be called back into from its callbacks. */
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	bool broken, stop, started;
-	pthread_t thread;
-};
-
-static void on_notify(void *arg, uint64_t notify_id, uint64_t handle,
-		      uint64_t notifier_id, void *data, size_t len)
-{
-	struct watch_rados *w = arg;
-	size_t ns_len = strlen(w->ns);
-	char key[STO_KEY_MAX + 1];
-
-	/* Ack first, so the writer's notify returns at once. */
-	rados_notify_ack(w->io, WATCH_OBJ, notify_id, handle, NULL, 0);
-	if (!data || len == 0 || len > STO_KEY_MAX)
-		return;
-	memcpy(key, data, len);
-	key[len] = '\0';
-	if (sto_key_valid(key) && !strncmp(key, w->ns, ns_len) &&
-	    key[ns_len] == '/')
-		w->fn(key, w->opaque);
-}
-
-static void on_error(void *arg, uint64_t handle, int err)
-{
-	struct watch_rados *w = arg;
-
-	rados_fail(w->op_timeout_s, LOG_WARNING, w->subject,
-		   "keep watching (re-watching)", err, NULL, 0);
-	pthread_mutex_lock(&w->mu);
-	w->broken = true;
-	pthread_cond_signal(&w->cv);
-	pthread_mutex_unlock(&w->mu);
-}
-
-/* Make sure the watch object exists, then watch it. Raw librados result. */
-static int watch_register(struct watch_rados *w)
-{
-	rados_write_op_t op = rados_create_write_op();
-	int rc = op ? 0 : -ENOMEM;
-
-	if (op) {
-		rados_write_op_create(op, LIBRADOS_CREATE_IDEMPOTENT, NULL);
-		rc = rados_write_op_operate(op, w->io, WATCH_OBJ, NULL, 0);
-		rados_release_write_op(op);
-	}
-	if (rc == 0)
-		rc = rados_watch2(w->io, WATCH_OBJ, &w->handle, on_notify,
-				  on_error, w);
-	w->watching = rc == 0;
-	return rc;
-}
-
-static bool rewatch(struct watch_rados *w)
-{
-	int rc;
-
-	if (w->watching)
-		rados_unwatch2(w->io, w->handle);
-	rc = watch_register(w);
-	if (rc < 0)
-		rados_fail(w->op_timeout_s, LOG_WARNING, w->subject,
-			   "watch it again (retrying)", rc, NULL, 0);
-	else
-		qb_log(LOG_NOTICE, "%s: watching again (changes meanwhile may be missed: re-reading)",
-		       w->subject);
-	return rc == 0;
-}
-
-/* Whether a watch with no error reported needs re-watching all the same:
- * its OSD has not confirmed it for WATCH_STALE_MS (hung, or cut off), or
- * librados knows an error on_error has not told yet. No round trip. */
-static bool watch_stale(struct watch_rados *w)
-{
-	int age = w->watching ? rados_watch_check(w->io, w->handle) : -ENOTCONN;
-
-	if (age >= 0 && age < WATCH_STALE_MS)
-		return false;
-	if (age >= 0)
-		qb_log(LOG_WARNING,
-		       "%s: its OSD has not confirmed the watch for %d s (re-watching)",
-		       w->subject, age / 1000);
-	else
-		rados_fail(w->op_timeout_s, LOG_DEBUG, w->subject,
-			   "keep watching (re-watching)", age, NULL, 0);
-	return true;
-}
-
-/* Sleep @s seconds or until signalled; @w->mu held. */
-static void watch_wait(struct watch_rados *w, unsigned s)
-{
-	struct timespec until;
-
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += s;
-	pthread_cond_timedwait(&w->cv, &w->mu, &until);
-}
-
-static void *rewatch_thread(void *arg)
-{
-	struct watch_rados *w = arg;
-	bool broken, rewatched;
-
-	pthread_mutex_lock(&w->mu);
-	while (!w->stop) {
-		broken = w->broken;
-		pthread_mutex_unlock(&w->mu);
-		if (!broken)
-			broken = watch_stale(w);
-		rewatched = broken && rewatch(w);
-		if (rewatched) /* what happened while it was broken is unknown */
-			w->fn(NULL, w->opaque);
-		pthread_mutex_lock(&w->mu);
-		/* An error meanwhile was the old watch's once re-watched; the
-		 * new one's shows in the next check. */
-		w->broken = rewatched ? false : broken || w->broken;
-		if (!w->stop)
-			watch_wait(w, w->broken ? REWATCH_DELAY_S : WATCH_CHECK_S);
-	}
-	pthread_mutex_unlock(&w->mu);
-	return NULL;
-}
-
-static void rados_watch_free(struct sto_watch *base)
-{
-	struct watch_rados *w = (struct watch_rados *)base;
-
-	if (w->started) {
-		pthread_mutex_lock(&w->mu);
-		w->stop = true;
-		pthread_cond_signal(&w->cv);
-		pthread_mutex_unlock(&w->mu);
-		pthread_join(w->thread, NULL);
-	}
-	if (w->watching)
-		rados_unwatch2(w->io, w->handle);
-	rados_watch_flush(w->cluster); /* no callback runs after this */
-	io_close(w->io);
-	pthread_cond_destroy(&w->cv);
-	pthread_mutex_destroy(&w->mu);
-	free(w);
-}
-
-static struct sto_watch *rados_watch_new(struct sto_store *st, const char *ns,
-					 sto_watch_fn fn, void *opaque,
-					 char *err, size_t errlen)
-{
-	struct store_rados *r = to_rados(st);
-	struct watch_rados *w = calloc(1, sizeof(*w));
-	char rns[NS_PREFIX_MAX + STO_KEY_MAX + 1];
-	int rc;
-
-	if (!w) {
-		STO_FAIL(LOG_ERR, err, errlen, -ENOMEM,
-			 "namespace %s: cannot watch it: out of memory", ns);
-		return NULL;
-	}
-	w->base.st = st;
-	w->cluster = r->cluster;
-	w->op_timeout_s = r->op_timeout_s;
-	w->fn = fn;
-	w->opaque = opaque;
-	pthread_mutex_init(&w->mu, NULL);
-	pthread_cond_init(&w->cv, NULL);
-	snprintf(w->ns, sizeof(w->ns), "%s", ns);
-	snprintf(w->subject, sizeof(w->subject), "namespace %s", ns);
-	snprintf(rns, sizeof(rns), "%s%s", r->prefix, ns);
-	rc = io_open(r, w->subject, rns, &w->io, err, errlen);
-	if (rc == 0 && (rc = watch_register(w)) < 0)
-		rados_fail(r->op_timeout_s, LOG_ERR, w->subject, "watch it", rc,
-			   err, errlen);
-	if (rc == 0 && (rc = sto_thread_start(&w->thread, rewatch_thread, w)) < 0)
-		STO_FAIL(LOG_ERR, err, errlen, rc,
-			 "namespace %s: cannot start the watch thread: %s", ns,
-			 sto_errstr(-rc));
-	w->started = rc == 0;
-	if (rc < 0) {
-		rados_watch_free(&w->base);
-		return NULL;
-	}
-	return &w->base;
 }
 
 /* ---- probe ---- */
@@ -1042,12 +699,12 @@ static int rados_probe(struct sto_store *st, char *err, size_t errlen)
 		rc = rados_stat(io, PROBE_OBJ, &size, &mtime);
 		rc = rc == -ENOENT ? 0 : rc; /* absent: an answer all the same */
 	}
-	io_close(io);
+	sto_rados_io_close(io);
 	if (rc == 0)
 		return 0;
 	snprintf(subject, sizeof(subject), "store in pool %.64s", r->pool);
-	return rados_fail(r->op_timeout_s, LOG_DEBUG, subject, what, rc, err,
-			  errlen);
+	return sto_rados_fail(r->op_timeout_s, LOG_DEBUG, subject, what, rc,
+			      err, errlen);
 }
 
 /* ---- open and close ---- */
@@ -1072,8 +729,8 @@ static const struct sto_store_ops rados_ops = {
 	.lock = rados_lock_key,
 	.unlock = rados_unlock_key,
 	.lock_owner = rados_lock_owner,
-	.watch_new = rados_watch_new,
-	.watch_free = rados_watch_free,
+	.watch_new = sto_rados_watch_new,
+	.watch_free = sto_rados_watch_free,
 	.probe = rados_probe,
 	.close = rados_close,
 };
@@ -1098,7 +755,7 @@ struct sto_store *sto_store_open_rados_prefixed(const char *ceph_conf,
 		r->prefix = strdup(ns_prefix);
 		rc = r->pool && r->prefix ? 0 : -ENOMEM;
 	}
-	if (rc == 0 && (!pool || strlen(ns_prefix) > NS_PREFIX_MAX))
+	if (rc == 0 && (!pool || strlen(ns_prefix) > STO_RADOS_NS_PREFIX_MAX))
 		rc = -EINVAL;
 	if (rc < 0)
 		STO_FAIL(LOG_ERR, err, errlen, rc,
