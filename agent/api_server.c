@@ -132,6 +132,10 @@ static int32_t on_msg(qb_ipcs_connection_t *c, void *data, size_t size)
 		return 0;
 	}
 	qb_ipcs_connection_ref(c); /* released by send_reply */
+	/* only the node channel says a request was forwarded, never a local client */
+	if (req->forwarded_by != protobuf_c_empty_string)
+		free(req->forwarded_by);
+	req->forwarded_by = (char *)protobuf_c_empty_string;
 	vmm_request(s->vmm, req, send_reply, c);
 	hca__api_request__free_unpacked(req, NULL);
 	return 0;

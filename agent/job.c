@@ -454,6 +454,20 @@ struct job *job_adopt(struct jobs *js, const Hca__Job *rec, uint64_t version)
 	j->version = version;
 	for (size_t i = 0; i < rec->n_volumes; i++)
 		job_add_volume(j, rec->volumes[i]);
+	if (rec->progress) {
+		j->done = rec->progress->done;
+		j->total = rec->progress->total;
+		snprintf(j->unit, sizeof(j->unit), "%s", rec->progress->unit);
+		snprintf(j->detail, sizeof(j->detail), "%s", rec->progress->detail);
+	}
+	if (rec->error) {
+		j->code = rec->error->code;
+		snprintf(j->error, sizeof(j->error), "%s", rec->error->message);
+	}
+	snprintf(j->note, sizeof(j->note), "%s", rec->note);
+	/* an ended one is only kept for showing, and pruned with the rest */
+	j->ended = job_phase_terminal(rec->phase);
+	j->ended_ms = rec->ended_ms;
 	link_job(js, j);
 	return j;
 }

@@ -227,7 +227,7 @@ void vmm_op_end(struct op *op, Hca__ErrorCode code, const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	if (op->vm && op->vm->job == op->job)
-		op->vm->job = NULL;
+		vmm_job_done(op->vm);
 	if (op->job)
 		job_finish(op->job, code, "%s", msg);
 	vmm_op_free(op);
@@ -300,9 +300,12 @@ static void on_attached(struct hv_vm *hv, int err, const char *msg, void *opaque
 		qb_log(LOG_ERR, "%s", msg);
 	else
 		qb_log(LOG_INFO, "vm %s: %s", v->name, hv_vm_reason(hv));
-	/* a claim left by a QEMU that ended while hcad was away */
+	/* a claim left by a QEMU that ended while hcad was away; or a QEMU
+	 * running without one (a record from before claims existed) */
 	if (!v->job && v->rec && v->rec->active && !vmm_vm_running(v))
 		vmm_release(m, v);
+	else if (!v->job && v->rec && !v->rec->active && vmm_vm_running(v))
+		vmm_claim_running(m, v);
 	if (m->attaching && --m->attaching == 0)
 		vmm_resolve_run(m);
 }
@@ -312,10 +315,12 @@ static void load_one(struct vmm *m, const char *key)
 	const char *name = key + 3;
 	uint8_t *buf = NULL;
 	size_t len = 0;
-	struct vm *v = vmm_vm_new(m, name);
+	struct vm *v;
 	int rc;
 
-	if (!v)
+	if (vmm_vm_find(m, name))
+		return; /* loaded by an earlier attempt */
+	if (!(v = vmm_vm_new(m, name)))
 		return;
 	rc = sto_get(m->store, key, &buf, &len, &v->version, v->broken, sizeof(v->broken));
 	if (rc == 0)
@@ -361,7 +366,9 @@ int vmm_load(struct vmm *m, char *err, size_t errlen)
 	sto_keys_free(keys, n);
 	if (--m->attaching == 0)
 		vmm_resolve_run(m);
-	return vmm_sync_start(m, err, errlen);
+	if ((rc = vmm_sync_start(m, err, errlen)) == 0)
+		m->loaded = true;
+	return rc;
 }
 
 /* ---- state changes ---- */
@@ -722,13 +729,43 @@ static bool changes_something(Hca__ApiRequest__OpCase op)
 	}
 }
 
+#define LOAD_RETRY_MS 5000u
+
+static void load_retry(void *data)
+{
+	struct vmm *m = data;
+	char err[512];
+
+	m->load_retry = 0;
+	if (m->stopping || m->loaded)
+		return;
+	if (vmm_load(m, err, sizeof(err)) < 0) {
+		qb_log(LOG_WARNING, "storage: records not loaded (%s); retrying in %u s", err,
+		       LOAD_RETRY_MS / 1000);
+		snprintf(m->load_err, sizeof(m->load_err), "%s", err);
+		qb_loop_timer_add(m->loop, QB_LOOP_LOW, LOAD_RETRY_MS * QB_TIME_NS_IN_MSEC, m,
+				  load_retry, &m->load_retry);
+	} else {
+		qb_log(LOG_NOTICE, "storage: records loaded");
+	}
+}
+
 int vmm_set_storage(struct vmm *m, struct sto_store *store, struct sto_vols *rbd,
 		    char *err, size_t errlen)
 {
+	int rc;
+
 	m->store = store;
 	m->rbd = rbd;
 	snprintf(m->storage_health, sizeof(m->storage_health), "ok");
-	return vmm_load(m, err, errlen);
+	rc = vmm_load(m, err, errlen);
+	if (rc < 0) {
+		/* nothing is served from a table that was not read: ask again */
+		snprintf(m->load_err, sizeof(m->load_err), "%s", err);
+		qb_loop_timer_add(m->loop, QB_LOOP_LOW, LOAD_RETRY_MS * QB_TIME_NS_IN_MSEC, m,
+				  load_retry, &m->load_retry);
+	}
+	return rc;
 }
 
 void vmm_set_storage_health(struct vmm *m, const char *health)
@@ -740,13 +777,39 @@ void vmm_set_storage_health(struct vmm *m, const char *health)
  * while it is away, rather than queue behind calls that will time out. */
 static bool needs_store(Hca__ApiRequest__OpCase op)
 {
-	return op != HCA__API_REQUEST__OP_NODE_INFO && op != HCA__API_REQUEST__OP_CLUSTER_STATUS &&
-	       op != HCA__API_REQUEST__OP_PING;
+	switch (op) {
+	case HCA__API_REQUEST__OP_NODE_INFO:
+	case HCA__API_REQUEST__OP_CLUSTER_STATUS:
+	case HCA__API_REQUEST__OP_PING:
+	/* answered from memory, or by QEMU: follow or cancel a job, look at
+	 * a VM, pause one, while Ceph does not answer */
+	case HCA__API_REQUEST__OP_SHOW:
+	case HCA__API_REQUEST__OP_PAUSE:
+	case HCA__API_REQUEST__OP_RESUME:
+	case HCA__API_REQUEST__OP_JOB_SHOW:
+	case HCA__API_REQUEST__OP_JOB_CANCEL:
+		return false;
+	default:
+		return true;
+	}
 }
 
 bool vmm_storage_ok(const struct vmm *m)
 {
-	return m->store && !strcmp(m->storage_health, "ok");
+	return m->store && m->loaded && !strcmp(m->storage_health, "ok");
+}
+
+/* Why vmm_storage_ok() is false, for people. */
+static const char *storage_why(const struct vmm *m)
+{
+	static char why[600];
+
+	if (m->store && !m->loaded && !strcmp(m->storage_health, "ok")) {
+		snprintf(why, sizeof(why), "the records are not loaded yet%s%s",
+			 m->load_err[0] ? ": " : "", m->load_err);
+		return why;
+	}
+	return m->storage_health;
 }
 
 void vmm_request(struct vmm *m, const Hca__ApiRequest *q, vmm_reply_fn fn, void *ctx)
@@ -757,7 +820,7 @@ void vmm_request(struct vmm *m, const Hca__ApiRequest *q, vmm_reply_fn fn, void 
 
 	if (needs_store(q->op_case) && !vmm_storage_ok(m)) {
 		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_STORAGE,
-				"storage unavailable: %s", m->storage_health);
+				"storage unavailable: %s", storage_why(m));
 		return;
 	}
 	/* A VM owned elsewhere is driven by its owner: carry the request there
@@ -864,6 +927,9 @@ void vmm_shutdown(struct vmm *m)
 	if (!m)
 		return;
 	m->stopping = true;
+	if (m->load_retry)
+		qb_loop_timer_del(m->loop, m->load_retry);
+	m->load_retry = 0;
 	vmm_sync_stop(m);
 	jobs_shutdown(m->jobs);
 }
@@ -883,6 +949,8 @@ void vmm_free(struct vmm *m)
 		hca__job__free_unpacked(m->interrupted[i], NULL);
 	free(m->interrupted);
 	free(m->interrupted_ver);
+	free(m->ended);
+	free(m->ended_ver);
 	jobs_free(m->jobs);
 	free(m);
 }

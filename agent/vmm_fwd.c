@@ -117,7 +117,8 @@ static void fwd_reply(int err, const void *body, size_t len, const char *msg, vo
 		f->fn(r, f->ctx);
 	else if (err == -ETIMEDOUT)
 		vmm_reply_error(f->fn, f->ctx, HCA__ERROR_CODE__ERROR_TIMEOUT,
-				"node %s did not answer: %s", f->node, msg);
+				"node %s did not answer: %s (it may have run there: look again)",
+				f->node, msg);
 	else
 		vmm_reply_error(f->fn, f->ctx, HCA__ERROR_CODE__ERROR_INTERNAL,
 				"node %s: %s%s", f->node, msg,
@@ -153,7 +154,10 @@ void vmm_forward(struct vmm *m, const char *node, const Hca__ApiRequest *q, vmm_
 	const char *vm = req_vm(q);
 
 	if (!online(m, node)) {
-		if (q->op_case == HCA__API_REQUEST__OP_START && !q->start->on_node[0])
+		if (q->op_case == HCA__API_REQUEST__OP_START && q->start->on_node[0])
+			vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_BAD_STATE,
+					"vm %s: --on %s: node %s is offline", vm, node, node);
+		else if (q->op_case == HCA__API_REQUEST__OP_START)
 			vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_BAD_STATE,
 					"vm %s: owned by node %s, which is offline; start it "
 					"elsewhere with --on NODE", vm, node);
@@ -353,6 +357,12 @@ void vmm_job_show(struct vmm *m, const char *id, vmm_reply_fn fn, void *ctx)
 	if (!id || !job_id_valid(id)) {
 		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_INVALID,
 				"job '%s': not a job id (NODE-NUMBER)", id ? id : "");
+		return;
+	}
+	if (!vmm_storage_ok(m)) {
+		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_STORAGE,
+				"job %s: not on this node, and storage unavailable: %s", id,
+				m->storage_health);
 		return;
 	}
 	if (!(r = jread_new(m, id, fn, ctx)))

@@ -188,17 +188,32 @@ static void define_retry(void *data)
 	define_step(data);
 }
 
-static void define_fail(struct op *op)
+/* Worker: remove what the job made; no record names it (the store said so). */
+static void define_undo_fn(struct exec_item *it)
 {
-	struct vm *v = op->vm;
-	struct vmm *m = op->m;
-	Hca__ErrorCode code = op->code;
+	struct op *op = EXEC_CONTAINER_OF(it, struct op, item);
 
-	job_phase(op->job, HCA__JOB_PHASE__JOB_PHASE_CLEANUP);
-	vmm_job_volumes_remove(m, op->job); /* no record names them */
+	vmm_job_volumes_remove(op->m, op->job);
+}
+
+static void define_fail_done(struct exec_item *it)
+{
+	struct op *op = vmm_op_of(it);
+	struct vm *v;
+	struct vmm *m;
+	Hca__ErrorCode code;
+
+	if (!op)
+		return;
+	v = op->vm;
+	m = op->m;
+	code = op->code;
 	vmm_vm_unlink(m, v);
 	op->vm = NULL;
 	v->job = NULL;
+	/* the winner's record, if another node defined the name, was skipped
+	 * while this define held it: read it now */
+	vmm_sync_refresh(m, v->name);
 	if (code == HCA__ERROR_CODE__ERROR_EXISTS)
 		job_finish(op->job, code, "vm %s: %s", v->name, op->err);
 	else
@@ -245,7 +260,8 @@ static void define_done(struct exec_item *it)
 		return;
 	}
 	if (op->code) {
-		define_fail(op);
+		job_phase(op->job, HCA__JOB_PHASE__JOB_PHASE_CLEANUP);
+		vmm_op_push(op, define_undo_fn, define_fail_done);
 		return;
 	}
 	v->rec = op->rec;

@@ -24,6 +24,7 @@ struct vm {
 	bool releasing;       /* a CAS clearing `active` is on its way */
 	unsigned refs;        /* worker steps holding it: freed after the last */
 	bool freed;           /* vmm_vm_free() called while refs > 0 */
+	bool stale;           /* a record update was skipped during a job */
 	/* state/NAME publication: one write in flight, the latest next */
 	bool publishing, publish_again;
 	uint64_t publish_seq;
@@ -52,7 +53,13 @@ struct vmm {
 	Hca__Job **interrupted; /* read at load, resolved once attaches end */
 	uint64_t *interrupted_ver;
 	size_t n_interrupted;
+	Hca__Job **ended;     /* ended jobs of earlier runs, read at load */
+	uint64_t *ended_ver;
+	size_t n_ended;
 	bool stopping;
+	bool loaded;          /* every record read, watches on */
+	char load_err[512];   /* why the last load failed */
+	qb_loop_timer_handle load_retry;
 };
 
 /*
@@ -78,6 +85,7 @@ struct op {
 	unsigned waited_s;    /* shutdown: progress */
 	qb_loop_timer_handle tick;
 	bool force;           /* stop */
+	bool taps;            /* start: its bridge taps were made */
 };
 
 struct op *vmm_op_new(struct vmm *m, struct vm *v, Hca__JobKind kind, const char *requested_on,
@@ -131,6 +139,10 @@ bool vmm_owned(const struct vmm *m, const struct vm *v);
 void vmm_state_publish(struct vmm *m, struct vm *v);
 int vmm_sync_start(struct vmm *m, char *err, size_t errlen);
 void vmm_sync_stop(struct vmm *m);
+/* Re-read vm/@name (a watch may have been skipped meanwhile). */
+void vmm_sync_refresh(struct vmm *m, const char *name);
+/* @v's job has ended: if an update was skipped meanwhile, read it now. */
+void vmm_job_done(struct vm *v);
 /* Replace @v's record with @rec (taken) at @version, following its owner. */
 void vmm_sync_apply(struct vmm *m, struct vm *v, Hca__VmRecord *rec, uint64_t version);
 
@@ -152,6 +164,9 @@ void vmm_shutdown_vm(struct vmm *m, const Hca__ShutdownRequest *r, const char *v
 		     vmm_reply_fn fn, void *ctx);
 /* QEMU ended on this owner: clear the record's claim (active), by CAS. */
 void vmm_release(struct vmm *m, struct vm *v);
+/* A QEMU runs on this owner and the record's claim is clear (a record from
+ * before claims existed, or a claim write whose outcome was lost): set it. */
+void vmm_claim_running(struct vmm *m, struct vm *v);
 /* Replies and returns false if @v is owned by another node. */
 bool vmm_check_owned(struct vmm *m, struct vm *v, vmm_reply_fn fn, void *ctx);
 

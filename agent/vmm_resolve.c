@@ -15,6 +15,42 @@
 
 #define RESOLVE_RETRY_MS 5000u
 
+static uint64_t seq_of(const Hca__Job *j)
+{
+	const char *dash = strrchr(j->id, '-');
+
+	return dash ? strtoull(dash + 1, NULL, 10) : 0;
+}
+
+static int oldest_first(const void *a, const void *b)
+{
+	uint64_t x = seq_of(*(Hca__Job *const *)a), y = seq_of(*(Hca__Job *const *)b);
+
+	return x < y ? -1 : x > y;
+}
+
+/* Ended jobs of earlier runs join the table, oldest first (newest at its
+ * head), so `job show` finds them and pruning keeps the newest JOB_KEEP. */
+static void adopt_ended(struct vmm *m)
+{
+	Hca__Job **order = calloc(m->n_ended ? m->n_ended : 1, sizeof(*order));
+
+	if (order) {
+		memcpy(order, m->ended, m->n_ended * sizeof(*order));
+		qsort(order, m->n_ended, sizeof(*order), oldest_first);
+	}
+	for (size_t i = 0; order && i < m->n_ended; i++) {
+		size_t k = 0;
+		while (m->ended[k] != order[i])
+			k++;
+		job_adopt(m->jobs, order[i], m->ended_ver[k]);
+	}
+	for (size_t i = 0; i < m->n_ended; i++)
+		hca__job__free_unpacked(m->ended[i], NULL);
+	m->n_ended = 0;
+	free(order);
+}
+
 int vmm_resolve_load(struct vmm *m, char *err, size_t errlen)
 {
 	char prefix[80], **keys = NULL;
@@ -22,11 +58,15 @@ int vmm_resolve_load(struct vmm *m, char *err, size_t errlen)
 	int rc;
 
 	snprintf(prefix, sizeof(prefix), "job/%s-", m->conf->node_name);
+	if (m->interrupted) /* read again by a load that is retried */
+		return 0;
 	if ((rc = sto_list(m->store, prefix, &keys, &n, err, errlen)) < 0)
 		return rc;
 	m->interrupted = calloc(n ? n : 1, sizeof(*m->interrupted));
 	m->interrupted_ver = calloc(n ? n : 1, sizeof(*m->interrupted_ver));
-	if (!m->interrupted || !m->interrupted_ver) {
+	m->ended = calloc(n ? n : 1, sizeof(*m->ended));
+	m->ended_ver = calloc(n ? n : 1, sizeof(*m->ended_ver));
+	if (!m->interrupted || !m->interrupted_ver || !m->ended || !m->ended_ver) {
 		sto_keys_free(keys, n);
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
@@ -38,7 +78,12 @@ int vmm_resolve_load(struct vmm *m, char *err, size_t errlen)
 		char e[256];
 		Hca__Job *j = NULL;
 
-		jobs_seq_at_least(m->jobs, job_id_seq(keys[i] + 4, m->conf->node_name));
+		uint64_t seq = job_id_seq(keys[i] + 4, m->conf->node_name);
+
+		/* "job/hv-" also lists node hv-2's jobs: never touch another's */
+		if (!seq)
+			continue;
+		jobs_seq_at_least(m->jobs, seq);
 		if (sto_get(m->store, keys[i], &buf, &len, &ver, e, sizeof(e)) == 0)
 			j = job_record_decode(buf, len, e, sizeof(e));
 		free(buf);
@@ -46,14 +91,21 @@ int vmm_resolve_load(struct vmm *m, char *err, size_t errlen)
 			qb_log(LOG_WARNING, "%s: %s", keys[i], e);
 			continue;
 		}
-		if (job_phase_terminal(j->phase)) {
+		if (strcmp(j->node, m->conf->node_name)) {
 			hca__job__free_unpacked(j, NULL);
+			continue;
+		}
+		if (job_phase_terminal(j->phase)) {
+			/* kept for show and pruned with the new ones (see below) */
+			m->ended_ver[m->n_ended] = ver;
+			m->ended[m->n_ended++] = j;
 			continue;
 		}
 		m->interrupted_ver[m->n_interrupted] = ver;
 		m->interrupted[m->n_interrupted++] = j;
 	}
 	sto_keys_free(keys, n);
+	adopt_ended(m);
 	if (m->n_interrupted)
 		qb_log(LOG_NOTICE, "%zu job(s) interrupted by the last stop of hcad: resolving them "
 		       "once the VMs are re-attached", m->n_interrupted);

@@ -38,6 +38,7 @@ struct release {
 	struct vmm *m;
 	struct vm *vm;
 	Hca__VmRecord *rec; /* the record the CAS starts from */
+	bool set;           /* the claim to write: set (a QEMU found running) or clear */
 	uint64_t version;
 	int rc;
 	char err[256];
@@ -46,8 +47,8 @@ struct release {
 static void release_fn(struct exec_item *it)
 {
 	struct release *r = EXEC_CONTAINER_OF(it, struct release, item);
-	struct sto_owner cur = { r->rec->owner, r->rec->owner_epoch, true, r->rec->incarnation };
-	struct sto_owner next = { r->rec->owner, 0, false, 0 };
+	struct sto_owner cur = { r->rec->owner, r->rec->owner_epoch, !r->set, r->rec->incarnation };
+	struct sto_owner next = { r->rec->owner, 0, r->set, 0 };
 
 	r->rc = sto_owner_cas(r->m->store, r->vm->name, &cur, &next, NULL, &r->version, r->err,
 			      sizeof(r->err));
@@ -62,6 +63,8 @@ static void release_retry(void *data)
 		return;
 	if (v->rec && v->rec->active && !vmm_vm_running(v) && !v->job)
 		vmm_release(v->m, v);
+	else if (v->rec && !v->rec->active && vmm_vm_running(v) && !v->job)
+		vmm_claim_running(v->m, v);
 }
 
 static void release_done(struct exec_item *it)
@@ -76,10 +79,11 @@ static void release_done(struct exec_item *it)
 		return;
 	}
 	if (r->rc == 0 && v->rec && v->rec->incarnation == r->rec->incarnation) {
-		v->rec->active = false;
+		v->rec->active = r->set;
 		if (r->version > v->version)
 			v->version = r->version;
-		qb_log(LOG_INFO, "vm %s: claim released (QEMU ended)", v->name);
+		qb_log(LOG_INFO, "vm %s: %s", v->name, r->set ? "claim set (its QEMU runs here)"
+							       : "claim released (QEMU ended)");
 	} else if (r->rc == -ECANCELED && !r->m->stopping) {
 		/* the record moved under us (a state write of ours): again */
 		qb_loop_timer_add(r->m->loop, QB_LOOP_LOW, 100 * QB_TIME_NS_IN_MSEC, v,
@@ -87,7 +91,8 @@ static void release_done(struct exec_item *it)
 		v->releasing = true;
 		v->refs++;
 	} else if (r->rc < 0 && r->rc != -ESTALE && r->rc != -ENOENT && !r->m->stopping) {
-		qb_log(LOG_WARNING, "vm %s: claim not released: %s; retrying", v->name, r->err);
+		qb_log(LOG_WARNING, "vm %s: claim not %s: %s; retrying", v->name,
+		       r->set ? "set" : "released", r->err);
 		qb_loop_timer_add(r->m->loop, QB_LOOP_LOW, RELEASE_RETRY_MS * QB_TIME_NS_IN_MSEC,
 				  v, release_retry, NULL);
 		v->releasing = true;
@@ -97,12 +102,12 @@ static void release_done(struct exec_item *it)
 	free(r);
 }
 
-void vmm_release(struct vmm *m, struct vm *v)
+static void claim_write(struct vmm *m, struct vm *v, bool set)
 {
 	char key[STO_KEY_MAX + 1];
 	struct release *r;
 
-	if (v->releasing || !v->rec || !v->rec->active || !vmm_owned(m, v) ||
+	if (v->releasing || !v->rec || v->rec->active == set || !vmm_owned(m, v) ||
 	    m->conf->cluster == CONF_CLUSTER_LOCAL || m->stopping)
 		return;
 	if (!(r = calloc(1, sizeof(*r))) || !(r->rec = sto_vm_copy(v->rec))) {
@@ -111,11 +116,22 @@ void vmm_release(struct vmm *m, struct vm *v)
 	}
 	r->m = m;
 	r->vm = v;
+	r->set = set;
 	v->releasing = true;
 	v->refs++;
 	exec_item_init(&r->item, release_fn, release_done);
 	snprintf(key, sizeof(key), "vm/%s", v->name);
 	exec_push(m->q_store, &r->item, key);
+}
+
+void vmm_release(struct vmm *m, struct vm *v)
+{
+	claim_write(m, v, false);
+}
+
+void vmm_claim_running(struct vmm *m, struct vm *v)
+{
+	claim_write(m, v, true);
 }
 
 /* ---- start ---- */
@@ -149,6 +165,39 @@ static int start_check_files(struct op *op)
 	return 0;
 }
 
+/*
+ * The claim's write failed without saying whether it landed (a Ceph
+ * timeout): read the record back. If it says this node, claimed, at the
+ * epoch the write would have made, it landed: hold it as claimed (so the
+ * failing start releases it) and say so. Never guess either way.
+ */
+static bool claim_landed(struct op *op, Hca__VmRecord *r, const char *me, int rc)
+{
+	Hca__VmRecord *now = NULL;
+	uint64_t ver = 0, epoch = r->owner_epoch + (strcmp(r->owner, me) ? 1 : 0);
+	char err[256];
+	bool landed;
+
+	if (rc == -ENOENT || rc == -EBADMSG || rc == -EPROTONOSUPPORT || rc == -EINVAL)
+		return false;
+	if (sto_vm_get(op->m->store, op->vm->name, &now, &ver, err, sizeof(err)) < 0)
+		return false; /* the record is as unknown as before: nothing claimed here */
+	landed = !strcmp(now->owner, me) && now->active && now->owner_epoch == epoch &&
+		 now->incarnation == r->incarnation;
+	if (landed) {
+		hca__vm_record__free_unpacked(op->rec, NULL);
+		op->rec = now;
+		op->epoch = epoch;
+		op->version = ver;
+		op->claimed = true;
+		snprintf(op->err, sizeof(op->err), "vm %s: storage did not answer in time while "
+			 "claiming it; not started (the claim is released)", op->vm->name);
+		return true;
+	}
+	hca__vm_record__free_unpacked(now, NULL);
+	return false;
+}
+
 /* The claim: this node owner with active set, from what the loop read. */
 static int start_claim(struct op *op)
 {
@@ -166,10 +215,13 @@ static int start_claim(struct op *op)
 			   op->err, sizeof(op->err));
 	if (rc == -ESTALE || rc == -ECANCELED) {
 		char why[300];
-		snprintf(why, sizeof(why), "%.299s", op->err);
-		snprintf(op->err, sizeof(op->err), "vm %s: changed by another node meanwhile "
-			 "(%.299s); look again and retry", op->vm->name, why);
+		size_t pre = strlen(op->vm->name) + 5; /* "vm NAME: " */
+		snprintf(why, sizeof(why), "%.299s", strlen(op->err) > pre ? op->err + pre : op->err);
+		snprintf(op->err, sizeof(op->err), "vm %s: changed meanwhile (%.299s); look again "
+			 "and retry", op->vm->name, why);
 	}
+	if (rc < 0 && claim_landed(op, r, me, rc))
+		return -EIO; /* it did land: claimed, and released by the caller */
 	if (rc < 0)
 		return rc;
 	op->claimed = true;
@@ -211,6 +263,7 @@ static void start_prepare_fn(struct exec_item *it)
 		op->code = HCA__ERROR_CODE__ERROR_INVALID;
 		return;
 	}
+	op->taps = true;
 	/* the last word before the launch: still ours, at our epoch */
 	want.epoch = op->epoch;
 	if (op->m->conf->cluster != CONF_CLUSTER_LOCAL &&
@@ -219,6 +272,10 @@ static void start_prepare_fn(struct exec_item *it)
 		op->code = rc == -ESTALE ? HCA__ERROR_CODE__ERROR_BUSY : HCA__ERROR_CODE__ERROR_STORAGE;
 		op->claimed = rc != -ESTALE && op->claimed;
 	}
+}
+
+static void hv_nothing(struct hv_vm *hv, int err, const char *msg, void *opaque)
+{
 }
 
 static void start_hv_done(struct hv_vm *hv, int err, const char *msg, void *opaque)
@@ -230,9 +287,22 @@ static void start_hv_done(struct hv_vm *hv, int err, const char *msg, void *opaq
 		vmm_op_end(op, 0, "vm %s: running", v->name);
 		return;
 	}
-	net_taps_teardown(v->rec->spec);
-	v->job = NULL;
-	vmm_release(op->m, v);
+	if (err == -ECANCELED) {
+		/* hcad is stopping (hv_vm_free): the QEMU, if any, runs on; the
+		 * job is resolved at the next start, from the process itself */
+		vmm_op_free(op);
+		return;
+	}
+	vmm_job_done(v);
+	if (hv_vm_pid(hv) > 0 || hv_state_running(hv_vm_state(hv))) {
+		/* The start failed (a timeout, QMP unreachable) but a QEMU may
+		 * live or still be coming up: keep the claim and its taps, power
+		 * it off; the claim goes when its end is seen (on_state). */
+		hv_vm_stop(hv, true, hv_nothing, NULL);
+	} else {
+		net_taps_teardown(v->rec->spec);
+		vmm_release(op->m, v);
+	}
 	vmm_op_end(op, err == -ETIMEDOUT ? HCA__ERROR_CODE__ERROR_TIMEOUT
 					 : HCA__ERROR_CODE__ERROR_HYPERVISOR, "%s", msg);
 }
@@ -285,9 +355,17 @@ static void start_done(struct exec_item *it)
 		if (!v->hv)
 			vmm_vm_supervise(op->m, v);
 	}
+	if (op->m->stopping) {
+		/* never a launch during teardown: the claim stays, the job
+		 * stays unfinished, the next start resolves both */
+		if (op->taps)
+			net_taps_teardown(v->rec->spec);
+		vmm_op_free(op);
+		return;
+	}
 	if (!op->code && job_cancel_requested(op->job)) {
 		net_taps_teardown(v->rec->spec);
-		v->job = NULL;
+		vmm_job_done(v);
 		vmm_release(op->m, v);
 		job_cancelled(op->job, "vm %s: start cancelled before the launch", v->name);
 		op->job = NULL;
@@ -295,7 +373,13 @@ static void start_done(struct exec_item *it)
 		return;
 	}
 	if (op->code) {
-		v->job = NULL;
+		if (op->taps)
+			net_taps_teardown(v->rec->spec);
+		/* a store that failed may have taken a write after all: read
+		 * the record again when the job ends (vmm_sync_apply settles it) */
+		if (op->code == HCA__ERROR_CODE__ERROR_STORAGE)
+			v->stale = true;
+		vmm_job_done(v);
 		if (op->claimed)
 			vmm_release(op->m, v);
 		vmm_op_end(op, op->code, "%s", op->err);
@@ -306,7 +390,7 @@ static void start_done(struct exec_item *it)
 	rc = v->hv ? start_launch(op) : -ENOMEM;
 	if (rc < 0) {
 		net_taps_teardown(v->rec->spec);
-		v->job = NULL;
+		vmm_job_done(v);
 		vmm_release(op->m, v);
 		vmm_op_end(op, HCA__ERROR_CODE__ERROR_HYPERVISOR, "vm %s: cannot launch QEMU: %s",
 			   v->name, strerror(-rc));
@@ -324,7 +408,11 @@ static bool may_take_over(struct vmm *m, struct vm *v, vmm_reply_fn fn, void *ct
 {
 	const struct memb_node *owner = memb_find(memb_view(m->memb), v->rec->owner);
 
-	if (!v->rec->active)
+	/* a record from before the claim existed (format 1) says nothing:
+	 * then what its owner last published decides, as it did then */
+	bool legacy = v->rec->format < 2 && v->run && hv_state_running(v->run->state);
+
+	if (!v->rec->active && !legacy)
 		return true;
 	if (owner && owner->online)
 		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_BAD_STATE,
@@ -403,7 +491,7 @@ static void halt_done(struct hv_vm *hv, int err, const char *msg, void *opaque)
 	if (op->tick)
 		qb_loop_timer_del(op->m->loop, op->tick);
 	op->tick = 0;
-	v->job = NULL;
+	vmm_job_done(v);
 	if (!err) {
 		job_phase(op->job, HCA__JOB_PHASE__JOB_PHASE_CLEANUP);
 		vmm_release(op->m, v);
@@ -437,7 +525,7 @@ static int shutdown_cancel(struct job *j, void *opaque, char *err, size_t errlen
 	if (op->tick)
 		qb_loop_timer_del(op->m->loop, op->tick);
 	op->tick = 0;
-	op->vm->job = NULL;
+	vmm_job_done(op->vm);
 	job_cancelled(j, "vm %s: shutdown cancelled; the VM keeps running (the guest may "
 		      "still power off on its own)", op->vm->name);
 	op->job = NULL;
@@ -474,7 +562,7 @@ static void halt(struct vmm *m, const char *name, bool shutdown, bool force, uns
 	rc = shutdown ? hv_vm_shutdown(v->hv, timeout_s, halt_done, op)
 		      : hv_vm_stop(v->hv, force, halt_done, op);
 	if (rc < 0) {
-		v->job = NULL;
+		vmm_job_done(v);
 		vmm_op_end(op, HCA__ERROR_CODE__ERROR_BAD_STATE, "vm %s: cannot %s: %s", name, what,
 			   rc == -EINVAL ? "it is not running" : strerror(-rc));
 		return;

@@ -197,6 +197,14 @@ void vmm_sync_apply(struct vmm *m, struct vm *v, Hca__VmRecord *rec, uint64_t ve
 	v->version = version;
 	v->broken[0] = '\0';
 	follow_owner(m, v);
+	/* the claim as this owner's QEMU says, once nothing is under way (an
+	 * attach is an operation of hv: busy until it knows) */
+	if (vmm_owned(m, v) && !v->job && v->hv && !hv_vm_busy(v->hv)) {
+		if (v->rec->active && !vmm_vm_running(v))
+			vmm_release(m, v);
+		else if (!v->rec->active && vmm_vm_running(v))
+			vmm_claim_running(m, v);
+	}
 }
 
 /*
@@ -212,8 +220,10 @@ static void apply_record(struct vmm *m, const char *name, struct refresh *r)
 	Hca__VmRecord *rec = NULL;
 	char err[256] = "";
 
-	if (v && !vm_quiet(v))
+	if (v && !vm_quiet(v)) {
+		v->stale = true; /* read again when the job ends (vmm_job_done) */
 		return;
+	}
 	if (r->rc == -ENOENT) {
 		if (v && v->rec)
 			drop_vm(m, v, "undefined elsewhere in the cluster");
@@ -282,7 +292,8 @@ static void apply_state(struct vmm *m, const char *name, struct refresh *r)
 	v->run = rs;
 }
 
-/* A full re-read of vm/: what is no longer listed was deleted meanwhile. */
+/* A full re-read of vm/: what is no longer listed may have been deleted
+ * meanwhile, or defined after the listing: its own read decides. */
 static void drop_unlisted(struct vmm *m, char **keys, size_t n)
 {
 	struct vm *v, *next;
@@ -295,7 +306,7 @@ static void drop_unlisted(struct vmm *m, char **keys, size_t n)
 		for (size_t i = 0; i < n && !listed; i++)
 			listed = !strcmp(keys[i] + 3, v->name);
 		if (!listed)
-			drop_vm(m, v, "undefined elsewhere in the cluster (seen on a re-read)");
+			vmm_sync_refresh(m, v->name);
 	}
 }
 
@@ -338,6 +349,25 @@ static int refresh_push(struct vmm *m, const char *key, const char *ns)
 	return 0;
 }
 
+void vmm_sync_refresh(struct vmm *m, const char *name)
+{
+	char key[STO_KEY_MAX + 1];
+
+	if (m->conf->cluster == CONF_CLUSTER_LOCAL || m->stopping || !m->store)
+		return;
+	snprintf(key, sizeof(key), "vm/%s", name);
+	refresh_push(m, key, NULL);
+}
+
+void vmm_job_done(struct vm *v)
+{
+	v->job = NULL;
+	if (v->stale && !(v->hv && hv_vm_busy(v->hv))) {
+		v->stale = false;
+		vmm_sync_refresh(v->m, v->name);
+	}
+}
+
 /* Backend thread: only hand the key over to a worker, then the loop. */
 static void on_vm_change(const char *key, void *opaque)
 {
@@ -359,9 +389,10 @@ void vmm_resync(struct vmm *m)
 
 int vmm_sync_start(struct vmm *m, char *err, size_t errlen)
 {
-	if (m->conf->cluster == CONF_CLUSTER_LOCAL)
+	if (m->conf->cluster == CONF_CLUSTER_LOCAL || m->watch_state)
 		return 0;
-	m->watch_vm = sto_watch_new(m->store, "vm", on_vm_change, m, err, errlen);
+	if (!m->watch_vm)
+		m->watch_vm = sto_watch_new(m->store, "vm", on_vm_change, m, err, errlen);
 	m->watch_state = m->watch_vm ? sto_watch_new(m->store, "state", on_state_change, m,
 						     err, errlen) : NULL;
 	if (!m->watch_state)

@@ -157,6 +157,7 @@ diag "node3 still holds the old nd: $(ctl node3 vm show nd --json 2>/dev/null | 
 ip -n "$HUB" link set veth-n3 up
 check "healed: node3 quorate" wait_for 30 bash -c "[ \"\$('$DCSH' exec node3 -- '$HCACTL' cluster status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"quorate\"])')\" = True ]"
 check "node3 has the new record (uuid ${new_uuid:0:8}, not ${old_uuid:0:8})" wait_for 20 bash -c "[ \"\$('$DCSH' exec node3 -- '$HCACTL' vm show nd --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"uuid\"])')\" = '$new_uuid' ]"
+check "node3's storage answers again" wait_for 30 storage_ok node3
 check "a start asked on node3 runs the new nd (on its owner node2), never the old" \
 	bash -c "'$DCSH' exec node3 -- '$HCACTL' vm start nd >/dev/null && [ \"\$(\"\$0\" '$new_uuid')\" = 1 ]" "$TMP/qemus"
 check "no QEMU of the old nd anywhere" test "$(qemus "$old_uuid")" = 0

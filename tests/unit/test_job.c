@@ -229,6 +229,39 @@ static void old_jobs_are_pruned(void **state)
 	sto_keys_free(keys, n);
 }
 
+static void an_ended_job_read_back_keeps_its_result(void **state)
+{
+	struct fixture *f = *state;
+	Hca__Job rec = HCA__JOB__INIT;
+	Hca__Error e = HCA__ERROR__INIT;
+	Hca__Job out;
+	Hca__JobProgress pg;
+	Hca__Error oe;
+	struct job *j;
+	char err[128];
+
+	rec.id = "node1-9";
+	rec.kind = HCA__JOB_KIND__JOB_KIND_START;
+	rec.vm = "web1";
+	rec.node = "node1";
+	rec.phase = P(FAILED);
+	e.code = HCA__ERROR_CODE__ERROR_HYPERVISOR;
+	e.message = "vm web1: QEMU failed to start";
+	rec.error = &e;
+	rec.note = "from an earlier run";
+	j = job_adopt(f->js, &rec, 3);
+	assert_non_null(j);
+	assert_ptr_equal(jobs_find(f->js, "node1-9"), j);
+	job_fill(j, &out, &pg, &oe);
+	assert_int_equal(out.phase, P(FAILED));
+	assert_non_null(out.error);
+	assert_string_equal(out.error->message, "vm web1: QEMU failed to start");
+	assert_string_equal(out.note, "from an earlier run");
+	/* ended: no cancel, no phase change */
+	assert_int_equal(job_request_cancel(j, err, sizeof(err)), -EALREADY);
+	assert_int_equal(job_phase(j, P(CLEANUP)), -EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -239,6 +272,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(ids_go_on_after_a_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(cancel_needs_a_hook, setup, teardown),
 		cmocka_unit_test_setup_teardown(old_jobs_are_pruned, setup, teardown),
+		cmocka_unit_test_setup_teardown(an_ended_job_read_back_keeps_its_result, setup,
+						teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
