@@ -49,6 +49,7 @@ BASE_SRCS := $(wildcard base/*.c)
 PROTO_SRCS := $(wildcard proto/*.c)
 HV_SRCS := $(wildcard hypervisor/*.c)
 STO_SRCS := $(wildcard storage/*.c)
+MIG_SRCS := $(wildcard migration/*.c)
 AGENT_MAINS := agent/hcad.c agent/hcactl.c
 AGENT_SRCS := $(filter-out $(AGENT_MAINS),$(wildcard agent/*.c))
 TEST_UTIL_SRCS := $(wildcard tests/unit/util_*.c)
@@ -59,13 +60,14 @@ BASE_OBJS := $(call obj,$(BASE_SRCS))
 PROTO_OBJS := $(call obj,$(PROTO_SRCS)) $(BUILD)/obj/gen/hca.pb-c.o
 HV_OBJS := $(call obj,$(HV_SRCS))
 STO_OBJS := $(call obj,$(STO_SRCS))
+MIG_OBJS := $(call obj,$(MIG_SRCS))
 AGENT_OBJS := $(call obj,$(AGENT_SRCS))
 TEST_UTIL_OBJS := $(call obj,$(TEST_UTIL_SRCS))
 
 # Lowest layer last so static libraries resolve in one pass; base/ is below
 # every module, so any of them may use it.
-LIBHCA := $(BUILD)/libhca_agent.a $(BUILD)/libhca_hv.a $(BUILD)/libhca_sto.a \
-	$(BUILD)/libhca_proto.a $(BUILD)/libhca_base.a
+LIBHCA := $(BUILD)/libhca_agent.a $(BUILD)/libhca_mig.a $(BUILD)/libhca_hv.a \
+	$(BUILD)/libhca_sto.a $(BUILD)/libhca_proto.a $(BUILD)/libhca_base.a
 BINS := $(BUILD)/hcad $(BUILD)/hcactl
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 TOOL_BINS := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(wildcard tests/tools/*.c))
@@ -88,6 +90,7 @@ $(BUILD)/libhca_base.a: $(BASE_OBJS)
 $(BUILD)/libhca_proto.a: $(PROTO_OBJS)
 $(BUILD)/libhca_hv.a: $(HV_OBJS)
 $(BUILD)/libhca_sto.a: $(STO_OBJS)
+$(BUILD)/libhca_mig.a: $(MIG_OBJS)
 $(BUILD)/libhca_agent.a: $(AGENT_OBJS)
 $(BUILD)/%.a:
 	$(call say,AR,$@)rm -f $@ && ar crs $@ $^

@@ -1,0 +1,78 @@
+/*
+ * mig_priv.h: internals of the migration module shared by its files and
+ * its unit tests; nothing above the module includes this.
+ *
+ * Files, by concern:
+ *   mig_params.c  plan -> choices -> QMP arguments (pure)
+ *   mig_policy.c  progress samples -> convergence decisions (pure)
+ */
+#ifndef HCA_MIG_PRIV_H
+#define HCA_MIG_PRIV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "migration/mig.h"
+
+/* The rate assumed for a default deadline when none was measured (a 1 GbE
+ * link, the slowest the cluster is built for). */
+#define MIG_RATE_GUESS 100000000ull
+
+/* The rate the migration can use: the link, or the user's cap if lower;
+ * 0 if neither is known. */
+uint64_t mig_plan_usable_rate(const struct mig_plan *p);
+
+/* @n bytes for people, binary units with one decimal under 10:
+ * "512 B", "1.5 KiB", "180 MiB", "1.2 GiB". Into @buf; returns @buf. */
+char *mig_fmt_bytes(char *buf, size_t len, uint64_t n);
+
+/* ---- the policy's state (mig_policy.c) ---- */
+
+/* Phases only go forward: FIRST_PASS -> WATCH -> POSTCOPY | ABORTED. */
+enum mig_pol_phase {
+	MIG_POL_FIRST_PASS, /* QEMU sends all of RAM once: nothing to judge */
+	MIG_POL_WATCH,      /* passes are compared, the ladder may be climbed */
+	MIG_POL_POSTCOPY,   /* post-copy started: nothing left to decide */
+	MIG_POL_ABORTED,    /* abort decided */
+};
+
+const char *mig_pol_phase_name(enum mig_pol_phase ph);
+
+/* One window of samples: whole passes, at least MIG_POL_WINDOW samples. */
+struct mig_pol_window {
+	unsigned n;
+	uint64_t peak;        /* largest remaining */
+	uint64_t dirty_sum;   /* for the mean dirty rate */
+	uint64_t rate_sum;    /* for the mean transfer rate */
+};
+
+struct mig_policy {
+	enum mig_pol_phase phase;
+
+	/* from the plan */
+	uint32_t target_ms;       /* the downtime ceiling */
+	uint32_t step_ms;         /* a downtime raise, at least */
+	bool throttle_ok;         /* auto-converge is on */
+	bool postcopy_ok;         /* postcopy-ram is on */
+	bool never;               /* CONVERGE_NEVER: only the deadline */
+	bool capped;              /* the user set max-bandwidth */
+	uint64_t start_ms, deadline_ms;
+
+	/* the knobs as QEMU has them now */
+	uint32_t downtime_ms, downtime_first_ms;
+	uint32_t throttle_pct;
+
+	/* judging */
+	struct mig_pol_window win, prev;
+	bool have_prev;           /* prev holds a closed window */
+	bool have_last;
+	uint64_t last_t, last_iter;
+	uint64_t settle_until;    /* no action before this t_ms */
+	unsigned settle_windows;  /* ... nor before this many more windows closed */
+	unsigned actions;
+
+	char detail[MIG_REASON_MAX];
+};
+
+#endif
