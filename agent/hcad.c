@@ -232,7 +232,7 @@ static void choose_accel(struct hcad *d)
 
 /* ---- the stop deadline ---- */
 
-#define STOP_DEADLINE_S 4
+#define STOP_DEADLINE_S 3
 
 /*
  * Whatever Ceph does, hcad ends within STOP_DEADLINE_S of a stop signal: a
@@ -747,7 +747,7 @@ int main(int argc, char **argv)
 	if (d.ceph_retry)
 		qb_loop_timer_del(d.loop, d.ceph_retry);
 	vmm_shutdown(d.vmm);
-	exec_free(d.exec, 3000);
+	exec_free(d.exec, 2000); /* inside STOP_DEADLINE_S */
 	vmm_free(d.vmm);
 	peers_free(d.peers);
 	memb_free(d.memb);
