@@ -8,6 +8,7 @@
  */
 #include "agent/cert.h"
 #include "agent/hcactl_cluster.h"
+#include "agent/hcactl_priv.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -74,19 +75,6 @@ struct verb {
 	int (*run)(const struct copts *o, const char *node);
 };
 
-__attribute__((format(printf, 2, 3)))
-static int complain(int code, const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("hcactl: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	return code;
-}
-
 /* What the user typed, fit for a one-line message. */
 static const char *shown(const char *s, char *buf, size_t len)
 {
@@ -107,17 +95,6 @@ static void date_text(time_t t, bool iso, char *buf, size_t len)
 		snprintf(buf, len, "?");
 }
 
-static int print_json(json_t *o)
-{
-	int rc = 0;
-
-	if (!o)
-		return complain(EXIT_FAIL, "out of memory");
-	rc = json_dumpf(o, stdout, JSON_INDENT(2));
-	json_decref(o);
-	putchar('\n');
-	return rc ? complain(EXIT_FAIL, "cannot write JSON output") : 0;
-}
 
 /* When the certificate at @path expires, for the success line. */
 static void expiry(const char *path, char *buf, size_t len)
@@ -141,12 +118,12 @@ static int run_init(const struct copts *o, const char *node)
 	char crt[4096], key[4096], err[1024], when[64];
 
 	if (cert_ca_create(&req, err, sizeof(err)))
-		return complain(EXIT_FAIL, "%s", err);
+		return hcactl_complain(EXIT_FAIL, "%s", err);
 	snprintf(crt, sizeof(crt), "%s/" CERT_CA_CRT, o->pki);
 	snprintf(key, sizeof(key), "%s/" CERT_CA_KEY, key_dir);
 	expiry(crt, when, sizeof(when));
 	if (o->json)
-		return print_json(json_pack("{s:s, s:s, s:s, s:s}", "cluster", o->name,
+		return hcactl_print_json(json_pack("{s:s, s:s, s:s, s:s}", "cluster", o->name,
 					    "ca_cert", crt, "ca_key", key, "not_after", when));
 	printf("cluster CA '%s' created: %s, key %s, expires %s\n", o->name, crt, key, when);
 	if (o->ca_out)
@@ -164,7 +141,7 @@ static int node_done(const struct copts *o, const char *node, bool renewed)
 	snprintf(qemu, sizeof(qemu), "%s/" CERT_QEMU_DIR, dir);
 	expiry(crt, when, sizeof(when));
 	if (o->json)
-		return print_json(json_pack("{s:s, s:s, s:s, s:s}", "node", node, "dir", dir,
+		return hcactl_print_json(json_pack("{s:s, s:s, s:s, s:s}", "node", node, "dir", dir,
 					    "qemu_dir", qemu, "not_after", when));
 	printf("%s: certificate %s in %s (QEMU credentials in %s), expires %s\n",
 	       node, renewed ? "renewed" : "issued", dir, qemu, when);
@@ -187,7 +164,7 @@ static int run_issue(const struct copts *o, const char *node)
 
 	node_req(o, node, &req);
 	if (cert_node_issue(&req, err, sizeof(err)))
-		return complain(EXIT_FAIL, "%s", err);
+		return hcactl_complain(EXIT_FAIL, "%s", err);
 	return node_done(o, node, false);
 }
 
@@ -198,7 +175,7 @@ static int run_renew(const struct copts *o, const char *node)
 
 	node_req(o, node, &req);
 	if (cert_node_renew(&req, err, sizeof(err)))
-		return complain(EXIT_FAIL, "%s", err);
+		return hcactl_complain(EXIT_FAIL, "%s", err);
 	return node_done(o, node, true);
 }
 
@@ -273,17 +250,17 @@ static int run_show(const struct copts *o, const char *node)
 	char err[1024];
 
 	if (!node == !o->file)
-		return complain(EXIT_USAGE, "'cluster cert show' takes NODE or --file PATH (one of them)");
+		return hcactl_complain(EXIT_USAGE, "'cluster cert show' takes NODE or --file PATH (one of them)");
 	if (node)
 		snprintf(file, sizeof(file), "%s/%s/" CERT_NODE_CRT, o->out ? o->out : o->pki, node);
 	else
 		snprintf(file, sizeof(file), "%s", o->file);
 	if (cert_info(file, &ci, err, sizeof(err)))
-		return complain(EXIT_FAIL, "%s", err);
+		return hcactl_complain(EXIT_FAIL, "%s", err);
 	snprintf(ch.ca, sizeof(ch.ca), "%s/" CERT_CA_CRT, o->pki);
 	ch.rc = cert_verify_chain(file, ch.ca, ch.err, sizeof(ch.err));
 	if (o->json)
-		return print_json(info_json(file, &ci, &ch));
+		return hcactl_print_json(info_json(file, &ci, &ch));
 	show_human(file, &ci, &ch);
 	return 0;
 }
@@ -324,7 +301,7 @@ static int parse_days(const char *s, unsigned *days)
 	if (s[0] >= '0' && s[0] <= '9')
 		v = strtoul(s, &end, 10);
 	if (!end || *end || errno || v < 1 || v > CERT_DAYS_MAX)
-		return complain(EXIT_USAGE, "invalid --days '%s' (1 to %u)", shown(s, buf, sizeof(buf)),
+		return hcactl_complain(EXIT_USAGE, "invalid --days '%s' (1 to %u)", shown(s, buf, sizeof(buf)),
 				CERT_DAYS_MAX);
 	*days = (unsigned)v;
 	return 0;
@@ -336,10 +313,10 @@ static int add_ip(struct copts *o, const char *ip)
 	char buf[64];
 
 	if (inet_pton(AF_INET, ip, bin) != 1 && inet_pton(AF_INET6, ip, bin) != 1)
-		return complain(EXIT_USAGE, "invalid --ip '%s' (an IPv4 or IPv6 address)",
+		return hcactl_complain(EXIT_USAGE, "invalid --ip '%s' (an IPv4 or IPv6 address)",
 				shown(ip, buf, sizeof(buf)));
 	if (o->n_ips == CERT_NAMES_MAX)
-		return complain(EXIT_USAGE, "too many --ip (at most %d)", CERT_NAMES_MAX);
+		return hcactl_complain(EXIT_USAGE, "too many --ip (at most %d)", CERT_NAMES_MAX);
 	o->ips[o->n_ips++] = ip;
 	return 0;
 }
@@ -353,7 +330,7 @@ static int set_opt(struct copts *o, const char *name, const char *val)
 	if (!strcmp(name, "force"))
 		o->force = true;
 	else if (!val[0])
-		return complain(EXIT_USAGE, "option '--%s' needs a non-empty value", name);
+		return hcactl_complain(EXIT_USAGE, "option '--%s' needs a non-empty value", name);
 	else if (!strcmp(name, "pki"))
 		o->pki = val;
 	else if (!strcmp(name, "out"))
@@ -376,7 +353,7 @@ static int parse_opts(const struct verb *v, const char *const *names, const char
 
 	for (size_t i = 0; i < nopt; i++) {
 		if (!takes(v, names[i]))
-			return complain(EXIT_USAGE, "option '--%s' is not for 'cluster %s%s%s'", names[i],
+			return hcactl_complain(EXIT_USAGE, "option '--%s' is not for 'cluster %s%s%s'", names[i],
 					v->cmd, v->verb ? " " : "", v->verb ? v->verb : "");
 		if ((rc = set_opt(o, names[i], vals[i] ? vals[i] : "")))
 			return rc;
@@ -394,14 +371,14 @@ int cluster_cmd(const char *cmd, const char *const *pos, size_t npos, const char
 	int rc;
 
 	if (!v)
-		return complain(EXIT_USAGE, "unknown command 'cluster %s %s' (try 'hcactl cluster %s "
+		return hcactl_complain(EXIT_USAGE, "unknown command 'cluster %s %s' (try 'hcactl cluster %s "
 				"--help')", cmd, npos ? shown(pos[0], buf, sizeof(buf)) : "", cmd);
 	if ((rc = parse_opts(v, names, vals, nopt, &o)))
 		return rc;
 	if (v->verb && v->run != run_show && !node)
-		return complain(EXIT_USAGE, "missing NODE (usage: hcactl cluster cert %s NODE)", v->verb);
+		return hcactl_complain(EXIT_USAGE, "missing NODE (usage: hcactl cluster cert %s NODE)", v->verb);
 	if (node && !cert_node_name_valid(node))
-		return complain(EXIT_USAGE, "invalid node name '%s' (1-%d chars of a-z, 0-9 and -, "
+		return hcactl_complain(EXIT_USAGE, "invalid node name '%s' (1-%d chars of a-z, 0-9 and -, "
 				"not starting with -)", shown(node, buf, sizeof(buf)), CERT_NODE_NAME_MAX);
 	return v->run(&o, node);
 }

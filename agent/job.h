@@ -88,7 +88,8 @@ bool job_cancel_requested(const struct job *j);
 /* Forward a user's cancel: 0 or -errno with @err. */
 int job_request_cancel(struct job *j, char *err, size_t errlen);
 
-/* define: a volume ("backend:name") about to be made, recorded first. */
+/* define: a volume ("backend:name") just made, recorded so a rollback or a
+ * restart removes it; written at once. */
 void job_add_volume(struct job *j, const char *vol);
 
 void job_set_incarnation(struct job *j, uint64_t incarnation);
