@@ -85,6 +85,27 @@ static bool env_online(void *ctx, const char *node)
 	return n && n->online;
 }
 
+static int env_node_addr(void *ctx, const char *node, char *out, size_t len)
+{
+	struct env_src *s = ctx;
+	const struct memb_node *n = memb_find(memb_view(s->memb), node);
+
+	if (!n || !n->addr[0])
+		return -ENOENT;
+	snprintf(out, len, "%s", n->addr);
+	return 0;
+}
+
+static void env_job_cancelled(struct job *j, const char *msg)
+{
+	job_cancelled(j, "%s", msg);
+}
+
+static void env_job_report(struct job *j, const void *r)
+{
+	job_set_migration(j, r);
+}
+
 static int env_job_phase(struct job *j, int phase)
 {
 	return job_phase(j, (Hca__JobPhase)phase);
@@ -110,8 +131,12 @@ void env_fill(struct hca_env *env, struct env_src *src)
 		.quorate = env_quorate,
 		.member = env_member,
 		.online = env_online,
+		.node_addr = env_node_addr,
 		.job_phase = env_job_phase,
 		.job_progress = job_progress,
 		.job_finish = env_job_finish,
+		.job_cancelled = env_job_cancelled,
+		.job_on_cancel = job_set_cancel,
+		.job_report = env_job_report,
 	};
 }

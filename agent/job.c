@@ -50,9 +50,17 @@ struct job {
 	void *cancel_opaque;
 	char **volumes;
 	size_t n_volumes;
-	/* persistence */
+	Hca__MigReport *mig; /* migrate: the figures */
+	/* persistence: gen counts changes, durable_gen the newest one that
+	 * is in the store */
 	uint64_t version;
+	uint64_t gen, durable_gen;
 	bool writing, dirty, ended;
+	/* job_when_durable: one waiter at a time */
+	job_durable_fn wait_fn;
+	void *wait_opaque;
+	uint64_t wait_gen;
+	qb_loop_timer_handle wait_timer;
 };
 
 struct jobs {
@@ -166,6 +174,7 @@ void job_fill(const struct job *j, Hca__Job *out, Hca__JobProgress *pg, Hca__Err
 	out->incarnation = j->incarnation;
 	out->n_volumes = j->n_volumes;
 	out->volumes = j->volumes;
+	out->migration = j->mig;
 }
 
 Hca__Job *job_record_decode(const uint8_t *buf, size_t len, char *err, size_t errlen)
@@ -197,6 +206,7 @@ struct jwrite {
 	uint8_t *frame;
 	size_t len;
 	uint64_t expect, version;
+	uint64_t gen; /* the job's change counter when packed */
 	int rc;
 	char err[256];
 	/* pruning: a terminal job dropped from memory, deleted from the store */
@@ -205,6 +215,33 @@ struct jwrite {
 
 static void write_start(struct job *j);
 static void job_release(struct job *j);
+
+static void wait_clear(struct job *j)
+{
+	if (j->wait_timer)
+		qb_loop_timer_del(j->js->loop, j->wait_timer);
+	j->wait_timer = 0;
+	j->wait_fn = NULL;
+	j->wait_opaque = NULL;
+}
+
+static void wait_fire(struct job *j, int rc)
+{
+	job_durable_fn fn = j->wait_fn;
+	void *opaque = j->wait_opaque;
+
+	wait_clear(j);
+	if (fn)
+		fn(j, rc, opaque);
+}
+
+static void wait_timeout(void *data)
+{
+	struct job *j = data;
+
+	j->wait_timer = 0;
+	wait_fire(j, -ETIMEDOUT);
+}
 
 static void write_fn(struct exec_item *it)
 {
@@ -264,6 +301,8 @@ static void write_done(struct exec_item *it)
 		if (w->rc < 0 && w->rc != -ENOENT)
 			qb_log(LOG_DEBUG, "job %s: not pruned: %s", j->id, w->err);
 		free(j->volumes);
+		if (j->mig)
+			hca__mig_report__free_unpacked(j->mig, NULL);
 		free(j);
 		free(w);
 		return;
@@ -271,6 +310,8 @@ static void write_done(struct exec_item *it)
 	ok = w->rc == 0;
 	if (ok) {
 		j->version = w->version;
+		if (w->gen > j->durable_gen)
+			j->durable_gen = w->gen;
 	} else {
 		qb_log(LOG_WARNING, "job %s: record not written (%s); retrying", j->id, w->err);
 		j->dirty = true;
@@ -278,6 +319,8 @@ static void write_done(struct exec_item *it)
 	}
 	free(w->frame);
 	free(w);
+	if (j->wait_fn && j->durable_gen >= j->wait_gen)
+		wait_fire(j, 0); /* may end the job: it is still in the table */
 	if (j->dirty && ok)
 		write_start(j);
 	else if (j->ended && !j->dirty)
@@ -320,12 +363,14 @@ static void write_start(struct job *j)
 	j->dirty = false;
 	j->writing = true;
 	j->written_ms = now_ms();
+	w->gen = j->gen;
 	exec_item_init(&w->item, write_fn, write_done);
 	exec_push(j->js->q, &w->item, w->key);
 }
 
 static void touch(struct job *j, bool now)
 {
+	j->gen++;
 	j->updated_ms = now_ms();
 	if (now || j->updated_ms - j->written_ms >= PROGRESS_WRITE_MS)
 		write_start(j);
@@ -365,6 +410,8 @@ void jobs_shutdown(struct jobs *js)
 
 static void job_free_now(struct job *j)
 {
+	if (j->mig)
+		hca__mig_report__free_unpacked(j->mig, NULL);
 	for (size_t i = 0; i < j->n_volumes; i++)
 		free(j->volumes[i]);
 	free(j->volumes);
@@ -380,6 +427,7 @@ void jobs_free(struct jobs *js)
 	jobs_shutdown(js);
 	for (j = js->list; j; j = next) {
 		next = j->next;
+		wait_clear(j);
 		/* a write still queued would touch it: the work queue is freed
 		 * (and its completions run) before this */
 		job_free_now(j);
@@ -432,6 +480,7 @@ struct job *job_new(struct jobs *js, Hca__JobKind kind, const char *vm, const ch
 	qb_log(LOG_INFO, "job %s: %s %s%s%s", j->id, job_kind_name(kind), vm,
 	       requested_on && *requested_on ? ", asked on " : "",
 	       requested_on && *requested_on ? requested_on : "");
+	j->gen = 1;
 	write_start(j);
 	return j;
 }
@@ -454,6 +503,8 @@ struct job *job_adopt(struct jobs *js, const Hca__Job *rec, uint64_t version)
 	j->version = version;
 	for (size_t i = 0; i < rec->n_volumes; i++)
 		job_add_volume(j, rec->volumes[i]);
+	if (rec->migration)
+		job_set_migration(j, rec->migration);
 	if (rec->progress) {
 		j->done = rec->progress->done;
 		j->total = rec->progress->total;
@@ -565,6 +616,7 @@ static void end(struct job *j, Hca__JobPhase phase, Hca__ErrorCode code, const c
 	j->ended = true;
 	j->ended_ms = now_ms();
 	j->cancel = NULL;
+	wait_clear(j); /* whoever waited is who ends it */
 	if (phase == HCA__JOB_PHASE__JOB_PHASE_SUCCEEDED)
 		j->error[0] = '\0';
 	qb_log(phase == HCA__JOB_PHASE__JOB_PHASE_FAILED ? LOG_WARNING : LOG_INFO,
@@ -647,6 +699,47 @@ void job_add_volume(struct job *j, const char *vol)
 		j->n_volumes++;
 	if (j->js)
 		touch(j, true);
+}
+
+void job_when_durable(struct job *j, job_durable_fn fn, void *opaque, unsigned timeout_ms)
+{
+	wait_clear(j);
+	if (j->durable_gen >= j->gen) {
+		fn(j, 0, opaque);
+		return;
+	}
+	j->wait_fn = fn;
+	j->wait_opaque = opaque;
+	j->wait_gen = j->gen;
+	if (j->dirty && !j->writing)
+		write_start(j); /* a progress write held back: now */
+	qb_loop_timer_add(j->js->loop, QB_LOOP_HIGH, (uint64_t)timeout_ms * QB_TIME_NS_IN_MSEC, j,
+			  wait_timeout, &j->wait_timer);
+}
+
+void job_forget_volume(struct job *j)
+{
+	if (!j->n_volumes)
+		return;
+	free(j->volumes[--j->n_volumes]);
+	touch(j, true);
+}
+
+void job_set_migration(struct job *j, const Hca__MigReport *r)
+{
+	Hca__MigReport *c = NULL;
+	size_t len;
+	uint8_t *buf;
+
+	if (r && (buf = malloc((len = hca__mig_report__get_packed_size(r)) + 1))) {
+		hca__mig_report__pack(r, buf);
+		c = hca__mig_report__unpack(NULL, len, buf);
+		free(buf);
+	}
+	if (j->mig)
+		hca__mig_report__free_unpacked(j->mig, NULL);
+	j->mig = c;
+	touch(j, false);
 }
 
 void job_set_incarnation(struct job *j, uint64_t incarnation)

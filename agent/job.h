@@ -88,11 +88,24 @@ bool job_cancel_requested(const struct job *j);
 /* Forward a user's cancel: 0 or -errno with @err. */
 int job_request_cancel(struct job *j, char *err, size_t errlen);
 
-/* define: a volume ("backend:name") just made, recorded so a rollback or a
- * restart removes it; written at once. */
+/* define: a volume ("backend:name") about to be made, recorded so a
+ * rollback or a restart removes it; written at once. Make the volume only
+ * once the record is durable (job_when_durable). */
 void job_add_volume(struct job *j, const char *vol);
+/* define: the last volume added was not made by this job (another define
+ * of the name holds it): never remove it. */
+void job_forget_volume(struct job *j);
+
+/* @fn(@j, 0) once the record holding every change made so far is in the
+ * store (at once if it already is), or @fn(@j, -ETIMEDOUT) after
+ * @timeout_ms. One waiter at a time; ending the job drops it. Loop thread. */
+typedef void (*job_durable_fn)(struct job *j, int rc, void *opaque);
+void job_when_durable(struct job *j, job_durable_fn fn, void *opaque, unsigned timeout_ms);
 
 void job_set_incarnation(struct job *j, uint64_t incarnation);
+/* migrate: the figures (@r copied; NULL clears), written with the next
+ * progress write. */
+void job_set_migration(struct job *j, const Hca__MigReport *r);
 const char *job_id(const struct job *j);
 Hca__JobKind job_kind(const struct job *j);
 const char *job_vm(const struct job *j);

@@ -193,12 +193,49 @@ struct op *vmm_op_new(struct vmm *m, struct vm *v, Hca__JobKind kind, const char
 	op->vm = v;
 	v->job = op->job;
 	vmm_key(op->key, sizeof(op->key), v->name);
-	vmm_reply_job(op->job, fn, ctx);
+	op->reply_fn = fn;
+	op->reply_ctx = ctx;
 	return op;
+}
+
+void vmm_op_reply(struct op *op)
+{
+	vmm_reply_fn fn = op->reply_fn;
+
+	op->reply_fn = NULL;
+	if (fn && op->job)
+		vmm_reply_job(op->job, fn, op->reply_ctx);
+}
+
+static void op_durable(struct job *j, int rc, void *opaque)
+{
+	struct op *op = opaque;
+
+	(void)j;
+	vmm_op_reply(op);
+	if (rc == 0) {
+		exec_push(op->m->q_store, &op->item, op->key);
+		return;
+	}
+	op->code = HCA__ERROR_CODE__ERROR_STORAGE;
+	snprintf(op->err, sizeof(op->err), "storage unavailable: the job's record was not "
+		 "written within %u s; nothing was changed", VMM_JOB_DURABLE_MS / 1000);
+	op->item.done(&op->item);
+}
+
+void vmm_op_push_durable(struct op *op, exec_fn fn, exec_fn done)
+{
+	exec_item_init(&op->item, fn, done);
+	op->begun = true;
+	job_when_durable(op->job, op_durable, op, VMM_JOB_DURABLE_MS);
 }
 
 void vmm_op_push(struct op *op, exec_fn fn, exec_fn done)
 {
+	if (!op->begun) {
+		vmm_op_push_durable(op, fn, done);
+		return;
+	}
 	exec_item_init(&op->item, fn, done);
 	exec_push(op->m->q_store, &op->item, op->key);
 }
@@ -226,6 +263,7 @@ void vmm_op_end(struct op *op, Hca__ErrorCode code, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	vmm_op_reply(op); /* ended before its first step: the job says how */
 	if (op->vm && op->vm->job == op->job)
 		vmm_job_done(op->vm);
 	if (op->job)

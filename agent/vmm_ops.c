@@ -116,12 +116,13 @@ void vmm_job_volumes_remove(struct vmm *m, struct job *j)
 	}
 }
 
-/* Worker: make the next volume, or write the record when all are made. */
+/* Worker: make the next volume (recorded in the job, durably, before), or
+ * write the record when all are made. */
 static void define_fn(struct exec_item *it)
 {
 	struct op *op = EXEC_CONTAINER_OF(it, struct op, item);
 	Hca__VmRecord *r = op->rec, *back = NULL;
-	size_t i = job_n_volumes(op->job);
+	size_t i = op->made;
 	char path[512], err[256];
 	uint64_t ver = 0;
 	int rc;
@@ -132,12 +133,22 @@ static void define_fn(struct exec_item *it)
 		op->claimed = false;
 		rc = sto_vol_create(vols, vr->volume, disk_named(r->spec, vr->disk)->size_bytes,
 				    fmt_of(vr->format), op->err, sizeof(op->err));
-		if (rc == -EEXIST && sto_vm_get(op->m->store, op->vm->name, &back, &ver, err,
-						sizeof(err)) != -ENOENT) {
-			/* the volume is another define's of this name, which won */
-			snprintf(op->err, sizeof(op->err), "already defined (by another node "
-				 "meanwhile)");
-			op->code = HCA__ERROR_CODE__ERROR_EXISTS;
+		if (rc == -EEXIST) {
+			/* not this job's volume: never remove it */
+			op->foreign = true;
+			if (sto_vm_get(op->m->store, op->vm->name, &back, &ver, err,
+				       sizeof(err)) != -ENOENT) {
+				/* another define of this name won */
+				snprintf(op->err, sizeof(op->err), "already defined (by another "
+					 "node meanwhile)");
+				op->code = HCA__ERROR_CODE__ERROR_EXISTS;
+			} else {
+				snprintf(op->err, sizeof(op->err), "volume %s:%s already exists and "
+					 "no record names it (another define of %s under way, or "
+					 "left by one): remove it or define another name",
+					 vr->backend, vr->volume, op->vm->name);
+				op->code = HCA__ERROR_CODE__ERROR_EXISTS;
+			}
 			if (back)
 				hca__vm_record__free_unpacked(back, NULL);
 			return;
@@ -148,7 +159,7 @@ static void define_fn(struct exec_item *it)
 			return;
 		}
 		set_str(&vr->path, path);
-		op->claimed = true; /* made: the loop records it in the job */
+		op->claimed = true; /* made */
 		return;
 	}
 	op->claimed = false;
@@ -235,14 +246,18 @@ static void define_done(struct exec_item *it)
 	i = job_n_volumes(op->job);
 
 	if (op->claimed) {
-		char bv[160];
-		snprintf(bv, sizeof(bv), "%s:%s", op->rec->volumes[i]->backend,
-			 op->rec->volumes[i]->volume);
-		job_add_volume(op->job, bv);
-		job_progress(op->job, i + 1, op->rec->n_volumes, "volumes", bv);
+		op->made++;
+		job_progress(op->job, op->made, op->rec->n_volumes, "volumes",
+			     job_volume(op->job, i - 1));
 		op->claimed = false;
 		define_step(op);
 		return;
+	}
+	if (op->foreign) {
+		/* a window remains: killed between the volume's EEXIST and this
+		 * record, a restart would remove the other define's volume */
+		job_forget_volume(op->job);
+		op->foreign = false;
 	}
 	if (op->unknown) {
 		/* Ceph did not say whether the record landed: keep everything
@@ -278,9 +293,18 @@ static void define_done(struct exec_item *it)
 
 static void define_step(struct op *op)
 {
-	if (job_n_volumes(op->job) >= op->rec->n_volumes)
+	char bv[160];
+
+	if (op->made >= op->rec->n_volumes) {
 		job_phase(op->job, HCA__JOB_PHASE__JOB_PHASE_COMMIT);
-	vmm_op_push(op, define_fn, define_done);
+		vmm_op_push(op, define_fn, define_done);
+		return;
+	}
+	/* write-ahead: a restart finds in the job every volume it may have made */
+	snprintf(bv, sizeof(bv), "%s:%s", op->rec->volumes[op->made]->backend,
+		 op->rec->volumes[op->made]->volume);
+	job_add_volume(op->job, bv);
+	vmm_op_push_durable(op, define_fn, define_done);
 }
 
 /* A new record for @spec: uuid, owner, epoch, incarnation and volumes. */

@@ -66,6 +66,10 @@ struct vmm {
  * An operation under way: the job that reports it, and what its
  * asynchronous steps carry from the loop to a worker and back.
  */
+/* How long an op waits for its job's record before it gives up (within the
+ * 10 s every request is answered in). */
+#define VMM_JOB_DURABLE_MS 8000u
+
 struct op {
 	struct exec_item item; /* its steps, keyed by the VM's record */
 	struct vmm *m;
@@ -81,11 +85,18 @@ struct op {
 	bool claimed;         /* start: this node holds the claim (active) */
 	bool unknown;         /* define: the record write's outcome is unknown */
 	bool reread;          /* define: learn that outcome before anything else */
+	bool foreign;         /* define: the volume being made existed already */
+	size_t made;          /* define: volumes made */
 	unsigned timeout_s;   /* shutdown */
 	unsigned waited_s;    /* shutdown: progress */
 	qb_loop_timer_handle tick;
 	bool force;           /* stop */
 	bool taps;            /* start: its bridge taps were made */
+	/* the caller's answer (the job), sent once the job's record is in the
+	 * store: a job id a caller holds always names a record */
+	vmm_reply_fn reply_fn;
+	void *reply_ctx;
+	bool begun;           /* the first step waited for the record */
 };
 
 struct op *vmm_op_new(struct vmm *m, struct vm *v, Hca__JobKind kind, const char *requested_on,
@@ -94,9 +105,17 @@ struct op *vmm_op_new(struct vmm *m, struct vm *v, Hca__JobKind kind, const char
 __attribute__((format(printf, 3, 4)))
 void vmm_op_end(struct op *op, Hca__ErrorCode code, const char *fmt, ...);
 void vmm_op_free(struct op *op);
+/* Answer the caller with the job now (ops that need no store first). */
+void vmm_op_reply(struct op *op);
 /* Run @fn on the store's queue, then @done on the loop, ordered with every
- * other step on the VM's record (key vm/NAME). */
+ * other step on the VM's record (key vm/NAME). The first push waits until
+ * the job's record is in the store (answering the caller then): nothing
+ * is changed before a restart could find the job. If the record cannot be
+ * written, @done runs without @fn, with op->code set. */
 void vmm_op_push(struct op *op, exec_fn fn, exec_fn done);
+/* The same, waiting for every change made to the job so far to be in the
+ * store first (a volume recorded before it is made). */
+void vmm_op_push_durable(struct op *op, exec_fn fn, exec_fn done);
 /* The op of a step; NULL when the step was cancelled by a shutdown. */
 struct op *vmm_op_of(struct exec_item *it);
 void vmm_reply_job(struct job *j, vmm_reply_fn fn, void *ctx);

@@ -557,6 +557,7 @@ static void halt(struct vmm *m, const char *name, bool shutdown, bool force, uns
 	if (!(op = vmm_op_new(m, v, shutdown ? HCA__JOB_KIND__JOB_KIND_SHUTDOWN
 					     : HCA__JOB_KIND__JOB_KIND_STOP, via, fn, ctx)))
 		return;
+	vmm_op_reply(op); /* a stop never waits for the store */
 	op->timeout_s = timeout_s;
 	job_phase(op->job, HCA__JOB_PHASE__JOB_PHASE_WAIT);
 	rc = shutdown ? hv_vm_shutdown(v->hv, timeout_s, halt_done, op)

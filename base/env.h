@@ -57,6 +57,8 @@ struct hca_env {
 	/* a member of the nodelist, and in the membership now */
 	bool (*member)(void *ctx, const char *node);
 	bool (*online)(void *ctx, const char *node);
+	/* the address @node is reached on (its nodelist entry): 0 or -ENOENT */
+	int (*node_addr)(void *ctx, const char *node, char *out, size_t len);
 
 	/* ---- the job an operation reports through (agent/job.h); phase is
 	 * hca.JobPhase, code hca.ErrorCode ---- */
@@ -64,6 +66,16 @@ struct hca_env {
 	void (*job_progress)(struct job *j, uint64_t done, uint64_t total, const char *unit,
 			     const char *detail);
 	void (*job_finish)(struct job *j, int code, const char *msg);
+	/* the end by a user's cancel (CANCELLED), with the reason */
+	void (*job_cancelled)(struct job *j, const char *msg);
+	/* a user's cancel request comes to @fn (agent/job.h's job_cancel_fn:
+	 * 0, or -errno with a reason in @err); NULL @fn: not cancellable now */
+	void (*job_on_cancel)(struct job *j,
+			      int (*fn)(struct job *j, void *opaque, char *err, size_t errlen),
+			      void *opaque);
+	/* a migration's figures (an hca.MigReport, copied), written with the
+	 * job's next write */
+	void (*job_report)(struct job *j, const void *mig_report);
 };
 
 #endif

@@ -107,9 +107,10 @@ struct hv_argv_ctx {
 	const struct hv_disk *disks; /* one per spec->disks, same order */
 	const char *ceph_conf;       /* for rbd: disks */
 	const char *ceph_user;       /* cephx id, e.g. "admin" */
-	const char *incoming;        /* NULL: boot normally; else `-incoming` with
-				      * this URI ("defer": QEMU waits, paused,
-				      * for migrate-incoming) */
+	const char *incoming;        /* NULL: boot normally; else `-S -incoming`
+				      * with this URI ("defer": QEMU waits for
+				      * migrate-incoming); it stays paused after
+				      * the stream until `cont` */
 };
 
 /* A NULL-terminated argv. Owns its strings. */

@@ -236,8 +236,11 @@ int hv_argv_build(const Hca__VmSpec *s, const struct hv_argv_ctx *c,
 	for (size_t i = 0; i < s->n_nics; i++)
 		if ((rc = push_nic(a, s, i)))
 			goto out;
-	/* Last, so an incoming VM's argv is its source's plus this. */
-	if (c->incoming && (push(a, "-incoming") || push(a, c->incoming)))
+	/* Last, so an incoming VM's argv is its source's plus this. -S: the
+	 * guest runs on only after whoever drives the migration says `cont`
+	 * (once the owner record names this node), never by itself when the
+	 * stream ends. */
+	if (c->incoming && (push(a, "-S") || push(a, "-incoming") || push(a, c->incoming)))
 		rc = -ENOMEM;
 out:
 	if (rc)

@@ -64,7 +64,8 @@ expect_fail "QMP timeout names the VM and the command" "vm good1: QEMU did not a
 	"$HCACTL" vm pause good1
 kill -CONT "$pid"
 check "forced stop after the timeout" wait_for 10 "$HCACTL" vm stop good1 --force
-check "no QEMU left for good1" wait_for 5 test "$(qemus good1)" -eq 0
+no_qemu() { test "$(qemus "$1")" -eq 0; } # re-evaluated on every try
+check "no QEMU left for good1" wait_for 5 no_qemu good1
 
 # QEMU failing to start: its stderr is shown, nothing is left running
 echo "not a kernel" >"$T/notakernel"

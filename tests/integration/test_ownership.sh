@@ -59,6 +59,8 @@ qemus() {
 	done
 	echo "$n"
 }
+# re-evaluated on every try of wait_for
+no_qemu() { test "$(qemus "$1")" = 0; }
 # the node whose namespace runs U's QEMU ("" if none)
 qemu_node() {
 	local u=$1 k p
@@ -104,7 +106,7 @@ check "web1 still defined and running after the refused undefine" test "$(qemus 
 console_out=$(ctl node2 vm console web1 </dev/null 2>&1)
 check "console from node2 says where the console is (node1)" bash -c "printf '%s' \"\$1\" | grep -q 'node1'" _ "$console_out"
 check "stop web1 from node2: forwarded to node1" ctl node2 vm stop web1
-check "no QEMU of web1 anywhere after the stop" wait_for 5 test "$(qemus "$U")" = 0
+check "no QEMU of web1 anywhere after the stop" wait_for 5 no_qemu "$U"
 check "the claim is released once QEMU ended" wait_for 5 bash -c "[ \"\$('$DCSH' exec node3 -- '$HCACTL' vm show web1 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"active\"])')\" = False ]"
 
 # ---- start on the owner racing start --on another node: never two QEMUs ----
@@ -135,7 +137,7 @@ for r in $(seq 20); do
 	if [ "$rb" -eq 0 ]; then owner=$other; elif [ "$ra" -ne 0 ]; then owner=$(field node1 web1 owner); fi
 	wins+=" $owner"
 	ctl "$owner" vm stop web1 --force >/dev/null 2>&1
-	wait_for 10 test "$(qemus "$U")" = 0
+	wait_for 10 no_qemu "$U"
 	wait_for 10 bash -c "[ \"\$('$DCSH' exec $owner -- '$HCACTL' vm show web1 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"active\"])')\" = False ]"
 	rounds=$r
 done
@@ -221,7 +223,9 @@ diag "start job after restart: $ph: $(job_field node1 "$jid" note)"
 if [ "$ph" = succeeded ]; then
 	check "start finished: web2 runs, claimed, one QEMU" test "$(field node1 web2 state)-$(field node1 web2 active)-$(qemus "$U2")" = "running-True-1"
 else
-	check "start rolled back: no QEMU, claim released" wait_for 10 test "$(qemus "$U2")-$(field node1 web2 active)" = "0-False"
+	# evaluated on every try: the release may land just after the job ends
+	rolled_back() { test "$(qemus "$U2")-$(field node1 web2 active)" = "0-False"; }
+	check "start rolled back: no QEMU, claim released" wait_for 10 rolled_back
 fi
 ctl node1 vm stop web2 --force >/dev/null 2>&1
 

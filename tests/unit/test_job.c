@@ -4,6 +4,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <cmocka.h>
 
@@ -262,6 +263,68 @@ static void an_ended_job_read_back_keeps_its_result(void **state)
 	assert_int_equal(job_phase(j, P(CLEANUP)), -EINVAL);
 }
 
+/* ---- job_when_durable: a caller acts only on what a restart can find ---- */
+
+struct durable_seen {
+	int calls, rc;
+	bool stored; /* the record was in the store when the callback ran */
+	struct fixture *f;
+	char id[JOB_ID_MAX];
+};
+
+static void on_durable(struct job *j, int rc, void *opaque)
+{
+	struct durable_seen *d = opaque;
+	Hca__Job *rec = stored(d->f, job_id(j));
+
+	d->calls++;
+	d->rc = rc;
+	d->stored = rec && rec->n_volumes == job_n_volumes(j);
+	if (rec)
+		hca__job__free_unpacked(rec, NULL);
+	qb_loop_stop(d->f->loop);
+}
+
+static void durable_waits_for_the_record(void **state)
+{
+	struct fixture *f = *state;
+	struct durable_seen d = { .f = f, .rc = 1 };
+	struct job *j = job_new(f->js, HCA__JOB_KIND__JOB_KIND_DEFINE, "web1", NULL, 1);
+
+	job_add_volume(j, "file:web1-disk0");
+	job_when_durable(j, on_durable, &d, 5000);
+	assert_int_equal(d.calls, 0); /* not before the write landed */
+	spin(f, 5000);
+	assert_int_equal(d.calls, 1);
+	assert_int_equal(d.rc, 0);
+	assert_true(d.stored);
+	/* nothing changed since: at once */
+	job_when_durable(j, on_durable, &d, 5000);
+	assert_int_equal(d.calls, 2);
+	job_finish(j, 0, "done");
+	spin(f, 50);
+}
+
+static void durable_times_out_without_a_store(void **state)
+{
+	struct fixture *f = *state;
+	struct durable_seen d = { .f = f, .rc = 1 };
+	struct jobs *js = jobs_new(f->loop, f->q, "node9"); /* no store set */
+	struct job *j = job_new(js, HCA__JOB_KIND__JOB_KIND_START, "web1", NULL, 1);
+
+	job_when_durable(j, on_durable, &d, 100);
+	spin(f, 2000);
+	assert_int_equal(d.calls, 1);
+	assert_int_equal(d.rc, -ETIMEDOUT);
+	/* ending the job drops a waiter: it never fires afterwards */
+	d.calls = 0;
+	job_when_durable(j, on_durable, &d, 100);
+	job_finish(j, HCA__ERROR_CODE__ERROR_STORAGE, "no store");
+	spin(f, 300);
+	assert_int_equal(d.calls, 0);
+	jobs_free(js);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -269,6 +332,8 @@ int main(void)
 		cmocka_unit_test(names_are_short_and_lower_case),
 		cmocka_unit_test(ids_name_their_node),
 		cmocka_unit_test_setup_teardown(a_job_is_written_and_read_back, setup, teardown),
+		cmocka_unit_test_setup_teardown(durable_waits_for_the_record, setup, teardown),
+		cmocka_unit_test_setup_teardown(durable_times_out_without_a_store, setup, teardown),
 		cmocka_unit_test_setup_teardown(ids_go_on_after_a_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(cancel_needs_a_hook, setup, teardown),
 		cmocka_unit_test_setup_teardown(old_jobs_are_pruned, setup, teardown),
