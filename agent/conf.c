@@ -56,6 +56,8 @@ static const struct key keys[] = {
 	UINT(shutdown_timeout_s, 1, 3600),
 	UINT(max_vcpus, 1, 64),
 	UINT(max_memory_mib, 16, 16u << 20),
+	UINT(mig_max_out, 1, 16),
+	UINT(mig_max_in, 1, 16),
 };
 
 void conf_defaults(struct conf *c)
@@ -83,6 +85,8 @@ void conf_defaults(struct conf *c)
 	c->shutdown_timeout_s = 120;
 	c->max_vcpus = 16;
 	c->max_memory_mib = 1024 * 1024;
+	c->mig_max_out = 2;
+	c->mig_max_in = 2;
 }
 
 __attribute__((format(printf, 5, 6)))

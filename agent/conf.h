@@ -39,6 +39,8 @@ struct conf {
 	uint64_t shutdown_timeout_s;
 	uint64_t max_vcpus;
 	uint64_t max_memory_mib;
+	uint64_t mig_max_out;    /* live migrations out of this node at once */
+	uint64_t mig_max_in;     /* ... and into it */
 };
 
 void conf_defaults(struct conf *c);

@@ -711,7 +711,7 @@ int main(int argc, char **argv)
 		die(err);
 	d.vmm = vmm_new(&(struct vmm_cfg){
 		.loop = d.loop, .conf = &d.conf, .store = d.store, .vols = d.vols, .rbd = NULL,
-		.q_store = d.q_store, .q_sys = d.q_sys, .memb = d.memb, .accel = d.accel, .accel_reason = d.accel_reason,
+		.exec = d.exec, .q_store = d.q_store, .q_sys = d.q_sys, .memb = d.memb, .accel = d.accel, .accel_reason = d.accel_reason,
 		.qemu_version = d.qemu_version });
 	if (!d.vmm || (d.store && vmm_load(d.vmm, err, sizeof(err)) < 0))
 		die(d.vmm ? err : "out of memory");

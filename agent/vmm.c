@@ -252,6 +252,8 @@ void vmm_op_free(struct op *op)
 		return;
 	if (op->rec)
 		hca__vm_record__free_unpacked(op->rec, NULL);
+	if (op->migrate)
+		hca__migrate_request__free_unpacked(op->migrate, NULL);
 	free(op);
 }
 
@@ -471,7 +473,13 @@ static void on_state(struct hv_vm *hv, Hca__VmState st, const char *reason, void
 	exec_push(v->m->q_sys, &t->item, NULL);
 }
 
-static const struct hv_vm_ops hv_ops = { .state_changed = on_state };
+static void on_event(struct hv_vm *hv, const char *name, json_t *data, void *opaque)
+{
+	(void)hv;
+	vmm_mig_event(opaque, name, data);
+}
+
+static const struct hv_vm_ops hv_ops = { .state_changed = on_state, .event = on_event };
 
 /* ---- operations ---- */
 
@@ -695,8 +703,10 @@ void vmm_set_peers(struct vmm *m, struct peers *peers, const char *why)
 {
 	m->peers = peers;
 	snprintf(m->peers_off, sizeof(m->peers_off), "%s", why ? why : "");
-	if (peers)
+	if (peers) {
 		vmm_fwd_register(m);
+		vmm_mig_setup(m);
+	}
 }
 
 struct ping_ctx {
@@ -795,6 +805,7 @@ int vmm_set_storage(struct vmm *m, struct sto_store *store, struct sto_vols *rbd
 
 	m->store = store;
 	m->rbd = rbd;
+	vmm_mig_store(m);
 	snprintf(m->storage_health, sizeof(m->storage_health), "ok");
 	rc = vmm_load(m, err, errlen);
 	if (rc < 0) {
@@ -921,6 +932,9 @@ void vmm_request(struct vmm *m, const Hca__ApiRequest *q, vmm_reply_fn fn, void 
 	case HCA__API_REQUEST__OP_JOB_CANCEL:
 		vmm_job_cancel(m, q->job_cancel->id, via, fn, ctx);
 		break;
+	case HCA__API_REQUEST__OP_MIGRATE:
+		vmm_migrate(m, q->migrate, via, fn, ctx);
+		break;
 	default:
 		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_PROTOCOL,
 			    "unknown request (operation %d)", (int)q->op_case);
@@ -941,6 +955,7 @@ struct vmm *vmm_new(const struct vmm_cfg *cfg)
 	m->vols = cfg->vols;
 	m->rbd = cfg->rbd;
 	m->q_store = cfg->q_store;
+	m->exec = cfg->exec;
 	m->q_sys = cfg->q_sys;
 	m->memb = cfg->memb;
 	m->accel = cfg->accel;
@@ -979,6 +994,7 @@ void vmm_free(struct vmm *m)
 	if (!m)
 		return;
 	vmm_shutdown(m);
+	vmm_mig_free(m);
 	for (v = m->vms; v; v = next) {
 		next = v->next;
 		vmm_vm_free(v);

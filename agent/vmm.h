@@ -25,6 +25,7 @@ struct vmm_cfg {
 	struct sto_store *store;   /* borrowed */
 	struct sto_vols *vols;     /* borrowed: this node's volumes ("file") */
 	struct sto_vols *rbd;      /* borrowed: the cluster's RBD pool, or NULL */
+	struct exec *exec;         /* borrowed: the executor (modules make their queues) */
 	struct exec_queue *q_store; /* borrowed: Ceph and volume calls, keyed by record */
 	struct exec_queue *q_sys;   /* borrowed: the rest (taps) */
 	struct memb *memb;         /* borrowed: membership and quorum */

@@ -73,6 +73,9 @@ const char *vmm_route(struct vmm *m, const Hca__ApiRequest *q)
 	case HCA__API_REQUEST__OP_RESUME:
 		t = vm_owner_elsewhere(m, q->resume->name);
 		break;
+	case HCA__API_REQUEST__OP_MIGRATE:
+		t = vm_owner_elsewhere(m, q->migrate->name);
+		break;
 	case HCA__API_REQUEST__OP_UNDEFINE:
 		t = vm_owner_elsewhere(m, q->undefine->name);
 		break;
@@ -139,6 +142,7 @@ static const char *req_vm(const Hca__ApiRequest *q)
 	case HCA__API_REQUEST__OP_RESUME: return q->resume->name;
 	case HCA__API_REQUEST__OP_UNDEFINE: return q->undefine->name;
 	case HCA__API_REQUEST__OP_SHOW: return q->show->name;
+	case HCA__API_REQUEST__OP_MIGRATE: return q->migrate->name;
 	default: return "";
 	}
 }

@@ -36,7 +36,9 @@ struct vmm {
 	struct sto_store *store;
 	struct sto_vols *vols;
 	struct sto_vols *rbd;
+	struct exec *exec;
 	struct exec_queue *q_store, *q_sys;
+	struct vmm_mig *migs;     /* the migration service, once the channel is up */
 	struct memb *memb;
 	struct peers *peers;      /* the node channel, NULL when off */
 	char peers_off[200];      /* why it is off */
@@ -97,6 +99,7 @@ struct op {
 	vmm_reply_fn reply_fn;
 	void *reply_ctx;
 	bool begun;           /* the first step waited for the record */
+	Hca__MigrateRequest *migrate; /* migrate: the request */
 };
 
 struct op *vmm_op_new(struct vmm *m, struct vm *v, Hca__JobKind kind, const char *requested_on,
@@ -175,7 +178,19 @@ const char *vmm_disk_path(const Hca__VmRecord *r, size_t i);
 /* Remove the volumes a define job recorded as made ("backend:name"). */
 void vmm_job_volumes_remove(struct vmm *m, struct job *j);
 
+/* vmm_mig.c: the migration service's host */
+void vmm_mig_setup(struct vmm *m);   /* the channel is up */
+void vmm_mig_store(struct vmm *m);   /* the store came (back) */
+void vmm_mig_free(struct vmm *m);
+void vmm_mig_event(struct vm *v, const char *event, json_t *data);
+bool vmm_mig_busy(struct vmm *m, const char *name);
+void vmm_migrate(struct vmm *m, const Hca__MigrateRequest *q, const char *via, vmm_reply_fn fn,
+		 void *ctx);
+
 /* vmm_run.c: start, stop, shutdown and the owner's claim */
+/* Launch @v's QEMU (its supervisor exists); @incoming: NULL, or the URI of
+ * an incoming migration ("defer"). The claim is the caller's business. */
+int vmm_launch(struct vmm *m, struct vm *v, const char *incoming, hv_done_fn done, void *opaque);
 void vmm_start(struct vmm *m, const Hca__VmRef *ref, const char *via, vmm_reply_fn fn, void *ctx);
 void vmm_stop(struct vmm *m, const Hca__StopRequest *r, const char *via, vmm_reply_fn fn,
 	      void *ctx);

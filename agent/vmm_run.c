@@ -307,18 +307,18 @@ static void start_hv_done(struct hv_vm *hv, int err, const char *msg, void *opaq
 					 : HCA__ERROR_CODE__ERROR_HYPERVISOR, "%s", msg);
 }
 
-static int start_launch(struct op *op)
+int vmm_launch(struct vmm *m, struct vm *v, const char *incoming, hv_done_fn done, void *opaque)
 {
-	struct vm *v = op->vm;
 	struct hv_disk disks[HV_MAX_DISKS];
 	struct hv_argv argv;
 	struct hv_argv_ctx c = {
-		.qemu = op->m->conf->qemu,
-		.accel = op->m->accel,
+		.qemu = m->conf->qemu,
+		.accel = m->accel,
 		.paths = &v->paths,
 		.disks = disks,
-		.ceph_conf = op->m->conf->ceph_conf,
-		.ceph_user = op->m->conf->ceph_client,
+		.ceph_conf = m->conf->ceph_conf,
+		.ceph_user = m->conf->ceph_client,
+		.incoming = incoming,
 	};
 	int rc;
 
@@ -331,9 +331,14 @@ static int start_launch(struct op *op)
 	}
 	if ((rc = hv_argv_build(v->rec->spec, &c, &argv)) < 0)
 		return rc;
-	rc = hv_vm_start(v->hv, &argv, start_hv_done, op);
+	rc = hv_vm_start(v->hv, &argv, done, opaque);
 	hv_argv_free(&argv);
 	return rc;
+}
+
+static int start_launch(struct op *op)
+{
+	return vmm_launch(op->m, op->vm, NULL, start_hv_done, op);
 }
 
 static void start_done(struct exec_item *it)

@@ -102,6 +102,8 @@ void vmm_state_publish(struct vmm *m, struct vm *v)
 
 	if (m->conf->cluster == CONF_CLUSTER_LOCAL || !v->hv || m->stopping || !m->store)
 		return; /* nobody else to tell */
+	if (!vmm_owned(m, v))
+		return; /* an incoming migration's QEMU: the owner speaks for the VM */
 	if (v->publishing) {
 		v->publish_again = true;
 		return;

@@ -2,9 +2,13 @@
  * mig: live migration of a VM between nodes over QEMU's own migration
  * stream (shared RBD disks, TLS, multifd streams), driven as a job.
  *
- * This header holds the module's pure parts so far; the state machine that
- * drives both QEMUs (mig_src.c, mig_dst.c), handed a struct hca_env at
- * construction, joins them later.
+ * Two parts:
+ *  - the service (struct mig, end of this file): the state machine that
+ *    drives both QEMUs, the source side in mig_src.c, the destination side
+ *    in mig_dst.c, handed a struct hca_env and a struct mig_host (what only
+ *    the agent can do: launch a VM's QEMU, update its table) at
+ *    construction;
+ *  - the pure parts below, which it is built on:
  *
  *  - A plan (struct mig_plan): what the user asked for and what was
  *    measured, resolved once into the choices QEMU is given: multifd or
@@ -34,6 +38,8 @@
 #include <stdint.h>
 
 #include <jansson.h>
+
+#include "proto/hca.pb-c.h"
 
 /* ---- limits and defaults ---- */
 
@@ -333,5 +339,69 @@ char *mig_policy_summary(const struct mig_policy *pol, char *buf, size_t len);
  * Returns NULL with *@args NULL on ENOMEM too.
  */
 const char *mig_decision_qmp(const struct mig_decision *d, json_t **args);
+
+/* ---- the service: both sides of this node's migrations ---- */
+
+struct hca_env;
+struct hv_vm;
+struct job;
+struct mig;
+
+typedef void (*mig_hv_fn)(void *opaque, struct hv_vm *hv, int err, const char *msg);
+
+/* What the agent does for the service. Loop thread; @ctx is host.ctx. */
+struct mig_host {
+	void *ctx;
+	/* Destination: launch @vm's QEMU here for an incoming stream (`-S
+	 * -incoming defer`), after checking that this node's copy of the owner
+	 * record says @source owns it, active, at @epoch and @incarnation, and
+	 * that every disk is shared. @done gets the VM's QEMU handle (the
+	 * agent's: the service sends QMP to it, never frees it) once QMP
+	 * answers, or the error. Returns 0 or -errno with @err. */
+	int (*incoming_start)(void *ctx, const char *vm, const char *source, uint64_t epoch,
+			      uint64_t incarnation, mig_hv_fn done, void *opaque, char *err,
+			      size_t errlen);
+	/* Destination: kill the incoming QEMU of @vm and forget it (the
+	 * migration did not commit; the guest never ran here). */
+	void (*incoming_discard)(void *ctx, const char *vm);
+	/* Either side: the commit moved @vm's owner record to @owner at @epoch
+	 * (store version @version, 0: unknown); update what the agent holds. */
+	void (*committed)(void *ctx, const char *vm, const char *owner, uint64_t epoch,
+			  uint64_t version);
+	/* Source: @vm's migration job ends now (the agent frees the VM's one
+	 * job slot); after a commit its QEMU has quit. */
+	void (*ended)(void *ctx, const char *vm, struct job *j, bool moved);
+	/* QEMU's x509 directory for this node (fixed names: ca-cert.pem,
+	 * server-cert.pem, server-key.pem, client-cert.pem, client-key.pem);
+	 * NULL: migrations refuse to run without TLS. */
+	const char *tls_dir;
+	unsigned max_out, max_in; /* migrations at once; 0: 2 */
+	unsigned host_cores;
+};
+
+/* The service: registers the channel methods "mig.*" (again whenever the
+ * channel comes up: mig_channel_up). @env and @host borrowed, outlive it.
+ * NULL with errno. */
+struct mig *mig_new(const struct hca_env *env, const struct mig_host *host);
+void mig_channel_up(struct mig *m);
+/* Stop: migrations under way are left to the restart's resolution. */
+void mig_free(struct mig *m);
+
+/*
+ * Source: migrate @vm, running here in @hv, as job @j (id @job_id; fresh,
+ * QUEUED: the service reports through it and ends it). @owner_epoch, @incarnation:
+ * the owner record this node holds (owner = this node, active). @ram_bytes:
+ * the guest's memory. @req borrowed. Returns 0 (the job goes on, or waits
+ * for a slot), or -errno with @err and the job untouched.
+ */
+int mig_start(struct mig *m, struct job *j, const char *job_id, struct hv_vm *hv, const char *vm,
+	      uint64_t owner_epoch, uint64_t incarnation, uint64_t ram_bytes,
+	      const Hca__MigrateRequest *req, char *err, size_t errlen);
+
+/* Every QMP event of a VM's QEMU on this node, from the agent's hook. */
+void mig_event(struct mig *m, const char *vm, const char *event, json_t *data);
+
+/* True while @vm migrates into or out of this node. */
+bool mig_busy(const struct mig *m, const char *vm);
 
 #endif

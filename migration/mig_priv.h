@@ -5,6 +5,8 @@
  * Files, by concern:
  *   mig_params.c  plan -> choices -> QMP arguments (pure)
  *   mig_policy.c  progress samples -> convergence decisions (pure)
+ *   mig_src.c     the source's state machine (the job, the commit)
+ *   mig_dst.c     the destination's side (channel methods mig.*)
  */
 #ifndef HCA_MIG_PRIV_H
 #define HCA_MIG_PRIV_H
@@ -74,5 +76,45 @@ struct mig_policy {
 
 	char detail[MIG_REASON_MAX];
 };
+
+/* ---- the service (mig_src.c, mig_dst.c) ---- */
+
+struct mig_out;
+struct mig_in;
+
+struct mig {
+	const struct hca_env *env;
+	struct mig_host host;
+	struct exec_queue *q;   /* the commit and the store reads */
+	struct mig_out *outs;   /* this node's outgoing migrations */
+	struct mig_in *ins;     /* incoming */
+	unsigned n_out;         /* outgoing past the queue */
+	bool stopping;
+};
+
+/* Channel method names. */
+#define MIG_M_PREPARE "mig.prepare"
+#define MIG_M_READY "mig.ready"
+#define MIG_M_COMMIT "mig.commit"
+#define MIG_M_ABORT "mig.abort"
+#define MIG_TLS_ID "hca-mig-tls"
+#define MIG_CALL_MS 30000u      /* prepare: a QEMU launch under TCG */
+#define MIG_FAST_CALL_MS 5000u  /* ready, commit, abort */
+
+/* mig_dst.c */
+void mig_dst_register(struct mig *m);
+void mig_dst_event(struct mig *m, const char *vm, const char *event, json_t *data);
+bool mig_dst_busy(const struct mig *m, const char *vm);
+void mig_dst_free_all(struct mig *m);
+
+/* mig_src.c */
+void mig_src_event(struct mig *m, const char *vm, const char *event, json_t *data);
+bool mig_src_busy(const struct mig *m, const char *vm);
+void mig_src_free_all(struct mig *m);
+
+/* Wall clock, microseconds (the pause is measured across nodes). */
+uint64_t mig_now_us(void);
+/* Monotonic, milliseconds. */
+uint64_t mig_mono_ms(void);
 
 #endif
