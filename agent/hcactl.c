@@ -11,9 +11,12 @@
  * user gave us (arguments, sizes, spec files), found before asking hcad,
  * 130 when Ctrl-C stopped the following of a job (which goes on).
  * Arguments are checked for syntax only: hcad validates specs again and owns
- * every range and policy rule, so they are not repeated here.
+ * every range and policy rule, so they are not repeated here. The one
+ * exception, `vm migrate`'s tuning ranges, are migration/mig.h's own
+ * constants, read from there (hcactl_mig.c).
  */
 #include "agent/api.h"
+#include "agent/cert.h"
 #include "agent/console.h"
 #include "agent/hcactl_priv.h"
 #include "agent/spec_json.h"
@@ -175,6 +178,15 @@ static int check_name(const char *name)
 			       "_, starting with a letter or digit)", name, HV_NAME_MAX);
 }
 
+/* Node names are DNS labels everywhere (cert.h): one rule, cert_node_name_valid(). */
+static int check_node(const char *node)
+{
+	if (cert_node_name_valid(node))
+		return 0;
+	return hcactl_complain(EXIT_USAGE, "invalid node name '%s' (1-%d chars of a-z, 0-9 and -, "
+			       "not starting with -)", node, CERT_NODE_NAME_MAX);
+}
+
 static int parse_args(const struct cmd *c, int argc, char **argv, struct args *a)
 {
 	bool options = true;
@@ -212,8 +224,7 @@ static int parse_args(const struct cmd *c, int argc, char **argv, struct args *a
 	return check_name(a->pos[0]);
 }
 
-/* A decimal in @min..@max, nothing else. */
-static int parse_uint(const char *s, unsigned long min, unsigned long max, unsigned long *v)
+int hcactl_parse_uint(const char *s, unsigned long min, unsigned long max, unsigned long *v)
 {
 	char *end = NULL;
 
@@ -353,7 +364,7 @@ static int cmd_shutdown(struct cli *cli, const struct args *a)
 	const char *t = opt_get(a, "timeout");
 	unsigned long secs = SHUTDOWN_DEFAULT_S;
 
-	if (t && parse_uint(t, 1, SHUTDOWN_MAX_S, &secs))
+	if (t && hcactl_parse_uint(t, 1, SHUTDOWN_MAX_S, &secs))
 		return hcactl_complain(EXIT_USAGE, "invalid --timeout '%s' (1 to %u seconds)", t,
 				       SHUTDOWN_MAX_S);
 	sd.name = (char *)a->pos[0];
@@ -363,6 +374,30 @@ static int cmd_shutdown(struct cli *cli, const struct args *a)
 	/* An hcad from before jobs answers once the guest is off or its own
 	 * timeout expired; a job is followed for as long as it takes. */
 	op.timeout_ms = (int)secs * 1000 + API_REPLY_MARGIN_MS;
+	return run_long(cli, a, &op);
+}
+
+static int cmd_migrate(struct cli *cli, const struct args *a)
+{
+	Hca__ApiRequest req = HCA__API_REQUEST__INIT;
+	Hca__MigrateRequest mig = HCA__MIGRATE_REQUEST__INIT;
+	const struct migrate_opts o = {
+		.downtime_ms = opt_get(a, "downtime-ms"), .max_bandwidth = opt_get(a, "max-bandwidth"),
+		.streams = opt_get(a, "streams"), .compress = opt_get(a, "compress"),
+		.converge = opt_get(a, "converge"), .deadline = opt_get(a, "deadline"),
+		.with_storage = opt_get(a, "with-storage") != NULL,
+	};
+	char done[128];
+	struct long_op op = { .req = &req, .timeout_ms = CALL_TIMEOUT_MS, .verb = "migrate",
+			      .vm = a->pos[0], .done = done, .report = hcactl_mig_done };
+
+	if (check_node(a->pos[1]) || hcactl_migrate_request(&o, &mig))
+		return EXIT_USAGE;
+	mig.name = (char *)a->pos[0];
+	mig.target = (char *)a->pos[1];
+	req.op_case = HCA__API_REQUEST__OP_MIGRATE;
+	req.migrate = &mig;
+	snprintf(done, sizeof(done), "migrated to %s", mig.target);
 	return run_long(cli, a, &op);
 }
 
@@ -498,7 +533,7 @@ static int flags_to_spec(const struct args *a, Hca__VmSpec *spec)
 		return EXIT_USAGE;
 	if (spec_set_string(&spec->name, name) || (uuid && spec_set_string(&spec->uuid, uuid)))
 		return hcactl_complain(EXIT_HCAD, "out of memory");
-	if ((v = opt_get(a, "vcpus")) && parse_uint(v, 0, UINT32_MAX, &vcpus))
+	if ((v = opt_get(a, "vcpus")) && hcactl_parse_uint(v, 0, UINT32_MAX, &vcpus))
 		return hcactl_complain(EXIT_USAGE, "invalid number '%s' for --vcpus", v);
 	if (v)
 		spec->vcpus = (uint32_t)vcpus;
@@ -673,6 +708,11 @@ static int cmd_job_cancel(struct cli *cli, const struct args *a)
 	return hcactl_job_cancel(cli, a->pos[0]);
 }
 
+static int cmd_migration_list(struct cli *cli, const struct args *a)
+{
+	return hcactl_migration_list(cli);
+}
+
 static int cmd_version(struct cli *cli, const struct args *a)
 {
 	if (cli->json)
@@ -683,14 +723,8 @@ static int cmd_version(struct cli *cli, const struct args *a)
 
 /* ---- the command table ---- */
 
-/* Every long command takes these (run_long). */
+/* Every long command takes these (run_long; their help: FOLLOW_HELP). */
 #define FOLLOW_OPTS { "no-wait", false, false }, { "progress", false, false }
-#define FOLLOW_HELP \
-	"hcad runs it as a job; hcactl follows the job to its end, with a progress\n" \
-	"line on stderr when that is a terminal, and prints the result.\n" \
-	"  --no-wait        print the job's id (with --json: the job) and return\n" \
-	"  --progress       a line per phase on stdout (also: HCA_PROGRESS=lines)\n" \
-	"Ctrl-C stops following (exit 130); the job goes on: 'hcactl job show ID'.\n"
 
 static const struct opt_def define_opts[] = {
 	{ "file", true, false }, { "name", true, false }, { "uuid", true, false },
@@ -708,6 +742,12 @@ static const struct opt_def shutdown_opts[] = {
 	{ "timeout", true, false }, FOLLOW_OPTS, { NULL, false, false },
 };
 static const struct opt_def undefine_opts[] = { FOLLOW_OPTS, { NULL, false, false } };
+static const struct opt_def migrate_opts[] = {
+	{ "downtime-ms", true, false }, { "max-bandwidth", true, false },
+	{ "streams", true, false }, { "compress", true, false }, { "converge", true, false },
+	{ "deadline", true, false }, { "with-storage", false, false }, FOLLOW_OPTS,
+	{ NULL, false, false },
+};
 static const char follow_detail[] = FOLLOW_HELP;
 
 static const char define_detail[] =
@@ -832,6 +872,8 @@ static const struct cmd cmds[] = {
 	{ "vm", "resume", cmd_resume, NULL, 1, 1, "vm resume NAME", "Resume a paused VM.", NULL, POS_VM },
 	{ "vm", "undefine", cmd_undefine, undefine_opts, 1, 1, "vm undefine NAME [--no-wait]",
 	  "Forget a VM and delete the volumes hcad created for it.", follow_detail, POS_VM },
+	{ "vm", "migrate", cmd_migrate, migrate_opts, 2, 2, "vm migrate NAME NODE [OPTIONS]",
+	  "Move a running VM to NODE while it runs (live migration).", migrate_detail, POS_VM },
 	{ "vm", "list", cmd_list, NULL, 0, 0, "vm list", "List this node's VMs.", NULL, POS_VM },
 	{ "vm", "show", cmd_show, NULL, 1, 1, "vm show NAME", "Show everything about one VM.", NULL,
 	  POS_VM },
@@ -855,6 +897,9 @@ static const struct cmd cmds[] = {
 	  "One job: kind, VM, node, phase, progress, result.", NULL, POS_JOB },
 	{ "job", "cancel", cmd_job_cancel, NULL, 1, 1, "job cancel ID",
 	  "Ask a job to stop and roll back, where its phase allows.", NULL, POS_JOB },
+	{ "migration", "list", cmd_migration_list, NULL, 0, 0, "migration list",
+	  "Live migrations (migrate jobs), newest first, with their figures.",
+	  migration_list_detail, POS_WORD },
 	{ NULL, "version", cmd_version, NULL, 0, 0, "version", "Print hcactl's version.", NULL, POS_WORD },
 };
 #define NCMDS (sizeof(cmds) / sizeof(cmds[0]))
@@ -873,8 +918,9 @@ static void print_help(const char *group)
 	       "  --api NAME   hcad's API service (default: $HCA_API, else \"%s\")\n"
 	       "  --json       print JSON instead of text; allowed anywhere on the line\n"
 	       "  -h, --help   this text; 'hcactl vm define --help' and the like say more\n"
-	       "\nThe long commands (vm define, undefine, start, stop, shutdown) run as jobs\n"
-	       "that hcactl follows to their end; --no-wait returns at once with the job's id.\n"
+	       "\nThe long commands (vm define, undefine, start, stop, shutdown, migrate) run\n"
+	       "as jobs that hcactl follows to their end; --no-wait returns at once with the\n"
+	       "job's id.\n"
 	       "\nExit status: 0 success, 1 error from hcad or talking to it (or a job that\n"
 	       "failed), 2 usage error, 130 Ctrl-C while following a job (the job goes on).\n",
 	       API_DEFAULT_NAME);

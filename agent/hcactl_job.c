@@ -1,9 +1,10 @@
 /*
  * hcactl_job: jobs as hcactl shows them. hcad runs every long operation
- * (define, undefine, start, stop, shutdown, later migrate and failover) as
+ * (define, undefine, start, stop, shutdown, migrate; later failover) as
  * a job with an id ("node1-17"), a phase and a progress, readable from any
- * node. Here: `job list`, `job show ID`, `job cancel ID`, and the following
- * of a job a long command started, polling `job_show` until the job ends.
+ * node. Here: `job list`, `job show ID`, `job cancel ID`, `migration list`
+ * (the migrate jobs, with their figures), and the following of a job a long
+ * command started, polling `job_show` until the job ends.
  *
  * While following, the progress goes to stderr as one line rewritten in
  * place, and only when stderr is a terminal: what a script reads from
@@ -97,34 +98,12 @@ static uint64_t since(uint64_t ms, int64_t now)
 	return ms && now > (int64_t)ms ? (uint64_t)now - ms : 0;
 }
 
-/* "1.2 s" below a minute, then "5m12s" and so on. */
-static void elapsed_text(uint64_t ms, char *buf, size_t len)
+/* From creation to the end, or to @now while it runs. */
+static uint64_t job_elapsed_ms(const Hca__Job *j, int64_t now)
 {
-	if (ms < 60000)
-		snprintf(buf, len, "%.1f s", (double)ms / 1000.0);
-	else
-		hcactl_duration(ms / 1000, buf, len);
-}
+	bool ended = phase_terminal(j->phase) && j->ended_ms;
 
-/* An amount of @unit for people: "1.2 GiB" for bytes, "3 volumes". */
-static void amount_text(uint64_t v, const char *unit, char *buf, size_t len)
-{
-	static const char *const units[] = { "bytes", "KiB", "MiB", "GiB", "TiB", "PiB" };
-	double x = (double)v;
-	size_t u = 0;
-
-	if (strcmp(unit, "bytes")) {
-		snprintf(buf, len, "%llu%s%s", (unsigned long long)v, unit[0] ? " " : "", unit);
-		return;
-	}
-	while (x >= 1024 && u + 1 < sizeof(units) / sizeof(units[0])) {
-		x /= 1024;
-		u++;
-	}
-	if (u)
-		snprintf(buf, len, "%.1f %s", x, units[u]);
-	else
-		snprintf(buf, len, "%llu bytes", (unsigned long long)v);
+	return since(j->created_ms, ended ? (int64_t)j->ended_ms : now);
 }
 
 static unsigned percent(const Hca__JobProgress *p)
@@ -141,10 +120,10 @@ static void progress_text(const Hca__JobProgress *p, char *buf, size_t len)
 	buf[0] = '\0';
 	if (!p || (!p->done && !p->total))
 		return;
-	amount_text(p->done, p->unit, done, sizeof(done));
+	hcactl_amount(p->done, p->unit, done, sizeof(done));
 	if (p->total) {
 		/* "1.2 GiB of 4.0 GiB", but "1 of 3 volumes" */
-		amount_text(p->total, p->unit, total, sizeof(total));
+		hcactl_amount(p->total, p->unit, total, sizeof(total));
 		if (strcmp(p->unit, "bytes"))
 			snprintf(done, sizeof(done), "%llu", (unsigned long long)p->done);
 		used = (size_t)snprintf(buf, len, "%s of %s (%u%%)", done, total, percent(p));
@@ -152,13 +131,47 @@ static void progress_text(const Hca__JobProgress *p, char *buf, size_t len)
 		used = (size_t)snprintf(buf, len, "%s", done);
 	}
 	if (p->rate && used < len) {
-		amount_text(p->rate, p->unit, rate, sizeof(rate));
+		hcactl_amount(p->rate, p->unit, rate, sizeof(rate));
 		used += (size_t)snprintf(buf + used, len - used, ", %s/s", rate);
 	}
 	if (p->eta_s && used < len) {
 		hcactl_duration(p->eta_s, eta, sizeof(eta));
 		snprintf(buf + used, len - used, ", eta %s", eta);
 	}
+}
+
+static double mib(uint64_t bytes)
+{
+	return (double)bytes / (1024.0 * 1024.0);
+}
+
+/* A migrate job: "45%, 230.0 MiB sent, 280.0 MiB left, 112.3 MiB/s, dirty
+ * 8.0 MiB/s, eta 4s, pass 2", what is known of it. */
+static void mig_progress_text(const Hca__Job *j, char *buf, size_t len)
+{
+	const Hca__MigReport *m = j->migration;
+	const Hca__JobProgress *p = j->progress;
+	struct line_buf l = { .buf = buf, .len = len };
+	char sent[32], left[32], eta[32];
+
+	buf[0] = '\0';
+	if (p && p->total)
+		hcactl_line_add(&l, ", ", "%u%%", percent(p));
+	if (m->transferred || m->remaining) {
+		hcactl_amount(m->transferred, "bytes", sent, sizeof(sent));
+		hcactl_amount(m->remaining, "bytes", left, sizeof(left));
+		hcactl_line_add(&l, ", ", "%s sent, %s left", sent, left);
+	}
+	if (m->rate)
+		hcactl_line_add(&l, ", ", "%.1f MiB/s", mib(m->rate));
+	if (m->dirty_rate)
+		hcactl_line_add(&l, ", ", "dirty %.1f MiB/s", mib(m->dirty_rate));
+	if (p && p->eta_s) {
+		hcactl_duration(p->eta_s, eta, sizeof(eta));
+		hcactl_line_add(&l, ", ", "eta %s", eta);
+	}
+	if (m->passes)
+		hcactl_line_add(&l, ", ", "pass %llu", (unsigned long long)m->passes);
 }
 
 /* ---- JSON ---- */
@@ -181,21 +194,22 @@ static json_t *error_json(const Hca__Error *e)
 	return json_pack("{s:s, s:s}", "code", code_name(e->code, code), "message", e->message);
 }
 
-static json_t *job_to_json(const Hca__Job *j)
+json_t *hcactl_job_json(const Hca__Job *j)
 {
 	char kind[NAME_LEN], phase[NAME_LEN];
 	json_t *vols = json_array();
 
 	for (size_t i = 0; vols && i < j->n_volumes; i++)
 		json_array_append_new(vols, json_string(j->volumes[i]));
-	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:b, s:o, s:o, s:s, s:I, s:I, s:I, s:o?}",
+	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:b, s:o, s:o, s:s, s:I, s:I, s:I, s:o?, "
+			 "s:o*}",
 			 "id", j->id, "kind", kind_name(j->kind, kind), "vm", j->vm,
 			 "node", j->node, "requested_on", j->requested_on,
 			 "phase", phase_name(j->phase, phase), "cancel_requested", j->cancel_requested,
 			 "progress", progress_json(j->progress), "error", error_json(j->error),
 			 "note", j->note, "created_ms", (json_int_t)j->created_ms,
 			 "updated_ms", (json_int_t)j->updated_ms, "ended_ms", (json_int_t)j->ended_ms,
-			 "volumes", vols);
+			 "volumes", vols, "migration", hcactl_mig_json(j->migration));
 }
 
 /* ---- show and list ---- */
@@ -256,8 +270,7 @@ static void show_job(Hca__Job *j)
 		kv_time("ended", j->ended_ms, now);
 	else
 		kv_time("updated", j->updated_ms, now);
-	elapsed_text(since(j->created_ms, ended && j->ended_ms ? (int64_t)j->ended_ms : now),
-		     took, sizeof(took));
+	hcactl_elapsed(job_elapsed_ms(j, now), took, sizeof(took));
 	hcactl_kv("elapsed", "%s", took);
 	if (j->error && j->error->code)
 		hcactl_kv("error", "%s [%s]", hcactl_one_line(j->error->message),
@@ -265,17 +278,41 @@ static void show_job(Hca__Job *j)
 	if (j->note[0])
 		hcactl_kv("note", "%s", hcactl_one_line(j->note));
 	show_volumes(j);
+	if (j->migration)
+		hcactl_mig_show(j->migration);
+}
+
+#define CELL 96
+
+/* A table of jobs: its columns, and how one job fills a row of them. */
+struct job_table {
+	const char *const *head;
+	size_t ncols;
+	size_t fixed;              /* as hcactl_table()'s */
+	void (*fill)(const Hca__Job *j, int64_t now, char (*col)[CELL]);
+};
+
+/* What went wrong, or what there is to know, for the RESULT column. */
+static const char *result_text(const Hca__Job *j)
+{
+	if (j->error && j->error->message[0])
+		return j->error->message;
+	if (j->cancel_requested && !phase_terminal(j->phase))
+		return "cancel requested";
+	return j->note;
+}
+
+static void result_cell(const char *result, char *cell)
+{
+	snprintf(cell, CELL, "%.*s%s", RESULT_MAX, result, strlen(result) > RESULT_MAX ? "..." : "");
 }
 
 enum { COL_ID, COL_KIND, COL_VM, COL_NODE, COL_PHASE, COL_PROGRESS, COL_AGE, COL_ELAPSED,
        COL_RESULT, NCOLS };
-#define CELL 96
 
 static void fill_row(const Hca__Job *j, int64_t now, char (*col)[CELL])
 {
 	const Hca__JobProgress *p = j->progress;
-	bool ended = phase_terminal(j->phase);
-	const char *result = "";
 
 	snprintf(col[COL_ID], CELL, "%s", j->id);
 	kind_name(j->kind, col[COL_KIND]);
@@ -285,54 +322,101 @@ static void fill_row(const Hca__Job *j, int64_t now, char (*col)[CELL])
 	if (p && p->total)
 		snprintf(col[COL_PROGRESS], CELL, "%u%%", percent(p));
 	else if (p && p->done)
-		amount_text(p->done, p->unit, col[COL_PROGRESS], CELL);
+		hcactl_amount(p->done, p->unit, col[COL_PROGRESS], CELL);
 	else
 		snprintf(col[COL_PROGRESS], CELL, "-");
 	hcactl_duration(since(j->created_ms, now) / 1000, col[COL_AGE], CELL);
-	hcactl_duration(since(j->created_ms, ended && j->ended_ms ? (int64_t)j->ended_ms : now) /
-			1000, col[COL_ELAPSED], CELL);
-	if (j->error && j->error->message[0])
-		result = j->error->message;
-	else if (j->cancel_requested && !ended)
-		result = "cancel requested";
-	else if (j->note[0])
-		result = j->note;
-	snprintf(col[COL_RESULT], CELL, "%.*s%s", RESULT_MAX, result,
-		 strlen(result) > RESULT_MAX ? "..." : "");
-	for (size_t c = 0; c < NCOLS; c++)
-		hcactl_one_line(col[c]);
+	hcactl_duration(job_elapsed_ms(j, now) / 1000, col[COL_ELAPSED], CELL);
+	result_cell(result_text(j), col[COL_RESULT]);
 }
 
-static int print_jobs(bool json, Hca__Job **jobs, size_t n)
+static const char *const job_head[NCOLS] = { "ID", "KIND", "VM", "NODE", "PHASE", "PROGRESS",
+					     "AGE", "ELAPSED", "RESULT" };
+static const struct job_table job_cols = { job_head, NCOLS, COL_RESULT, fill_row };
+
+enum { MCOL_ID, MCOL_VM, MCOL_NODES, MCOL_PHASE, MCOL_ELAPSED, MCOL_DOWNTIME, MCOL_SENT,
+       MCOL_PASSES, MCOL_RESULT, MNCOLS };
+
+/* "38/31 ms": the pause seen from outside, then QEMU's figure; "-" unknown. */
+static void downtime_cell(const Hca__MigReport *m, char *cell)
 {
-	static const char *const head[NCOLS] = { "ID", "KIND", "VM", "NODE", "PHASE", "PROGRESS",
-						 "AGE", "ELAPSED", "RESULT" };
-	char (*text)[NCOLS][CELL] = n ? calloc(n, sizeof(*text)) : NULL;
-	const char **cells = n ? calloc(n * NCOLS, sizeof(*cells)) : NULL;
+	char seen[24] = "-", qemu[24] = "-";
+
+	if (!m || (!m->pause_ms && !m->downtime_ms)) {
+		snprintf(cell, CELL, "-");
+		return;
+	}
+	if (m->pause_ms)
+		snprintf(seen, sizeof(seen), "%llu", (unsigned long long)m->pause_ms);
+	if (m->downtime_ms)
+		snprintf(qemu, sizeof(qemu), "%llu", (unsigned long long)m->downtime_ms);
+	snprintf(cell, CELL, "%s/%s ms", seen, qemu);
+}
+
+static void mig_fill_row(const Hca__Job *j, int64_t now, char (*col)[CELL])
+{
+	const Hca__MigReport *m = j->migration;
+	bool ended = phase_terminal(j->phase);
+	const char *result = result_text(j);
+
+	snprintf(col[MCOL_ID], CELL, "%s", j->id);
+	snprintf(col[MCOL_VM], CELL, "%s", j->vm[0] ? j->vm : "-");
+	/* the job runs on the source; the target is only in the report */
+	snprintf(col[MCOL_NODES], CELL, "%s->%s", m && m->source[0] ? m->source : j->node,
+		 m && m->target[0] ? m->target : "?");
+	phase_name(j->phase, col[MCOL_PHASE]);
+	hcactl_elapsed(m && ended && m->elapsed_ms ? m->elapsed_ms : job_elapsed_ms(j, now),
+		       col[MCOL_ELAPSED], CELL);
+	downtime_cell(m, col[MCOL_DOWNTIME]);
+	if (m && m->transferred)
+		hcactl_amount(m->transferred, "bytes", col[MCOL_SENT], CELL);
+	else
+		snprintf(col[MCOL_SENT], CELL, "-");
+	if (m && m->passes)
+		snprintf(col[MCOL_PASSES], CELL, "%llu", (unsigned long long)m->passes);
+	else
+		snprintf(col[MCOL_PASSES], CELL, "-");
+	/* nothing went wrong: what the convergence policy had to do */
+	result_cell(!result[0] && m && ended ? m->policy : result, col[MCOL_RESULT]);
+}
+
+static const char *const mig_head[MNCOLS] = { "ID", "VM", "SOURCE->TARGET", "PHASE", "ELAPSED",
+					      "DOWNTIME", "SENT", "PASSES", "RESULT" };
+static const struct job_table mig_cols = { mig_head, MNCOLS, MCOL_RESULT, mig_fill_row };
+
+static json_t *jobs_json(Hca__Job **jobs, size_t n)
+{
+	json_t *arr = json_array();
+
+	for (size_t i = 0; arr && i < n; i++) {
+		if (json_array_append_new(arr, hcactl_job_json(jobs[i]))) {
+			json_decref(arr);
+			arr = NULL;
+		}
+	}
+	return arr;
+}
+
+static int print_jobs(bool json, Hca__Job **jobs, size_t n, const struct job_table *t)
+{
+	char (*text)[CELL] = NULL;
+	const char **cells = NULL;
 	int64_t now = clock_ms(CLOCK_REALTIME);
-	json_t *arr = json ? json_array() : NULL;
 	int rc = 0;
 
-	if (n && (!text || !cells)) {
+	if (json)
+		return hcactl_print_json(jobs_json(jobs, n));
+	if (n && (!(text = calloc(n * t->ncols, sizeof(*text))) ||
+		  !(cells = calloc(n * t->ncols, sizeof(*cells))))) {
 		rc = hcactl_complain(EXIT_HCAD, "out of memory");
 		goto out;
 	}
 	for (size_t i = 0; i < n; i++) {
-		if (json) {
-			if (arr && json_array_append_new(arr, job_to_json(jobs[i]))) {
-				json_decref(arr);
-				arr = NULL;
-			}
-			continue;
-		}
-		fill_row(jobs[i], now, text[i]);
-		for (size_t c = 0; c < NCOLS; c++)
-			cells[i * NCOLS + c] = text[i][c];
+		t->fill(jobs[i], now, text + i * t->ncols);
+		for (size_t c = 0; c < t->ncols; c++)
+			cells[i * t->ncols + c] = hcactl_one_line(text[i * t->ncols + c]);
 	}
-	if (json)
-		rc = hcactl_print_json(arr);
-	else
-		hcactl_table(head, NCOLS, COL_RESULT, cells, n);
+	hcactl_table(t->head, t->ncols, t->fixed, cells, n);
 out:
 	free(cells);
 	free(text);
@@ -353,25 +437,74 @@ static Hca__Job *reply_job(Hca__ApiReply *r)
 static int print_job(bool json, Hca__Job *j)
 {
 	if (json)
-		return hcactl_print_json(job_to_json(j));
+		return hcactl_print_json(hcactl_job_json(j));
 	show_job(j);
 	return 0;
 }
 
-int hcactl_job_list(struct cli *cli)
+/* hcad's reply to job_list, whose ->jobs is valid (free it), or NULL after saying why not. */
+static Hca__ApiReply *fetch_jobs(struct cli *cli)
 {
 	Hca__ApiRequest req = HCA__API_REQUEST__INIT;
 	Hca__ApiReply *r = NULL;
-	int rc = EXIT_HCAD;
 
 	req.op_case = HCA__API_REQUEST__OP_JOB_LIST;
 	req.job_list = 1;
 	if (!(r = hcactl_call(cli, &req, CALL_TIMEOUT_MS)))
+		return NULL;
+	if (r->result_case == HCA__API_REPLY__RESULT_JOBS && r->jobs)
+		return r;
+	hcactl_complain(EXIT_HCAD, "malformed reply from hcad: no job list");
+	hca__api_reply__free_unpacked(r, NULL);
+	return NULL;
+}
+
+int hcactl_job_list(struct cli *cli)
+{
+	Hca__ApiReply *r = fetch_jobs(cli);
+	int rc;
+
+	if (!r)
 		return EXIT_HCAD;
-	if (r->result_case != HCA__API_REPLY__RESULT_JOBS || !r->jobs)
-		hcactl_complain(EXIT_HCAD, "malformed reply from hcad: no job list");
-	else
-		rc = print_jobs(cli->json, r->jobs->jobs, r->jobs->n_jobs);
+	rc = print_jobs(cli->json, r->jobs->jobs, r->jobs->n_jobs, &job_cols);
+	hca__api_reply__free_unpacked(r, NULL);
+	return rc;
+}
+
+static int newest_first(const void *x, const void *y)
+{
+	const Hca__Job *a = *(Hca__Job *const *)x, *b = *(Hca__Job *const *)y;
+
+	return a->created_ms < b->created_ms ? 1 : a->created_ms > b->created_ms ? -1 :
+	       strcmp(b->id, a->id);
+}
+
+int hcactl_migration_list(struct cli *cli)
+{
+	Hca__ApiReply *r = fetch_jobs(cli);
+	Hca__Job **migs = NULL;
+	size_t n = 0;
+	int rc = EXIT_HCAD;
+
+	if (!r)
+		return EXIT_HCAD;
+	if (r->jobs->n_jobs && !(migs = calloc(r->jobs->n_jobs, sizeof(*migs)))) {
+		hcactl_complain(EXIT_HCAD, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < r->jobs->n_jobs; i++)
+		if (r->jobs->jobs[i]->kind == HCA__JOB_KIND__JOB_KIND_MIGRATE)
+			migs[n++] = r->jobs->jobs[i];
+	if (n)
+		qsort(migs, n, sizeof(*migs), newest_first);
+	if (!n && !cli->json) {
+		printf("no migrations\n");
+		rc = 0;
+	} else {
+		rc = print_jobs(cli->json, migs, n, &mig_cols);
+	}
+out:
+	free(migs);
 	hca__api_reply__free_unpacked(r, NULL);
 	return rc;
 }
@@ -450,8 +583,11 @@ static void status_line(const struct follow *f, const Hca__Job *j, const char *t
 	char phase[NAME_LEN], took[32], prog[256];
 	size_t used;
 
-	elapsed_text((uint64_t)(clock_ms(CLOCK_MONOTONIC) - f->t0), took, sizeof(took));
-	progress_text(j->progress, prog, sizeof(prog));
+	hcactl_elapsed((uint64_t)(clock_ms(CLOCK_MONOTONIC) - f->t0), took, sizeof(took));
+	if (j->migration)
+		mig_progress_text(j, prog, sizeof(prog));
+	else
+		progress_text(j->progress, prog, sizeof(prog));
 	used = (size_t)snprintf(buf, len, "%s %s [%s]: %s  %s", f->op->verb, f->op->vm, f->id,
 				phase_name(j->phase, phase), took);
 	if (prog[0] && used < len)
@@ -578,7 +714,9 @@ static bool nap(int ms)
 	return nanosleep(&ts, NULL) == 0 || !interrupted;
 }
 
-static int follow(struct follow *f, Hca__Job *first, bool *succeeded)
+/* Follow until the job ends. *@last gets the reply holding the job as last
+ * seen (the caller frees it), NULL when that is still @first. */
+static int follow(struct follow *f, Hca__Job *first, bool *succeeded, Hca__ApiReply **last)
 {
 	Hca__ApiReply *r = NULL, *next = NULL;
 	Hca__Job *j = first;
@@ -609,12 +747,14 @@ static int follow(struct follow *f, Hca__Job *first, bool *succeeded)
 		rc = hcactl_complain(EXIT_INTERRUPTED, "still running as job %s (hcactl job show %s)",
 				     f->id, f->id);
 	}
-	hca__api_reply__free_unpacked(r, NULL);
+	*last = r;
 	return rc;
 }
 
-/* Print the job (--no-wait), or follow it; *@succeeded when it did. */
-static int job_wait(struct cli *cli, Hca__Job *job, const struct long_op *op, bool *succeeded)
+/* Print the job (--no-wait), or follow it; *@succeeded when it did, and
+ * *@last as follow() leaves it. */
+static int job_wait(struct cli *cli, Hca__Job *job, const struct long_op *op, bool *succeeded,
+		    Hca__ApiReply **last)
 {
 	struct follow f = { .cli = cli, .op = op, .last_phase = -1,
 			    .t0 = clock_ms(CLOCK_MONOTONIC), .lines = cli->json ? stderr : stdout };
@@ -623,9 +763,10 @@ static int job_wait(struct cli *cli, Hca__Job *job, const struct long_op *op, bo
 	int rc;
 
 	*succeeded = false;
+	*last = NULL;
 	if (op->no_wait) {
 		if (cli->json)
-			return hcactl_print_json(job_to_json(job));
+			return hcactl_print_json(hcactl_job_json(job));
 		printf("%s\n", job->id);
 		return 0;
 	}
@@ -637,19 +778,23 @@ static int job_wait(struct cli *cli, Hca__Job *job, const struct long_op *op, bo
 	sigemptyset(&sa.sa_mask);
 	interrupted = 0;
 	sigaction(SIGINT, &sa, &old);
-	rc = follow(&f, job, succeeded);
+	rc = follow(&f, job, succeeded, last);
 	sigaction(SIGINT, &old, NULL);
 	return rc;
 }
 
 /* ---- long commands ---- */
 
-/* The job succeeded: print what the command printed before there were jobs. */
-static int print_done(struct cli *cli, const struct long_op *op, const Hca__ApiReply *before)
+/* Job @j succeeded: print what the command printed before there were jobs,
+ * or the command's own report of it. */
+static int print_done(struct cli *cli, const struct long_op *op, const Hca__ApiReply *before,
+		      Hca__Job *j)
 {
 	Hca__ApiReply *r = NULL;
 	int rc;
 
+	if (op->report)
+		return op->report(cli->json, j, op);
 	if (op->done && !cli->json) {
 		printf("%s: %s\n", op->vm, op->done);
 		return 0;
@@ -667,7 +812,7 @@ static int print_done(struct cli *cli, const struct long_op *op, const Hca__ApiR
 
 int hcactl_long_op(struct cli *cli, const struct long_op *op)
 {
-	Hca__ApiReply *before = NULL, *r = NULL;
+	Hca__ApiReply *before = NULL, *r = NULL, *last = NULL;
 	bool ok = false;
 	int rc = EXIT_HCAD;
 
@@ -677,14 +822,15 @@ int hcactl_long_op(struct cli *cli, const struct long_op *op)
 	if (!(r = hcactl_call(cli, op->req, op->timeout_ms)))
 		goto out;
 	if (r->result_case == HCA__API_REPLY__RESULT_JOB && r->job)
-		rc = job_wait(cli, r->job, op, &ok);
+		rc = job_wait(cli, r->job, op, &ok, &last);
 	else if (r->result_case == HCA__API_REPLY__RESULT_VM && r->vm && r->vm->spec)
 		rc = hcactl_vm_outcome(cli->json, r->vm, op->vm, op->done); /* hcad before jobs */
 	else
 		hcactl_complain(EXIT_HCAD, "malformed reply from hcad: neither a job nor a VM");
 	if (!rc && ok)
-		rc = print_done(cli, op, before);
+		rc = print_done(cli, op, before, last ? last->job : r->job);
 out:
+	hca__api_reply__free_unpacked(last, NULL);
 	hca__api_reply__free_unpacked(r, NULL);
 	hca__api_reply__free_unpacked(before, NULL);
 	return rc;

@@ -86,6 +86,49 @@ void hcactl_duration(uint64_t s, char *buf, size_t len)
 			 (unsigned long long)(s % 86400 / 3600));
 }
 
+void hcactl_elapsed(uint64_t ms, char *buf, size_t len)
+{
+	if (ms < 60000)
+		snprintf(buf, len, "%.1f s", (double)ms / 1000.0);
+	else
+		hcactl_duration(ms / 1000, buf, len);
+}
+
+void hcactl_amount(uint64_t v, const char *unit, char *buf, size_t len)
+{
+	static const char *const units[] = { "bytes", "KiB", "MiB", "GiB", "TiB", "PiB" };
+	double x = (double)v;
+	size_t u = 0;
+
+	if (strcmp(unit, "bytes")) {
+		snprintf(buf, len, "%llu%s%s", (unsigned long long)v, unit[0] ? " " : "", unit);
+		return;
+	}
+	while (x >= 1024 && u + 1 < sizeof(units) / sizeof(units[0])) {
+		x /= 1024;
+		u++;
+	}
+	if (u)
+		snprintf(buf, len, "%.1f %s", x, units[u]);
+	else
+		snprintf(buf, len, "%llu bytes", (unsigned long long)v);
+}
+
+void hcactl_line_add(struct line_buf *l, const char *sep, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (l->used && l->used < l->len)
+		l->used += (size_t)snprintf(l->buf + l->used, l->len - l->used, "%s", sep);
+	if (l->used >= l->len)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(l->buf + l->used, l->len - l->used, fmt, ap);
+	va_end(ap);
+	l->used += n > 0 ? (size_t)n : 0;
+}
+
 static void pid_text(int pid, char *buf, size_t len)
 {
 	if (pid > 0)

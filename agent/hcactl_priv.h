@@ -2,7 +2,9 @@
  * hcactl internals shared by its files (hcactl_cluster.h has the PKI part):
  *   hcactl.c      arguments, the command table, requests to hcad
  *   hcactl_out.c  output: errors, JSON, tables, key/value lines, VM status
- *   hcactl_job.c  jobs: `job list|show|cancel`, following a long command
+ *   hcactl_job.c  jobs: `job list|show|cancel`, `migration list`, following a
+ *                 long command
+ *   hcactl_mig.c  `vm migrate`: its options, and the migration's report
  * Exit status everywhere: 0 ok, EXIT_HCAD for an error from hcad or from
  * talking to it, EXIT_USAGE for what the user typed, found before asking.
  */
@@ -30,6 +32,9 @@ struct cli {
 };
 
 /* ---- hcactl.c: talking to hcad ---- */
+
+/* A decimal in @min..@max, nothing else: 0, or -EINVAL. */
+int hcactl_parse_uint(const char *s, unsigned long min, unsigned long max, unsigned long *v);
 
 /*
  * Send @req and return hcad's successful reply (free it with
@@ -69,6 +74,22 @@ void hcactl_size(uint64_t bytes, bool compact, char *buf, size_t len);
 /* "42s", "5m12s", "3h05m", "2d04h". */
 void hcactl_duration(uint64_t s, char *buf, size_t len);
 
+/* "1.2 s" below a minute, then as hcactl_duration(). */
+void hcactl_elapsed(uint64_t ms, char *buf, size_t len);
+
+/* An amount of @unit for people: "1.2 GiB" for "bytes", else "3 volumes". */
+void hcactl_amount(uint64_t v, const char *unit, char *buf, size_t len);
+
+/* A line built piece by piece, cut at its size: buf[0] = '\0' to start. */
+struct line_buf {
+	char *buf;
+	size_t len, used;
+};
+
+/* Append one piece, after @sep unless it is the first. */
+void hcactl_line_add(struct line_buf *l, const char *sep, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
 /*
  * A table: @head names @ncols columns (at most 16), @cells holds @nrows rows
  * of @ncols strings. Columns are aligned; of the columns after the first
@@ -89,7 +110,20 @@ int hcactl_cluster_status(bool json, const Hca__ClusterStatus *c);
 
 /* ---- hcactl_job.c ---- */
 
-/* A long command (vm define, undefine, start, stop, shutdown), as built. */
+/* The help of the options every long command takes (hcactl.c's run_long). */
+#define FOLLOW_HELP \
+	"hcad runs it as a job; hcactl follows the job to its end, with a progress\n" \
+	"line on stderr when that is a terminal, and prints the result.\n" \
+	"  --no-wait        print the job's id (with --json: the job) and return\n" \
+	"  --progress       a line per phase on stdout (also: HCA_PROGRESS=lines)\n" \
+	"Ctrl-C stops following (exit 130); the job goes on: 'hcactl job show ID'.\n"
+
+struct long_op;
+
+/* Print the result of the long operation @op from its job @j, which succeeded. */
+typedef int (*long_op_report_fn)(bool json, Hca__Job *j, const struct long_op *op);
+
+/* A long command (vm define, undefine, start, stop, shutdown, migrate), as built. */
 struct long_op {
 	const Hca__ApiRequest *req;
 	int timeout_ms;            /* for hcad's answer (an hcad from before jobs
@@ -100,6 +134,7 @@ struct long_op {
 	bool gone;                 /* no VM to show afterwards (undefine) */
 	bool no_wait;              /* --no-wait: print the job and return */
 	bool lines;                /* --progress: a line per phase on stdout */
+	long_op_report_fn report;  /* NULL: print the VM's outcome (or @done) */
 };
 
 /*
@@ -117,7 +152,40 @@ int hcactl_job_list(struct cli *cli);
 int hcactl_job_show(struct cli *cli, const char *id);
 int hcactl_job_cancel(struct cli *cli, const char *id);
 
+/* `migration list`: the migrate jobs of `job list`, newest first. */
+int hcactl_migration_list(struct cli *cli);
+
+/* @j as `job show --json` prints it: a new reference, NULL on ENOMEM. */
+json_t *hcactl_job_json(const Hca__Job *j);
+
 /* Syntax only: what a job id may look like ("node1-17"). */
 bool hcactl_job_id_valid(const char *id);
+
+/* ---- hcactl_mig.c ---- */
+
+/* `vm migrate`'s options as typed; NULL when not given (hcad chooses). */
+struct migrate_opts {
+	const char *downtime_ms, *max_bandwidth, *streams, *compress, *converge, *deadline;
+	bool with_storage;
+};
+
+/*
+ * Check every value of @o and fill @req's tuning fields from them (not the
+ * VM's name nor the target). 0, or EXIT_USAGE after saying which option is
+ * wrong and what it takes.
+ */
+int hcactl_migrate_request(const struct migrate_opts *o, Hca__MigrateRequest *req);
+
+/* The long help of `vm migrate` and `migration list`. */
+extern const char migrate_detail[], migration_list_detail[];
+
+/* Every field of @m, named as in hca.proto; NULL for a NULL @m or on ENOMEM. */
+json_t *hcactl_mig_json(const Hca__MigReport *m);
+
+/* @m's figures as `job show` lines; those not known (0, "") are left out. */
+void hcactl_mig_show(Hca__MigReport *m);
+
+/* A long_op_report_fn: "web1: migrated to node3 in 4.2 s (...)" and the mode. */
+int hcactl_mig_done(bool json, Hca__Job *j, const struct long_op *op);
 
 #endif
