@@ -739,7 +739,8 @@ void job_set_migration(struct job *j, const Hca__MigReport *r)
 	if (j->mig)
 		hca__mig_report__free_unpacked(j->mig, NULL);
 	j->mig = c;
-	touch(j, false);
+	if (j->js) /* not while job_adopt builds it */
+		touch(j, false);
 }
 
 void job_set_incarnation(struct job *j, uint64_t incarnation)

@@ -131,8 +131,10 @@ static void status_fill(struct vmm *m, struct vm *v, Hca__VmStatus *st)
 	st->console_path = v->paths.console;
 	st->serial_log = v->paths.serial_log;
 	st->qemu_log = v->paths.qemu_log;
-	if (!v->hv) {
-		if (v->run) { /* another node's VM, as its owner last said */
+	if (!v->hv || !vmm_owned(m, v)) {
+		/* another node's VM (here at most a migration's QEMU), as its
+		 * owner last said */
+		if (v->run) {
 			st->state = v->run->state;
 			st->reason = v->run->reason;
 			st->pid = v->run->pid;
@@ -340,6 +342,7 @@ static void on_attached(struct hv_vm *hv, int err, const char *msg, void *opaque
 		qb_log(LOG_ERR, "%s", msg);
 	else
 		qb_log(LOG_INFO, "vm %s: %s", v->name, hv_vm_reason(hv));
+	vmm_mig_attached(m, v);
 	/* a claim left by a QEMU that ended while hcad was away; or a QEMU
 	 * running without one (a record from before claims existed) */
 	if (!v->job && v->rec && v->rec->active && !vmm_vm_running(v))
@@ -374,6 +377,8 @@ static void load_one(struct vmm *m, const char *key)
 	}
 	if (vmm_owned(m, v))
 		vmm_vm_supervise(m, v);
+	else if (access(v->paths.pidfile, F_OK) == 0)
+		vmm_vm_supervise(m, v); /* a QEMU a migration may have left */
 }
 
 void vmm_vm_supervise(struct vmm *m, struct vm *v)

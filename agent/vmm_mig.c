@@ -284,6 +284,65 @@ static void ended(void *ctx, const char *name, struct job *j, bool moved)
 	}
 }
 
+/* ---- after a restart of hcad ---- */
+
+static void recover_done(struct hv_vm *hv, int err, json_t *ret, const char *errclass,
+			 const char *errdesc, void *opaque)
+{
+	struct vm *v = opaque;
+	const char *st = json_string_value(json_object_get(ret, "status"));
+
+	(void)errclass;
+	(void)errdesc;
+	if (vmm_vm_put(v) || err || !st || !strcmp(st, "none") || v->hv != hv)
+		return; /* no migration: a pause is the user's */
+	if (strcmp(st, "completed") && strcmp(st, "failed") && strcmp(st, "cancelled"))
+		hv_vm_qmp(hv, "migrate_cancel", NULL, 0, NULL, NULL);
+	/* owned here: either it came in and the commit named this node, or it
+	 * was leaving and the commit never happened; either way it runs here */
+	qb_log(LOG_NOTICE, "vm %s: a migration was interrupted by a restart of hcad (QEMU says "
+	       "%s); the record names this node: the guest runs on here", v->name, st);
+	hv_vm_qmp(hv, "cont", NULL, 0, NULL, NULL);
+}
+
+void vmm_mig_attached(struct vmm *m, struct vm *v)
+{
+	Hca__VmState s;
+
+	if (!v->hv || v->job || !v->rec)
+		return;
+	if (!vmm_owned(m, v) && !vmm_vm_running(v)) {
+		qb_loop_timer_handle t;
+		v->refs++; /* nothing of it here: let its supervisor go */
+		qb_loop_timer_add(m->loop, QB_LOOP_LOW, 0, v, let_go, &t);
+		return;
+	}
+	if (!vmm_vm_running(v))
+		return;
+	s = hv_vm_state(v->hv);
+	if (!vmm_owned(m, v)) {
+		if (s == HCA__VM_STATE__VM_STATE_RUNNING) {
+			qb_log(LOG_ERR, "vm %s: owned by node %s, but a QEMU of it runs here; left "
+			       "running (never killed on a guess)", v->name, v->rec->owner);
+			return;
+		}
+		/* paused: an incoming migration that never committed here, or a
+		 * source whose migration committed elsewhere */
+		qb_log(LOG_NOTICE, "vm %s: a paused QEMU of it is left here from a migration; "
+		       "node %s owns it: ending this one", v->name, v->rec->owner);
+		v->refs++;
+		if (hv_vm_stop(v->hv, true, discarded, v) < 0)
+			vmm_vm_put(v);
+		return;
+	}
+	if (s != HCA__VM_STATE__VM_STATE_PAUSED && s != HCA__VM_STATE__VM_STATE_PAUSED_MIGRATE &&
+	    s != HCA__VM_STATE__VM_STATE_POSTMIGRATE)
+		return;
+	v->refs++;
+	if (hv_vm_qmp(v->hv, "query-migrate", NULL, 0, recover_done, v) < 0)
+		vmm_vm_put(v);
+}
+
 /* ---- lifetime ---- */
 
 void vmm_mig_setup(struct vmm *m)

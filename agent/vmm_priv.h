@@ -183,6 +183,8 @@ void vmm_mig_setup(struct vmm *m);   /* the channel is up */
 void vmm_mig_store(struct vmm *m);   /* the store came (back) */
 void vmm_mig_free(struct vmm *m);
 void vmm_mig_event(struct vm *v, const char *event, json_t *data);
+/* A QEMU re-attached after a restart: finish what a migration left. */
+void vmm_mig_attached(struct vmm *m, struct vm *v);
 bool vmm_mig_busy(struct vmm *m, const char *name);
 void vmm_migrate(struct vmm *m, const Hca__MigrateRequest *q, const char *via, vmm_reply_fn fn,
 		 void *ctx);

@@ -242,6 +242,24 @@ static void resolve_one(struct vmm *m, struct job *j)
 			   "vm %s: undefine interrupted by an hcad restart; run it again to finish",
 			   name);
 		return;
+	case HCA__JOB_KIND__JOB_KIND_MIGRATE:
+		/* the owner record says whether the commit happened; the QEMUs
+		 * were put right at the re-attach (vmm_mig_attached) */
+		if (!ours) {
+			job_note(j, "interrupted by an hcad restart; the VM is gone");
+			job_finish(j, HCA__ERROR_CODE__ERROR_INTERNAL, "vm %s: migration interrupted "
+				   "by an hcad restart", name);
+		} else if (vmm_owned(m, v)) {
+			job_note(j, "interrupted by an hcad restart before the commit: rolled back, "
+				 "the VM runs here");
+			job_finish(j, HCA__ERROR_CODE__ERROR_INTERNAL, "vm %s: migration interrupted "
+				   "by an hcad restart before the commit; it runs on node %s", name,
+				   v->rec->owner);
+		} else {
+			job_note(j, "interrupted by an hcad restart after the commit: finished");
+			job_finish(j, 0, "vm %s: migrated to node %s", name, v->rec->owner);
+		}
+		return;
 	default:
 		job_note(j, "interrupted by an hcad restart");
 		job_finish(j, HCA__ERROR_CODE__ERROR_INTERNAL, "vm %s: %s interrupted by an hcad "

@@ -33,6 +33,8 @@
 #include "base/exec.h"
 #include "hypervisor/hv.h"
 #include "proto/chan.h"
+#include "proto/wire.h"
+#include "storage/sto.h"
 #include "storage/sto_vm.h"
 
 #define WATCH_MS 3000u
@@ -69,6 +71,7 @@ struct mig_in {
 	int read_rc;
 	char read_owner[64];
 	uint64_t read_epoch;
+	bool job_ended;   /* the source's job record says it ended */
 	bool gone; /* freed while a read was out: the read frees it */
 };
 
@@ -164,6 +167,22 @@ static void watch_read_fn(struct exec_item *it)
 	uint64_t ver;
 	char err[256];
 
+	char key[STO_KEY_MAX + 1];
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	Hca__Job *j;
+	int werr = 0;
+
+	/* the job first: if it ended, the owner record read after it is final */
+	snprintf(key, sizeof(key), "job/%s", in->job);
+	in->job_ended = false;
+	if (sto_get(in->m->env->store, key, &buf, &len, &ver, err, sizeof(err)) == 0 &&
+	    (j = (Hca__Job *)wire_frame_unpack(buf, len, STO_REC_MAX, WIRE_T_JOB,
+					       &hca__job__descriptor, &werr))) {
+		in->job_ended = j->phase >= HCA__JOB_PHASE__JOB_PHASE_SUCCEEDED;
+		hca__job__free_unpacked(j, NULL);
+	}
+	free(buf);
 	in->read_rc = sto_vm_get(in->m->env->store, in->vm, &r, &ver, err, sizeof(err));
 	if (in->read_rc == 0) {
 		snprintf(in->read_owner, sizeof(in->read_owner), "%s", r->owner);
@@ -193,9 +212,11 @@ static void watch_read_done(struct exec_item *it)
 		resume(in);
 		return;
 	}
-	if (in->read_rc == 0 || in->read_rc == -ENOENT) {
-		in_fail(in, "the source %s went away before the commit (the record says %s)",
-			in->source, in->read_rc ? "nothing" : in->read_owner);
+	if ((in->read_rc == 0 || in->read_rc == -ENOENT) &&
+	    (in->job_ended || !in->m->env->online(in->m->env->ctx, in->source))) {
+		in_fail(in, "the source %s %s before the commit (the record says %s)", in->source,
+			in->job_ended ? "ended its job" : "went away",
+			in->read_rc ? "nothing" : in->read_owner);
 		return;
 	}
 	watch_arm(in); /* the store does not answer: never guess */
@@ -209,7 +230,9 @@ static void watch_tick(void *data)
 	in->watch = 0;
 	if (in->st == IN_RESUMING || in->m->stopping)
 		return;
-	if (e->online(e->ctx, in->source)) {
+	/* while the stream flows the source is alive; once it is in (or the
+	 * source is gone) the store says what became of it */
+	if (e->online(e->ctx, in->source) && in->st != IN_LOADED && in->st != IN_LISTEN) {
 		watch_arm(in);
 		return;
 	}
