@@ -82,8 +82,16 @@ struct mig_policy {
 struct mig_out;
 struct mig_in;
 
+/* Link rates measured by earlier migrations, by destination. */
+#define MIG_RATE_CACHE 16
+struct mig_rate {
+	char node[64];
+	uint64_t rate;  /* bytes/s */
+};
+
 struct mig {
 	const struct hca_env *env;
+	struct mig_rate rates[MIG_RATE_CACHE];
 	struct mig_host host;
 	struct exec_queue *q;   /* the commit and the store reads */
 	struct mig_out *outs;   /* this node's outgoing migrations */

@@ -102,6 +102,10 @@ struct mig_out {
 	int cas_rc;
 	uint64_t new_epoch, new_version;
 	char cas_err[256];
+	/* the link rate, measured on the first pass (QEMU's own figure) */
+	uint64_t rate_sum;
+	unsigned rate_n;
+	bool rate_set;
 	unsigned calls;     /* channel calls whose answer is still to come */
 	bool dead;          /* ended while some were: the last one frees it */
 };
@@ -526,6 +530,57 @@ static void completed(struct mig_out *o)
 
 /* ---- transfer ---- */
 
+static struct mig_rate *rate_slot(struct mig *m, const char *node, bool make)
+{
+	struct mig_rate *free_slot = NULL;
+
+	for (size_t i = 0; i < MIG_RATE_CACHE; i++) {
+		if (!strcmp(m->rates[i].node, node))
+			return &m->rates[i];
+		if (!m->rates[i].node[0] && !free_slot)
+			free_slot = &m->rates[i];
+	}
+	if (!make)
+		return NULL;
+	if (!free_slot)
+		free_slot = &m->rates[0];
+	snprintf(free_slot->node, sizeof(free_slot->node), "%s", node);
+	return free_slot;
+}
+
+/*
+ * The first pass measures the link: QEMU's transfer rate while it sends
+ * all of RAM once, averaged. From the second pass on QEMU is told it
+ * (avail-switchover-bandwidth), so its switchover decision uses what the
+ * link carried rather than an estimate from the last, smaller pass; the
+ * next migration to the same node plans with it.
+ */
+static void rate_learn(struct mig_out *o, const struct mig_sample *s)
+{
+	uint64_t rate;
+	struct mig_rate *slot;
+
+	if (s->iteration <= 1) {
+		if (s->rate) {
+			o->rate_sum += s->rate;
+			o->rate_n++;
+		}
+		return;
+	}
+	if (o->rate_set || !o->rate_n)
+		return;
+	o->rate_set = true;
+	rate = o->rate_sum / o->rate_n;
+	if (o->plan.max_bandwidth && o->plan.max_bandwidth < rate)
+		rate = o->plan.max_bandwidth;
+	o->plan.link_rate = rate;
+	if ((slot = rate_slot(o->m, o->target, true)) && !o->plan.max_bandwidth)
+		slot->rate = rate;
+	hv_vm_qmp(o->hv, "migrate-set-parameters",
+		  json_pack("{s:I}", "avail-switchover-bandwidth", (json_int_t)rate), 0, NULL,
+		  NULL);
+}
+
 static void sample(struct mig_out *o, json_t *ret)
 {
 	json_t *ram = json_object_get(ret, "ram");
@@ -549,6 +604,7 @@ static void sample(struct mig_out *o, json_t *ret)
 	o->rep.rate = s.rate;
 	o->rep.dirty_rate = s.dirty_rate;
 	o->rep.passes = s.iteration;
+	rate_learn(o, &s);
 	{
 		uint64_t done = s.total > s.remaining ? s.total - s.remaining : 0;
 		o->m->env->job_progress(o->j, s.iteration > 1 ? s.transferred : done,
@@ -827,6 +883,7 @@ static void plan_make(struct mig_out *o, bool measured, uint64_t dirty_rate)
 {
 	char why[sizeof(o->why) - 64];
 	char b[32];
+	struct mig_rate *slot;
 
 	o->plan = (struct mig_plan){
 		.downtime_ms = o->req_downtime,
@@ -837,6 +894,7 @@ static void plan_make(struct mig_out *o, bool measured, uint64_t dirty_rate)
 		.deadline_s = o->req_deadline,
 		.host_cores = o->m->host.host_cores,
 		.dirty_rate = dirty_rate,
+		.link_rate = (slot = rate_slot(o->m, o->target, false)) ? slot->rate : 0,
 		.ram_bytes = o->ram,
 		.tls_creds = MIG_TLS_ID,
 		.tls_hostname = o->target, /* the destination's certificate names it */
