@@ -248,6 +248,13 @@ static void incoming_discard(void *ctx, const char *name)
 	}
 }
 
+static struct hv_vm *vm_hv(void *ctx, const char *name)
+{
+	struct vm *v = vmm_vm_find(ctx, name);
+
+	return v ? v->hv : NULL;
+}
+
 static void committed(void *ctx, const char *name, const char *owner, uint64_t epoch,
 		      uint64_t version)
 {
@@ -353,6 +360,7 @@ void vmm_mig_setup(struct vmm *m)
 		.ctx = m,
 		.incoming_start = incoming_start,
 		.incoming_discard = incoming_discard,
+		.vm_hv = vm_hv,
 		.committed = committed,
 		.ended = ended,
 		.max_out = (unsigned)m->conf->mig_max_out,

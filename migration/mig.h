@@ -364,6 +364,9 @@ struct mig_host {
 	/* Destination: kill the incoming QEMU of @vm and forget it (the
 	 * migration did not commit; the guest never ran here). */
 	void (*incoming_discard)(void *ctx, const char *vm);
+	/* The VM's QEMU handle on this node now, or NULL (it may have been let
+	 * go after its QEMU ended: never keep one across callbacks). */
+	struct hv_vm *(*vm_hv)(void *ctx, const char *vm);
 	/* Either side: the commit moved @vm's owner record to @owner at @epoch
 	 * (store version @version, 0: unknown); update what the agent holds. */
 	void (*committed)(void *ctx, const char *vm, const char *owner, uint64_t epoch,

@@ -56,7 +56,6 @@ struct mig_in {
 	char source[64];
 	uint64_t epoch, incarnation;
 	struct mig_plan plan;
-	struct hv_vm *hv;
 	enum in_state st;
 	unsigned step;
 	char host[64];
@@ -72,8 +71,43 @@ struct mig_in {
 	char read_owner[64];
 	uint64_t read_epoch;
 	bool job_ended;   /* the source's job record says it ended */
-	bool gone; /* freed while a read was out: the read frees it */
+	/* callbacks still to come (the launch, QMP replies, the store read):
+	 * an ended migration is freed by the last of them */
+	unsigned refs;
+	bool dead;
 };
+
+/* The VM's QEMU, from the agent: it may have let go of one that ended. */
+static struct hv_vm *in_hv(struct mig_in *in)
+{
+	return in->m->host.vm_hv(in->m->host.ctx, in->vm);
+}
+
+/* A callback for @in came: false if @in ended meanwhile (freed by the last). */
+static bool in_back(struct mig_in *in)
+{
+	in->refs--;
+	if (!in->dead)
+		return true;
+	if (!in->refs)
+		free(in);
+	return false;
+}
+
+static int in_qmp(struct mig_in *in, const char *cmd, json_t *args, hv_vm_qmp_fn done)
+{
+	struct hv_vm *hv = in_hv(in);
+	int rc;
+
+	if (!hv) {
+		json_decref(args);
+		return -ENOTCONN;
+	}
+	in->refs++;
+	if ((rc = hv_vm_qmp(hv, cmd, args, 0, done, in)) < 0)
+		in->refs--;
+	return rc;
+}
 
 uint64_t mig_now_us(void)
 {
@@ -137,9 +171,8 @@ static void in_end(struct mig_in *in, bool discard, const char *why)
 		qb_loop_timer_del(m->env->loop, in->watch);
 	in->watch = 0;
 	in_unlink(in);
-	if (in->reading)
-		in->gone = true;
-	else
+	in->dead = true;
+	if (!in->refs)
 		free(in);
 }
 
@@ -199,11 +232,8 @@ static void watch_read_done(struct exec_item *it)
 	const char *me = in->m->env->node;
 
 	in->reading = false;
-	if (in->gone || exec_item_cancelled(it)) {
-		if (in->gone)
-			free(in);
+	if (!in_back(in) || exec_item_cancelled(it))
 		return;
-	}
 	if (in->read_rc == 0 && !strcmp(in->read_owner, me) && in->read_epoch == in->epoch + 1) {
 		/* the source committed and went: this node runs the guest now */
 		qb_log(LOG_NOTICE, "vm %s: the source %s is gone after the commit (epoch %llu): "
@@ -237,6 +267,7 @@ static void watch_tick(void *data)
 		return;
 	}
 	in->reading = true;
+	in->refs++;
 	exec_item_init(&in->item, watch_read_fn, watch_read_done);
 	exec_push(in->m->q, &in->item, NULL);
 }
@@ -260,8 +291,8 @@ static void setup_qmp_done(struct hv_vm *hv, int err, json_t *ret, const char *e
 
 	(void)hv;
 	(void)errclass;
-	if (err == -ECANCELED)
-		return; /* the QEMU handle went: in_end ran or runs */
+	if (!in_back(in) || err == -ECANCELED)
+		return;
 	if (err) {
 		in_fail(in, "vm %s: destination QEMU refused step %u of the set-up: %s", in->vm,
 			in->step, errdesc ? errdesc : strerror(-err));
@@ -337,7 +368,7 @@ static void setup_step(struct mig_in *in)
 		in_fail(in, "vm %s: cannot build the arguments of %s", in->vm, cmd);
 		return;
 	}
-	if ((rc = hv_vm_qmp(in->hv, cmd, args, 0, setup_qmp_done, in)) < 0)
+	if ((rc = in_qmp(in, cmd, args, setup_qmp_done)) < 0)
 		in_fail(in, "vm %s: destination QEMU unreachable for %s: %s", in->vm, cmd,
 			strerror(-rc));
 }
@@ -345,12 +376,21 @@ static void setup_step(struct mig_in *in)
 static void launched(void *opaque, struct hv_vm *hv, int err, const char *msg)
 {
 	struct mig_in *in = opaque;
+	struct mig *m = in->m;
+	char vm[HV_NAME_MAX + 1];
 
+	(void)hv;
+	snprintf(vm, sizeof(vm), "%s", in->vm);
+	if (!in_back(in)) {
+		/* aborted while QEMU came up: it goes now */
+		if (!err)
+			m->host.incoming_discard(m->host.ctx, vm);
+		return;
+	}
 	if (err) {
 		in_fail(in, "vm %s: cannot start the destination QEMU: %s", in->vm, msg);
 		return;
 	}
-	in->hv = hv;
 	in->st = IN_SETUP;
 	setup_step(in);
 }
@@ -431,9 +471,11 @@ static void on_prepare(struct chan_reply *r, const void *body, size_t len, void 
 	in->prep = r;
 	in->next = m->ins;
 	m->ins = in;
+	in->refs++; /* the launch's callback */
 	rc = m->host.incoming_start(m->host.ctx, in->vm, in->source, in->epoch, in->incarnation,
 				    launched, in, err, sizeof(err));
 	if (rc < 0) {
+		in->refs--;
 		in_end(in, false, err); /* answers prep with the reason */
 		goto out;
 	}
@@ -508,7 +550,7 @@ static void cont_done(struct hv_vm *hv, int err, json_t *ret, const char *errcla
 	(void)hv;
 	(void)ret;
 	(void)errclass;
-	if (err == -ECANCELED)
+	if (!in_back(in) || err == -ECANCELED)
 		return;
 	if (err) {
 		/* the record names this node: the guest must run here; say it loudly */
@@ -531,7 +573,7 @@ static void resume(struct mig_in *in)
 	int rc;
 
 	in->st = IN_RESUMING;
-	if ((rc = hv_vm_qmp(in->hv, "cont", NULL, 0, cont_done, in)) < 0) {
+	if ((rc = in_qmp(in, "cont", NULL, cont_done)) < 0) {
 		qb_log(LOG_ERR, "vm %s: committed here but QEMU is unreachable for `cont`: %s",
 		       in->vm, strerror(-rc));
 		answer_error(&in->commit, EIO, "QEMU unreachable");
