@@ -504,6 +504,12 @@ static void ready_done(int err, const void *body, size_t len, const char *msg, v
 		rollback(o, 0, "cancelled by the user before the commit");
 		return;
 	}
+	/* a minority partition changes nothing, not even this */
+	if (!o->m->env->quorate(o->m->env->ctx)) {
+		rollback(o, HCA__ERROR_CODE__ERROR_NO_QUORUM, "vm %s: this node is not quorate at "
+			 "the commit: not committed, running here", o->vm);
+		return;
+	}
 	phase(o, OUT_COMMIT, PH(COMMIT));
 	o->step = 0;
 	cas_push(o);
@@ -661,6 +667,18 @@ static void tick(void *data)
 		return;
 	if (o->cancel) {
 		rollback(o, 0, "cancelled by the user");
+		return;
+	}
+	/* a stream to a node that left the membership may stall for minutes
+	 * before TCP says so */
+	if (!o->m->env->online(o->m->env->ctx, o->target)) {
+		rollback(o, HCA__ERROR_CODE__ERROR_TIMEOUT, "vm %s: node %s left the cluster during "
+			 "the migration", o->vm, o->target);
+		return;
+	}
+	if (!o->m->env->quorate(o->m->env->ctx)) {
+		rollback(o, HCA__ERROR_CODE__ERROR_NO_QUORUM, "vm %s: this node lost quorum during "
+			 "the migration", o->vm);
 		return;
 	}
 	o->tick_busy = true;
