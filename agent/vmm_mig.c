@@ -293,6 +293,83 @@ static void ended(void *ctx, const char *name, struct job *j, bool moved)
 
 /* ---- after a restart of hcad ---- */
 
+/*
+ * Before a guest a migration left paused runs on here, a write to the
+ * owner record (this node to this node: the version moves on). A commit
+ * write of the interrupted hcad that Ceph never answered may still be on
+ * its way to the OSD; after this one it can only fail. If the record moved
+ * (that write landed first), the guest does not run here.
+ */
+struct fence {
+	struct exec_item item;
+	struct vm *vm;
+	struct sto_owner cur;
+	char owner[64];
+	int rc;
+	char err[256];
+};
+
+static void fence_fn(struct exec_item *it)
+{
+	struct fence *f = EXEC_CONTAINER_OF(it, struct fence, item);
+	struct sto_owner next = { f->owner, 0, true, 0 };
+
+	f->rc = sto_owner_cas(f->vm->m->store, f->vm->name, &f->cur, &next, NULL, NULL, f->err,
+			      sizeof(f->err));
+}
+
+static void recover(struct vm *v);
+
+static void fence_retry(void *data)
+{
+	struct vm *v = data;
+
+	if (!vmm_vm_put(v))
+		recover(v);
+}
+
+static void fence_done(struct exec_item *it)
+{
+	struct fence *f = EXEC_CONTAINER_OF(it, struct fence, item);
+	struct vm *v = f->vm;
+	int rc = f->rc;
+	bool cancelled = exec_item_cancelled(it);
+
+	free(f);
+	if (cancelled || vmm_vm_put(v) || !v->hv)
+		return;
+	if (rc == 0) {
+		qb_log(LOG_NOTICE, "vm %s: a migration was interrupted by a restart of hcad; the "
+		       "record names this node: the guest runs on here", v->name);
+		hv_vm_qmp(v->hv, "migrate_cancel", NULL, 0, NULL, NULL);
+		hv_vm_qmp(v->hv, "cont", NULL, 0, NULL, NULL);
+	} else if (rc == -ESTALE || rc == -ENOENT) {
+		qb_log(LOG_WARNING, "vm %s: the owner record moved while hcad was down; the paused "
+		       "QEMU here is not resumed", v->name);
+		vmm_sync_refresh(v->m, v->name);
+	} else {
+		qb_loop_timer_handle t;
+		v->refs++;
+		qb_loop_timer_add(v->m->loop, QB_LOOP_LOW, 2000 * QB_TIME_NS_IN_MSEC, v,
+				  fence_retry, &t);
+	}
+}
+
+static void recover(struct vm *v)
+{
+	struct fence *f;
+
+	if (!v->rec || !vmm_owned(v->m, v) || !v->m->store || !(f = calloc(1, sizeof(*f))))
+		return;
+	f->vm = v;
+	snprintf(f->owner, sizeof(f->owner), "%s", v->rec->owner);
+	f->cur = (struct sto_owner){ f->owner, v->rec->owner_epoch, v->rec->active,
+				     v->rec->incarnation };
+	v->refs++;
+	exec_item_init(&f->item, fence_fn, fence_done);
+	exec_push(v->m->q_store, &f->item, NULL);
+}
+
 static void recover_done(struct hv_vm *hv, int err, json_t *ret, const char *errclass,
 			 const char *errdesc, void *opaque)
 {
@@ -303,13 +380,7 @@ static void recover_done(struct hv_vm *hv, int err, json_t *ret, const char *err
 	(void)errdesc;
 	if (vmm_vm_put(v) || err || !st || !strcmp(st, "none") || v->hv != hv)
 		return; /* no migration: a pause is the user's */
-	if (strcmp(st, "completed") && strcmp(st, "failed") && strcmp(st, "cancelled"))
-		hv_vm_qmp(hv, "migrate_cancel", NULL, 0, NULL, NULL);
-	/* owned here: either it came in and the commit named this node, or it
-	 * was leaving and the commit never happened; either way it runs here */
-	qb_log(LOG_NOTICE, "vm %s: a migration was interrupted by a restart of hcad (QEMU says "
-	       "%s); the record names this node: the guest runs on here", v->name, st);
-	hv_vm_qmp(hv, "cont", NULL, 0, NULL, NULL);
+	recover(v);
 }
 
 void vmm_mig_attached(struct vmm *m, struct vm *v)

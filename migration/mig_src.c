@@ -405,6 +405,14 @@ static void committed(struct mig_out *o)
 	}
 }
 
+/*
+ * The commit. After a write whose outcome Ceph did not give, the same CAS
+ * again, never a plain read: a timed-out write may still reach the OSD and
+ * land after a read said it had not (it would then move the owner behind a
+ * rollback's back). Repeating it is safe both ways: it lands now (0), or
+ * the first one did (-ESTALE, and the record names the destination at the
+ * next epoch), or the answer is unknown again.
+ */
 static void cas_fn(struct exec_item *it)
 {
 	struct mig_out *o = EXEC_CONTAINER_OF(it, struct mig_out, item);
@@ -418,24 +426,16 @@ static void cas_fn(struct exec_item *it)
 		snprintf(o->cas_err, sizeof(o->cas_err), "no connection to the store");
 		return;
 	}
-	if (o->st == OUT_COMMIT && o->step == 0) {
+	o->cas_rc = sto_owner_cas(st, o->vm, &cur, &next, &o->new_epoch, &o->new_version,
+				  o->cas_err, sizeof(o->cas_err));
+	if (o->cas_rc == -ECANCELED) /* moved between read and write: once more */
 		o->cas_rc = sto_owner_cas(st, o->vm, &cur, &next, &o->new_epoch, &o->new_version,
 					  o->cas_err, sizeof(o->cas_err));
-		if (o->cas_rc == -ECANCELED) /* moved between read and write: once more */
-			o->cas_rc = sto_owner_cas(st, o->vm, &cur, &next, &o->new_epoch,
-						  &o->new_version, o->cas_err,
-						  sizeof(o->cas_err));
-		return;
-	}
-	/* the outcome was unknown: which record is there now? */
-	o->cas_rc = sto_owner_confirm(st, o->vm, &want, o->cas_err, sizeof(o->cas_err));
-	if (o->cas_rc == 0) {
+	if (o->cas_rc == -ESTALE && o->step > 0 &&
+	    sto_owner_confirm(st, o->vm, &want, o->cas_err, sizeof(o->cas_err)) == 0) {
+		o->cas_rc = 0; /* the earlier write landed */
 		o->new_epoch = o->epoch + 1;
 		o->new_version = 0;
-	} else if (o->cas_rc == -ESTALE) {
-		o->cas_rc = sto_owner_confirm(st, o->vm, &cur, o->cas_err, sizeof(o->cas_err)) == 0
-				    ? -ESTALE /* still ours: not committed */
-				    : -EIO;   /* neither: ask again */
 	}
 }
 
@@ -466,15 +466,15 @@ static void cas_done(struct exec_item *it)
 		return;
 	}
 	if (o->step == 0 && (o->cas_rc == -ENOTCONN || o->cas_rc == -ECANCELED)) {
+		/* nothing was written: Ceph said so, or nothing was sent */
 		rollback(o, HCA__ERROR_CODE__ERROR_STORAGE, "vm %s: storage unavailable at the "
 			 "commit (%s): not committed, running here", o->vm, o->cas_err);
 		return;
 	}
 	/* unknown: the guest stays paused on both sides until the store says */
-	qb_log(LOG_WARNING, "vm %s: the commit's outcome is unknown (%s); reading the record "
-	       "again in %u ms (the guest stays paused: never two copies)", o->vm, o->cas_err,
-	       REREAD_MS);
-	o->m->env->job_progress(o->j, 0, 0, NULL, "commit outcome unknown: asking the store");
+	qb_log(LOG_WARNING, "vm %s: the commit's outcome is unknown (%s); trying it again in "
+	       "%u ms (the guest stays paused: never two copies)", o->vm, o->cas_err, REREAD_MS);
+	o->m->env->job_progress(o->j, 0, 0, NULL, "commit outcome unknown: trying it again");
 	o->step++;
 	if (!o->m->stopping)
 		qb_loop_timer_add(o->m->env->loop, QB_LOOP_HIGH, REREAD_MS * QB_TIME_NS_IN_MSEC, o,
