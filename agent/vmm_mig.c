@@ -554,10 +554,18 @@ void vmm_migrate(struct vmm *m, const Hca__MigrateRequest *q, const char *via, v
 		return;
 	}
 	if (!vmm_vm_running(v)) {
-		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_BAD_STATE, "vm %s: is %s; only a "
-				"running VM migrates (start it there: hcactl vm start %s --on %s)",
+		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_BAD_STATE, "vm %s: is not running "
+				"(%s); only a running VM migrates (start it there: hcactl vm start "
+				"%s --on %s)",
 				v->name, v->hv ? hv_state_name(hv_vm_state(v->hv)) : "stopped",
 				v->name, q->target);
+		return;
+	}
+	if (hv_vm_state(v->hv) != HCA__VM_STATE__VM_STATE_RUNNING) {
+		/* a rollback resumes the guest, and so does the destination */
+		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_BAD_STATE, "vm %s: is %s; only a "
+				"running guest migrates (resume it first)", v->name,
+				hv_state_name(hv_vm_state(v->hv)));
 		return;
 	}
 	if ((d = local_disk(v->rec))) {

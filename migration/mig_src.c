@@ -219,6 +219,48 @@ static int out_call(struct mig_out *o, const char *method, const void *body, siz
 
 static void rb_poll(void *data);
 
+/* A migration QEMU has not finished with (a new one would be refused). */
+static bool mig_status_busy(const char *st)
+{
+	return st && strcmp(st, "none") && strcmp(st, "completed") && strcmp(st, "failed") &&
+	       strcmp(st, "cancelled");
+}
+
+static void rb_again(struct mig_out *o, const char *what)
+{
+	if (++o->rb_tries >= ROLLBACK_TRIES) {
+		snprintf(o->fail + strlen(o->fail), sizeof(o->fail) - strlen(o->fail),
+			 "; the source QEMU %s after the rollback", what);
+		out_end(o);
+		return;
+	}
+	qb_loop_timer_add(o->m->env->loop, QB_LOOP_HIGH, ROLLBACK_POLL_MS * QB_TIME_NS_IN_MSEC, o,
+			  rb_poll, &o->tick);
+}
+
+/* Running again; the job ends once QEMU has let go of the stream too. */
+static void rb_mig_done(struct hv_vm *hv, int err, json_t *ret, const char *errclass,
+			const char *errdesc, void *opaque)
+{
+	struct mig_out *o = opaque;
+	const char *st = json_string_value(json_object_get(ret, "status"));
+
+	(void)hv;
+	(void)errclass;
+	(void)errdesc;
+	if (err == -ECANCELED)
+		return;
+	if (!err && mig_status_busy(st)) {
+		char what[64];
+		snprintf(what, sizeof(what), "runs, but still holds the stream (%s)", st);
+		hv_vm_qmp(o->hv, "migrate_cancel", NULL, 0, NULL, NULL);
+		rb_again(o, what);
+		return;
+	}
+	qb_log(LOG_NOTICE, "vm %s: migration to %s rolled back: running here", o->vm, o->target);
+	out_end(o);
+}
+
 static void rb_status_done(struct hv_vm *hv, int err, json_t *ret, const char *errclass,
 			   const char *errdesc, void *opaque)
 {
@@ -237,9 +279,8 @@ static void rb_status_done(struct hv_vm *hv, int err, json_t *ret, const char *e
 		return;
 	}
 	if (!strcmp(st, "running")) {
-		qb_log(LOG_NOTICE, "vm %s: migration to %s rolled back: running here", o->vm,
-		       o->target);
-		out_end(o);
+		if (hv_vm_qmp(o->hv, "query-migrate", NULL, 0, rb_mig_done, o) < 0)
+			out_end(o);
 		return;
 	}
 	if (!strcmp(st, "postmigrate") || !strcmp(st, "paused") ||
@@ -247,14 +288,11 @@ static void rb_status_done(struct hv_vm *hv, int err, json_t *ret, const char *e
 		/* the migration left it stopped: it never ran anywhere else */
 		hv_vm_qmp(o->hv, "cont", NULL, 0, NULL, NULL);
 	}
-	if (++o->rb_tries >= ROLLBACK_TRIES) {
-		snprintf(o->fail + strlen(o->fail), sizeof(o->fail) - strlen(o->fail),
-			 "; the source QEMU stays %s after the rollback", st);
-		out_end(o);
-		return;
+	{
+		char what[64];
+		snprintf(what, sizeof(what), "stays %s", st);
+		rb_again(o, what);
 	}
-	qb_loop_timer_add(o->m->env->loop, QB_LOOP_HIGH, ROLLBACK_POLL_MS * QB_TIME_NS_IN_MSEC, o,
-			  rb_poll, &o->tick);
 }
 
 static void rb_poll(void *data)
@@ -669,16 +707,16 @@ static void tick(void *data)
 		rollback(o, 0, "cancelled by the user");
 		return;
 	}
+	if (!o->m->env->quorate(o->m->env->ctx)) {
+		rollback(o, HCA__ERROR_CODE__ERROR_NO_QUORUM, "vm %s: this node lost quorum during "
+			 "the migration", o->vm);
+		return;
+	}
 	/* a stream to a node that left the membership may stall for minutes
 	 * before TCP says so */
 	if (!o->m->env->online(o->m->env->ctx, o->target)) {
 		rollback(o, HCA__ERROR_CODE__ERROR_TIMEOUT, "vm %s: node %s left the cluster during "
 			 "the migration", o->vm, o->target);
-		return;
-	}
-	if (!o->m->env->quorate(o->m->env->ctx)) {
-		rollback(o, HCA__ERROR_CODE__ERROR_NO_QUORUM, "vm %s: this node lost quorum during "
-			 "the migration", o->vm);
 		return;
 	}
 	o->tick_busy = true;
@@ -760,9 +798,12 @@ static void setup_done(struct hv_vm *hv, int err, json_t *ret, const char *errcl
 	if (err == -ECANCELED || o->st != OUT_SETUP)
 		return;
 	if (err && o->step != 0) { /* step 0 deletes what may not exist */
-		rollback(o, HCA__ERROR_CODE__ERROR_HYPERVISOR, "vm %s: the source QEMU refused "
-			 "step %u of the set-up: %s", o->vm, o->step,
-			 errdesc ? errdesc : strerror(-err));
+		bool busy = errdesc && strstr(errdesc, "in progress");
+		rollback(o, busy ? HCA__ERROR_CODE__ERROR_BUSY : HCA__ERROR_CODE__ERROR_HYPERVISOR,
+			 "vm %s: the source QEMU refused step %u of the set-up: %s%s", o->vm,
+			 o->step, errdesc ? errdesc : strerror(-err),
+			 busy ? " (QEMU is still letting go of an earlier migration's stream; "
+				"try again in a minute)" : "");
 		return;
 	}
 	o->step++;
