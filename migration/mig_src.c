@@ -111,6 +111,7 @@ struct mig_out {
 };
 
 static void out_tick_arm(struct mig_out *o);
+static void rate_final(struct mig_out *o, uint64_t rate);
 static void rollback(struct mig_out *o, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 static void start_next(struct mig *m);
@@ -383,6 +384,8 @@ static void final_done(struct hv_vm *hv, int err, json_t *ret, const char *errcl
 		o->rep.transferred = json_integer_value(json_object_get(ram, "transferred"));
 		o->rep.passes = json_integer_value(json_object_get(ram, "dirty-sync-count"));
 		o->rep.remaining = 0;
+		rate_final(o, (uint64_t)(json_number_value(json_object_get(ram, "mbps")) *
+					 125000.0));
 		/* QEMU can say completed before its figures are in: ask again */
 		if (!o->rep.total_ms && o->step++ < 5 &&
 		    hv_vm_qmp(hv, "query-migrate", NULL, 0, final_done, o) == 0)
@@ -623,6 +626,18 @@ static void rate_learn(struct mig_out *o, const struct mig_sample *s)
 	hv_vm_qmp(o->hv, "migrate-set-parameters",
 		  json_pack("{s:I}", "avail-switchover-bandwidth", (json_int_t)rate), 0, NULL,
 		  NULL);
+}
+
+/* A migration too short for a second sample: its mean rate, for the next. */
+static void rate_final(struct mig_out *o, uint64_t rate)
+{
+	struct mig_rate *slot;
+
+	if (o->rate_set || !rate || o->plan.max_bandwidth)
+		return;
+	o->plan.link_rate = rate;
+	if ((slot = rate_slot(o->m, o->target, true)))
+		slot->rate = rate;
 }
 
 static void sample(struct mig_out *o, json_t *ret)
