@@ -978,6 +978,32 @@ static void plan_make(struct mig_out *o, bool measured, uint64_t dirty_rate)
 		rollback(o, HCA__ERROR_CODE__ERROR_INVALID, "vm %s: %s", o->vm, why);
 		return;
 	}
+	if (o->plan.postcopy) {
+		/* post-copy runs the guest on the destination before the stream
+		 * ends, ahead of the commit: not offered until that path exists.
+		 * The same plan in throttle mode instead. */
+		struct mig_plan p = o->plan;
+		p = (struct mig_plan){ .downtime_ms = o->req_downtime,
+				       .max_bandwidth = o->req_bandwidth,
+				       .streams = o->req_streams,
+				       .compress = o->req_compress,
+				       .converge = MIG_CONVERGE_THROTTLE,
+				       .deadline_s = o->req_deadline,
+				       .host_cores = p.host_cores,
+				       .dirty_rate = p.dirty_rate,
+				       .link_rate = p.link_rate,
+				       .ram_bytes = p.ram_bytes,
+				       .tls_creds = p.tls_creds,
+				       .tls_hostname = p.tls_hostname,
+				       .avoid_1937 = p.avoid_1937 };
+		o->plan = p;
+		if (mig_plan_resolve(&o->plan, why, sizeof(why)) < 0) {
+			rollback(o, HCA__ERROR_CODE__ERROR_INVALID, "vm %s: %s", o->vm, why);
+			return;
+		}
+		strncat(why, "; post-copy would fit the dirty rate, but hca does not offer it "
+			"yet: throttle instead", sizeof(why) - strlen(why) - 1);
+	}
 	if (measured)
 		snprintf(o->why, sizeof(o->why), "dirty rate %.20s/s measured; %s",
 			 mig_fmt_bytes(b, sizeof(b), dirty_rate), why);
