@@ -29,6 +29,7 @@ struct vmm_mig {
 	struct hca_env env;
 	struct mig *mig;
 	char tls_dir[CONF_STATE_DIR_MAX + 16];
+	char scratch_dir[CONF_STATE_DIR_MAX + 16];
 };
 
 /* ---- QEMU's credentials ---- */
@@ -457,6 +458,9 @@ void vmm_mig_setup(struct vmm *m)
 	else
 		qb_log(LOG_ERR, "migration: no TLS credentials for QEMU (%s): migrations refused",
 		       err);
+	snprintf(x->scratch_dir, sizeof(x->scratch_dir), "%s/mig", m->conf->state_dir);
+	if (mkdir(x->scratch_dir, 0700) == 0 || errno == EEXIST)
+		host.scratch_dir = x->scratch_dir;
 	if (!(x->mig = mig_new(&x->env, &host))) {
 		qb_log(LOG_ERR, "migration: cannot start the service: %s", strerror(errno));
 		free(x);

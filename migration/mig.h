@@ -139,6 +139,10 @@ struct mig_plan {
 	uint64_t link_rate;     /* bytes/s between the two nodes */
 	uint64_t dirty_rate;    /* bytes/s the guest dirties (calc-dirty-rate) */
 	uint64_t ram_bytes;     /* guest RAM; required */
+	uint32_t zstd_pct;      /* zstd level 1 on a sample of the guest's
+				 * non-zero pages: compressed size, % of the
+				 * input (1..100); 0: not measured */
+	uint64_t zstd_rate;     /* bytes/s one core compressed that sample at */
 	const char *tls_creds;  /* id of a tls-creds-x509 object in each QEMU
 				 * (client on the source, server on the
 				 * destination); NULL: no TLS */
@@ -185,7 +189,9 @@ struct mig_plan {
  *    MIG_STREAM_RATE each, at most min(cores, 4) (all of those when the rate
  *    is unknown; unknown cores count as 1), at least 2 with TLS (encryption
  *    runs per stream); 1 in post-copy mode;
- *  - compress AUTO -> ZSTD when the streams can compress at least twice the
+ *  - compress AUTO -> NONE unless the guest's pages were measured
+ *    (zstd_pct) to shrink to half or less (zstd does not pay on random
+ *    data); then ZSTD when the streams can compress at least twice the
  *    usable rate (MIG_ZSTD_RATE per stream; the stream count may grow to
  *    that within the same core bound), so even incompressible pages lose
  *    nothing; else NONE; NONE when the rate is unknown;
@@ -378,6 +384,9 @@ struct mig_host {
 	 * server-cert.pem, server-key.pem, client-cert.pem, client-key.pem);
 	 * NULL: migrations refuse to run without TLS. */
 	const char *tls_dir;
+	/* A root-only directory for QEMU to save samples of guest memory in
+	 * (the compressibility test); NULL: not sampled, no compression. */
+	const char *scratch_dir;
 	unsigned max_out, max_in; /* migrations at once; 0: 2 */
 	unsigned host_cores;
 };

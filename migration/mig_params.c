@@ -244,6 +244,8 @@ static void resolve_streams(struct mig_plan *p, struct why *w)
 	uint32_t bound = cores < MIG_STREAMS_AUTO_MAX ? cores : MIG_STREAMS_AUTO_MAX;
 	bool chosen = !p->streams;
 	uint32_t zs, grown = 0;
+	uint64_t zr;
+	bool unsampled = false;
 	char r[24];
 
 	if (!p->multifd) {
@@ -260,26 +262,40 @@ static void resolve_streams(struct mig_plan *p, struct why *w)
 		p->streams = need < floor ? floor : need > bound ? bound : need;
 	}
 	rate_str(r, sizeof(r), usable);
-	/* Streams zstd needs to feed twice the usable rate. */
-	zs = usable ? div_up(2 * usable, MIG_ZSTD_RATE) : UINT32_MAX;
+	/* Streams zstd needs to feed twice the usable rate, at the rate it ran
+	 * on the guest's own pages when measured. */
+	zr = p->zstd_rate ? p->zstd_rate : MIG_ZSTD_RATE;
+	zs = usable ? div_up(2 * usable, zr) : UINT32_MAX;
+	if (p->compress == MIG_COMPRESS_AUTO && (!p->zstd_pct || p->zstd_pct > 50)) {
+		p->compress = MIG_COMPRESS_NONE;
+		unsampled = true;
+		if (p->zstd_pct)
+			why_add(w, "compression none: zstd shrinks the guest's pages to %u %% only "
+				"(sampled), not worth its CPU", p->zstd_pct);
+		else
+			why_add(w, "compression none: the guest's pages were not sampled (or all "
+				"zero: sent as such)");
+	}
 	if (chosen && p->compress != MIG_COMPRESS_NONE && p->streams < zs)
 		grown = zs < bound ? zs : bound;
 	if (p->compress == MIG_COMPRESS_AUTO) {
 		if (zs <= (chosen ? bound : p->streams)) {
 			p->compress = MIG_COMPRESS_ZSTD;
-			why_add(w, "compression zstd: %u streams compress twice the %s usable or "
-				"more (300 MB/s each), so it cannot slow the migration down",
-				grown ? grown : p->streams, r);
+			why_add(w, "compression zstd: the guest's pages shrink to %u %% (sampled), "
+				"%u streams compress twice the %s usable or more (%llu MB/s "
+				"each), so it cannot slow the migration down", p->zstd_pct,
+				grown ? grown : p->streams, r, (unsigned long long)(zr / 1000000));
 		} else {
 			p->compress = MIG_COMPRESS_NONE;
 			grown = 0;
 			if (usable)
 				why_add(w, "compression none: %u streams could not compress twice the "
-					"%s usable (300 MB/s each)", chosen ? bound : p->streams, r);
+					"%s usable (%llu MB/s each)", chosen ? bound : p->streams, r,
+					(unsigned long long)(zr / 1000000));
 			else
 				why_add(w, "compression none: the link rate is unknown");
 		}
-	} else {
+	} else if (!unsampled) {
 		why_add(w, "compression %s: asked for", mig_compress_name(p->compress));
 	}
 	if (grown && grown > p->streams)

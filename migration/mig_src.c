@@ -32,7 +32,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <time.h>
+#include <unistd.h>
+
 #include <qb/qblog.h>
+#include <zstd.h>
 
 #include "base/env.h"
 #include "base/exec.h"
@@ -106,12 +110,19 @@ struct mig_out {
 	uint64_t rate_sum;
 	unsigned rate_n;
 	bool rate_set;
+	/* the check: the dirty rate, then a sample of the guest's pages */
+	bool dirty_measured;
+	uint64_t dirty_rate;
+	unsigned sample_i;
+	uint32_t zstd_pct;
+	uint64_t zstd_rate;
 	unsigned calls;     /* channel calls whose answer is still to come */
 	bool dead;          /* ended while some were: the last one frees it */
 };
 
 static void out_tick_arm(struct mig_out *o);
 static void rate_final(struct mig_out *o, uint64_t rate);
+static void sample_step(struct mig_out *o);
 static void rollback(struct mig_out *o, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 static void start_next(struct mig *m);
@@ -970,6 +981,8 @@ static void plan_make(struct mig_out *o, bool measured, uint64_t dirty_rate)
 		.dirty_rate = dirty_rate,
 		.link_rate = (slot = rate_slot(o->m, o->target, false)) ? slot->rate : 0,
 		.ram_bytes = o->ram,
+		.zstd_pct = o->zstd_pct,
+		.zstd_rate = o->zstd_rate,
 		.tls_creds = MIG_TLS_ID,
 		.tls_hostname = o->target, /* the destination's certificate names it */
 		.avoid_1937 = true,        /* QEMU 10.0 has it */
@@ -993,6 +1006,8 @@ static void plan_make(struct mig_out *o, bool measured, uint64_t dirty_rate)
 				       .dirty_rate = p.dirty_rate,
 				       .link_rate = p.link_rate,
 				       .ram_bytes = p.ram_bytes,
+				       .zstd_pct = p.zstd_pct,
+				       .zstd_rate = p.zstd_rate,
 				       .tls_creds = p.tls_creds,
 				       .tls_hostname = p.tls_hostname,
 				       .avoid_1937 = p.avoid_1937 };
@@ -1026,6 +1041,116 @@ static void plan_make(struct mig_out *o, bool measured, uint64_t dirty_rate)
 	prepare(o);
 }
 
+/*
+ * Does zstd pay on this guest's memory? SAMPLE_CHUNKS pieces of its RAM,
+ * spread over it, saved by QEMU (pmemsave: a few ms of its main loop
+ * each), then compressed on a worker as multifd would (level 1, batches of
+ * pages, zero pages left out: QEMU sends those as a flag). The share they
+ * shrink to and the rate one core did it at go into the plan.
+ */
+#define SAMPLE_CHUNKS 8u
+#define SAMPLE_CHUNK (512u << 10)
+#define SAMPLE_PAGE 4096u
+
+static void sample_path(const struct mig_out *o, unsigned i, char *out, size_t len)
+{
+	snprintf(out, len, "%s/%s.sample%u", o->m->host.scratch_dir, o->vm, i);
+}
+
+static void sample_fn(struct exec_item *it)
+{
+	struct mig_out *o = EXEC_CONTAINER_OF(it, struct mig_out, item);
+	uint8_t *in = malloc(SAMPLE_CHUNK), *nz = malloc(SAMPLE_CHUNK);
+	size_t bound = ZSTD_compressBound(SAMPLE_CHUNK);
+	uint8_t *out = malloc(bound);
+	uint64_t total_in = 0, total_out = 0, ns = 0;
+	static const uint8_t zero[SAMPLE_PAGE];
+	char path[600];
+
+	for (unsigned i = 0; in && nz && out && i < SAMPLE_CHUNKS; i++) {
+		FILE *f;
+		size_t n, k = 0;
+		struct timespec a, b;
+
+		sample_path(o, i, path, sizeof(path));
+		if (!(f = fopen(path, "rb")))
+			continue;
+		n = fread(in, 1, SAMPLE_CHUNK, f);
+		fclose(f);
+		unlink(path);
+		for (size_t p = 0; p + SAMPLE_PAGE <= n; p += SAMPLE_PAGE)
+			if (memcmp(in + p, zero, SAMPLE_PAGE)) {
+				memcpy(nz + k, in + p, SAMPLE_PAGE);
+				k += SAMPLE_PAGE;
+			}
+		if (!k)
+			continue;
+		clock_gettime(CLOCK_THREAD_CPUTIME_ID, &a);
+		n = ZSTD_compress(out, bound, nz, k, 1);
+		clock_gettime(CLOCK_THREAD_CPUTIME_ID, &b);
+		if (ZSTD_isError(n))
+			continue;
+		ns += (uint64_t)(b.tv_sec - a.tv_sec) * 1000000000u + (uint64_t)b.tv_nsec -
+		      (uint64_t)a.tv_nsec;
+		total_in += k;
+		total_out += n;
+	}
+	o->zstd_pct = total_in ? (uint32_t)(total_out * 100 / total_in) : 0;
+	if (total_in && !o->zstd_pct)
+		o->zstd_pct = 1;
+	o->zstd_rate = total_in && ns ? total_in * 1000000000u / ns : 0;
+	free(in);
+	free(nz);
+	free(out);
+}
+
+static void sample_done(struct exec_item *it)
+{
+	struct mig_out *o = EXEC_CONTAINER_OF(it, struct mig_out, item);
+
+	if (!answer_for(o) || exec_item_cancelled(it) || o->st != OUT_DIRTY)
+		return;
+	plan_make(o, o->dirty_measured, o->dirty_rate);
+}
+
+static void sample_saved(struct hv_vm *hv, int err, json_t *ret, const char *errclass,
+			 const char *errdesc, void *opaque)
+{
+	struct mig_out *o = opaque;
+
+	(void)hv;
+	(void)ret;
+	(void)errclass;
+	(void)errdesc;
+	if (err == -ECANCELED || o->st != OUT_DIRTY)
+		return;
+	o->sample_i = err ? SAMPLE_CHUNKS : o->sample_i + 1; /* a failure: use what came */
+	sample_step(o);
+}
+
+static void sample_step(struct mig_out *o)
+{
+	uint64_t span = o->ram < (2ull << 30) ? o->ram : (2ull << 30); /* below the PCI hole */
+	char path[600];
+
+	if (!o->m->host.scratch_dir || o->cancel) {
+		plan_make(o, o->dirty_measured, o->dirty_rate);
+		return;
+	}
+	if (o->sample_i < SAMPLE_CHUNKS && span >= 2 * SAMPLE_CHUNK * SAMPLE_CHUNKS) {
+		uint64_t at = (1ull << 20) + o->sample_i * ((span - (1ull << 20)) / SAMPLE_CHUNKS);
+		sample_path(o, o->sample_i, path, sizeof(path));
+		if (hv_vm_qmp(o->hv, "pmemsave", json_pack("{s:I,s:I,s:s}", "val", (json_int_t)at,
+							   "size", (json_int_t)SAMPLE_CHUNK,
+							   "filename", path),
+			      0, sample_saved, o) == 0)
+			return;
+	}
+	o->calls++; /* out_end leaves it to sample_done to free */
+	exec_item_init(&o->item, sample_fn, sample_done);
+	exec_push(o->m->q, &o->item, NULL);
+}
+
 static void dirty_done(struct hv_vm *hv, int err, json_t *ret, const char *errclass,
 		       const char *errdesc, void *opaque)
 {
@@ -1038,11 +1163,11 @@ static void dirty_done(struct hv_vm *hv, int err, json_t *ret, const char *errcl
 	if (err == -ECANCELED || o->st != OUT_DIRTY)
 		return;
 	/* "dirty-rate" is MiB/s; without a figure the plan takes the safe side */
-	if (!err && st && !strcmp(st, "measured"))
-		plan_make(o, true,
-			  (uint64_t)json_integer_value(json_object_get(ret, "dirty-rate")) << 20);
-	else
-		plan_make(o, false, 0);
+	if (!err && st && !strcmp(st, "measured")) {
+		o->dirty_measured = true;
+		o->dirty_rate = (uint64_t)json_integer_value(json_object_get(ret, "dirty-rate")) << 20;
+	}
+	sample_step(o);
 }
 
 static void dirty_query(void *data)

@@ -101,6 +101,7 @@ static void golden_slow_link_zstd(void **state)
 	struct mig_plan p = {
 		.host_cores = 4, .link_rate = GBE_1, .dirty_rate = 30000000,
 		.ram_bytes = 8 * GiB, .tls_creds = "mig-tls", .avoid_1937 = true,
+		.zstd_pct = 35, .zstd_rate = 400000000,
 	};
 
 	check_golden("slow_link_zstd", &p);
@@ -386,7 +387,8 @@ static void streams_and_compression(void **state)
 	for (size_t i = 0; i < ARRAY_SIZE(c); i++) {
 		struct mig_plan p = { .host_cores = c[i].cores, .link_rate = c[i].link,
 				      .tls_creds = c[i].tls ? "t" : NULL, .compress = c[i].asked,
-				      .converge = MIG_CONVERGE_THROTTLE, .ram_bytes = GiB };
+				      .converge = MIG_CONVERGE_THROTTLE, .ram_bytes = GiB,
+				      .zstd_pct = 40 /* sampled: compressible */ };
 		char why[1024];
 
 		assert_int_equal(mig_plan_resolve(&p, why, sizeof(why)), 0);
@@ -394,6 +396,35 @@ static void streams_and_compression(void **state)
 		assert_int_equal(p.compress, c[i].want_c);
 		assert_non_null(strstr(why, c[i].want_c == MIG_COMPRESS_ZSTD ? "compression zstd"
 									 : "compression none"));
+	}
+}
+
+/* zstd only on pages measured to shrink to half or less */
+static void compression_needs_a_measurement(void **state)
+{
+	static const struct {
+		uint32_t pct;
+		uint64_t zrate;
+		enum mig_compress want;
+		const char *why;
+	} c[] = {
+		{ 0, 0, MIG_COMPRESS_NONE, "not sampled" },
+		{ 80, 0, MIG_COMPRESS_NONE, "to 80 % only" },
+		{ 51, 0, MIG_COMPRESS_NONE, "to 51 % only" },
+		{ 50, 0, MIG_COMPRESS_ZSTD, "shrink to 50 %" },
+		{ 20, 50000000, MIG_COMPRESS_NONE, "(50 MB/s each)" }, /* too slow a core */
+		{ 20, 400000000, MIG_COMPRESS_ZSTD, "(400 MB/s each)" },
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(c); i++) {
+		struct mig_plan p = { .host_cores = 2, .link_rate = GBE_1, .tls_creds = "t",
+				      .converge = MIG_CONVERGE_THROTTLE, .ram_bytes = GiB,
+				      .zstd_pct = c[i].pct, .zstd_rate = c[i].zrate };
+		char why[1024];
+
+		assert_int_equal(mig_plan_resolve(&p, why, sizeof(why)), 0);
+		assert_int_equal(p.compress, c[i].want);
+		assert_non_null(strstr(why, c[i].why));
 	}
 }
 
@@ -510,6 +541,7 @@ int main(void)
 		cmocka_unit_test(refusals_leave_the_plan_alone),
 		cmocka_unit_test(converge_auto_from_dirty_rate_vs_usable),
 		cmocka_unit_test(streams_and_compression),
+		cmocka_unit_test(compression_needs_a_measurement),
 		cmocka_unit_test(tls_choice_for_issue_1937),
 		cmocka_unit_test(no_tls_and_no_plan),
 		cmocka_unit_test(names_round_trip),
