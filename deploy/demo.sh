@@ -3,8 +3,8 @@
 #  1. one node: hcad boots the test guest, is killed and restarted under the
 #     running VM, shuts it down cleanly; the guest's journal is verified;
 #  2. a 3-node cluster (corosync + Ceph, deploy/devcluster.sh): a VM defined
-#     on node1 with an RBD disk, listed on node3, running on node2; its
-#     journal read back from Ceph is verified.
+#     on node1 with an RBD disk, listed on node3, running on node2, then
+#     live-migrated to node3; its journal read back from Ceph is verified.
 set -euo pipefail
 
 BUILD=${1:?usage: demo.sh BUILD_DIR}
@@ -112,7 +112,23 @@ sleep 2 # the guest up again (it sees the power button once booted)
 echo "the jobs, as any node sees them:"
 on node1 "$HCACTL" job list | head -n 6
 
-step "shut it down from node1 (carried to its owner node2), read its journal back from Ceph and verify it"
+step "live-migrate it to node3, asked on node1 (carried to its owner node2): the guest runs on while its RAM crosses"
+db1_log() { echo "$HCA_DC_DIR/n$1/s/vm/db1/serial.log"; }
+echo "on node2 before: $(grep -a 'hca-workload boot=' "$(db1_log 2)" | tail -n 1)"
+if [ -t 2 ]; then
+	on node1 "$HCACTL" vm migrate db1 node3 # its progress line, rewritten in place
+else
+	on node1 "$HCACTL" vm migrate db1 node3 --progress
+fi
+for _ in $(seq 300); do grep -aq 'hca-workload boot=' "$(db1_log 3)" 2>/dev/null && break; sleep 0.1; done
+sleep 1
+echo "on node3 after, the same boot counting on:"
+grep -a 'hca-workload boot=' "$(db1_log 3)" | tail -n 2
+on node2 "$HCACTL" vm show db1 | grep -E '^(state|pid|owner)'
+echo "the migration, as node2 sees it:"
+on node2 "$HCACTL" migration list
+
+step "shut it down from node1 (carried to its owner node3), read its journal back from Ceph and verify it"
 on node1 "$HCACTL" vm shutdown db1 --timeout 60 --progress
 on node1 qemu-img convert -O raw "rbd:hca/db1-disk0:conf=$HCA_DC_DIR/ceph/ceph.conf:id=admin" "$HCA_DC_DIR.raw"
 "$GUEST/hca-journal-verify" "$HCA_DC_DIR.raw"

@@ -148,3 +148,4 @@ echo
 "$BUILD/tools/chan_bench"
 "$(dirname "$0")"/cluster.sh "$BUILD"
 "$(dirname "$0")"/ownership.sh "$BUILD"
+"$(dirname "$0")"/migration.sh "$BUILD"
