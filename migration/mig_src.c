@@ -83,7 +83,7 @@ struct mig_out {
 	bool cancel;
 	bool tick_busy;
 	struct mig_plan plan;
-	char why[600];
+	char why[1400];
 	uint32_t req_downtime;
 	uint64_t req_bandwidth;
 	uint32_t req_streams, req_deadline;
