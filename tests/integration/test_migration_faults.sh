@@ -104,12 +104,15 @@ osd_pids() {
 		done
 	done
 }
-migrate_slow() { # FROM VM TO: a migration that takes a while; prints the job id
-	ctl "$1" vm migrate "$2" "$3" --max-bandwidth 4 --compress none --no-wait
+# FROM VM TO: a migration that takes a while (its first pass about 12 s)
+# but surely converges (the guest dirties an eighth of the cap); prints the
+# job id
+migrate_slow() {
+	ctl "$1" vm migrate "$2" "$3" --max-bandwidth 8 --compress none --no-wait
 }
 define_busy() { # NODE NAME: no disk (see the header), memory kept dirty
 	ctl "$1" vm define --name "$2" --memory 96M --kernel "$G/vmlinux" --initrd "$G/initramfs.cpio" \
-		--cmdline "console=ttyS0 quiet hca.dirty_mib=16 hca.dirty_rate=4" >/dev/null &&
+		--cmdline "console=ttyS0 quiet hca.dirty_mib=16 hca.dirty_rate=1" >/dev/null &&
 		ctl "$1" vm start "$2" >/dev/null
 }
 
@@ -130,7 +133,7 @@ check "slow migration $jid node1 -> node2 in transfer" wait_for 60 job_at node1 
 mapfile -t STOPPED < <(osd_pids)
 kill -STOP "${STOPPED[@]}"
 diag "${#STOPPED[@]} OSDs stopped"
-check "the stream completes; the job waits in commit while Ceph hangs" wait_for 90 job_at node1 "$jid" commit
+check "the stream completes; the job waits in commit while Ceph hangs" wait_for 150 job_at node1 "$jid" commit
 sleep 2
 check "no copy of the guest runs anywhere meanwhile (both QEMUs paused)" test "$(running_copies "$U" 3)" = 0
 check "two QEMUs of f1 exist, the source and the incoming one" test "$(qemu_list "$U" | wc -l)" = 2
@@ -164,7 +167,7 @@ jid=$(migrate_slow "$SRC" f1 "$DST")
 check "slow migration $SRC -> $DST in transfer" wait_for 60 job_at "$SRC" "$jid" transfer
 mapfile -t STOPPED < <(osd_pids)
 kill -STOP "${STOPPED[@]}"
-check "the job waits in commit while Ceph hangs" wait_for 90 job_at "$SRC" "$jid" commit
+check "the job waits in commit while Ceph hangs" wait_for 150 job_at "$SRC" "$jid" commit
 kill -9 "$hp"
 diag "source $SRC's hcad killed in the commit"
 kill -CONT "${STOPPED[@]}"
@@ -222,7 +225,7 @@ hp=$(hcad_pid "$k")
 jid=$(migrate_slow "$SRC" f1 "$DST")
 check "slow migration $SRC -> $DST in transfer" wait_for 60 job_at "$SRC" "$jid" transfer
 kill -9 "$hp"
-check "the destination's hcad gone: the job fails before any commit" wait_for 90 job_ended "$SRC" "$jid"
+check "the destination's hcad gone: the job fails before any commit" wait_for 150 job_ended "$SRC" "$jid"
 diag "$(job_phase "$SRC" "$jid"): $(job_field "$SRC" "$jid" "(d.get('error') or {}).get('message','')")"
 check "f1's guest still runs on $SRC (same QEMU), the record says $SRC" \
 	bash -c "[ \"\$1\" = $SRC ] && kill -0 $POWN" _ "$(field "$SRC" f1 owner)"
@@ -233,6 +236,25 @@ check "it ends the paused QEMU left there: f1 runs on $SRC only" wait_for 30 one
 check "f1 migrates $SRC -> $DST" ctl "$DST" vm migrate f1 "$DST"
 P=$(qemu_list "$U" | sed -n "s/^$DST://p")
 check "f1 runs on $DST only" wait_for 20 one_running_on "$U" "$DST" "$P"
-ctl "$DST" vm stop f1 --force >/dev/null 2>&1
+
+# ---- three at once out of one node: two run, the third waits its turn ----
+define_two() { define_busy "$1" q1 && define_busy "$1" q2; }
+check "define and start q1, q2 on $DST" define_two "$DST"
+TO=node1
+[ "$DST" = node1 ] && TO=node2
+j1=$(migrate_slow "$DST" f1 "$TO")
+j2=$(migrate_slow "$DST" q1 "$TO")
+j3=$(migrate_slow "$DST" q2 "$TO")
+check "the third migration out of $DST is queued (mig_max_out = 2)" job_at "$DST" "$j3" queued
+check "the first two are under way" bash -c "[ \"\$1\" != queued ] && [ \"\$2\" != queued ]" _ \
+	"$(job_phase "$DST" "$j1")" "$(job_phase "$DST" "$j2")"
+check "all three end, each succeeded" wait_for 150 bash -c "for j in $j1 $j2 $j3; do \
+	[ \"\$('$DCSH' exec $DST -- '$HCACTL' job show \$j --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"phase\"])')\" = succeeded ] || exit 1; done"
+for v in f1 q1 q2; do
+	u=$(field "$TO" "$v" uuid)
+	p=$(qemu_list "$u" | sed -n "s/^$TO://p")
+	check "$v runs on $TO only" wait_for 20 one_running_on "$u" "$TO" "$p"
+	ctl "$TO" vm stop "$v" --force >/dev/null 2>&1
+done
 
 hca_done
