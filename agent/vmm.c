@@ -999,11 +999,13 @@ void vmm_free(struct vmm *m)
 	if (!m)
 		return;
 	vmm_shutdown(m);
-	vmm_mig_free(m);
+	/* the VMs first: their QEMU handles cancel what migrations still wait
+	 * for (-ECANCELED), while those migrations exist */
 	for (v = m->vms; v; v = next) {
 		next = v->next;
 		vmm_vm_free(v);
 	}
+	vmm_mig_free(m);
 	for (size_t i = 0; i < m->n_interrupted; i++)
 		hca__job__free_unpacked(m->interrupted[i], NULL);
 	free(m->interrupted);
