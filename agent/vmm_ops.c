@@ -478,8 +478,8 @@ static void undefine_fn(struct exec_item *it)
 	struct sto_owner next = { op->m->conf->node_name, 0, true, 0 };
 	int rc;
 
-	rc = sto_owner_cas(op->m->store, op->vm->name, &cur, &next, NULL, &op->version, op->err,
-			   sizeof(op->err));
+	rc = vmm_own_cas(op->m, op->vm->name, &cur, &next, NULL, &op->version, op->err,
+			 sizeof(op->err));
 	if (rc < 0) {
 		op->code = rc == -ESTALE || rc == -ECANCELED ? HCA__ERROR_CODE__ERROR_BUSY
 							     : HCA__ERROR_CODE__ERROR_STORAGE;

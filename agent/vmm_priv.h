@@ -190,6 +190,12 @@ void vmm_migrate(struct vmm *m, const Hca__MigrateRequest *q, const char *via, v
 		 void *ctx);
 
 /* vmm_run.c: start, stop, shutdown and the owner's claim */
+/* sto_owner_cas() from @cur; if it fails only because this node's own
+ * claim flag moved meanwhile (a release of ours landed after the request
+ * read the record), once more from the record as it is now. */
+int vmm_own_cas(struct vmm *m, const char *name, struct sto_owner *cur,
+		const struct sto_owner *next, uint64_t *epoch, uint64_t *version, char *err,
+		size_t errlen);
 /* Launch @v's QEMU (its supervisor exists); @incoming: NULL, or the URI of
  * an incoming migration ("defer"). The claim is the caller's business. */
 int vmm_launch(struct vmm *m, struct vm *v, const char *incoming, hv_done_fn done, void *opaque);

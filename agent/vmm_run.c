@@ -124,6 +124,29 @@ static void claim_write(struct vmm *m, struct vm *v, bool set)
 	exec_push(m->q_store, &r->item, key);
 }
 
+int vmm_own_cas(struct vmm *m, const char *name, struct sto_owner *cur,
+		const struct sto_owner *next, uint64_t *epoch, uint64_t *version, char *err,
+		size_t errlen)
+{
+	int rc = sto_owner_cas(m->store, name, cur, next, epoch, version, err, errlen);
+	Hca__VmRecord *now = NULL;
+	uint64_t ver = 0;
+	char e[256];
+
+	if (rc != -ESTALE || strcmp(cur->owner, m->conf->node_name) ||
+	    sto_vm_get(m->store, name, &now, &ver, e, sizeof(e)) < 0)
+		return rc;
+	if (!strcmp(now->owner, cur->owner) && now->owner_epoch == cur->epoch &&
+	    now->incarnation == cur->incarnation && now->active != cur->active) {
+		/* only this node's own claim flag moved (its release or claim
+		 * landed meanwhile): from the record as it is now */
+		cur->active = now->active;
+		rc = sto_owner_cas(m->store, name, cur, next, epoch, version, err, errlen);
+	}
+	hca__vm_record__free_unpacked(now, NULL);
+	return rc;
+}
+
 void vmm_release(struct vmm *m, struct vm *v)
 {
 	claim_write(m, v, false);
@@ -211,8 +234,8 @@ static int start_claim(struct op *op)
 		op->epoch = r->owner_epoch;
 		return 0; /* a standalone node owns everything in its own store */
 	}
-	rc = sto_owner_cas(op->m->store, op->vm->name, &cur, &next, &op->epoch, &op->version,
-			   op->err, sizeof(op->err));
+	rc = vmm_own_cas(op->m, op->vm->name, &cur, &next, &op->epoch, &op->version, op->err,
+			 sizeof(op->err));
 	if (rc == -ESTALE || rc == -ECANCELED) {
 		char why[300];
 		size_t pre = strlen(op->vm->name) + 5; /* "vm NAME: " */
