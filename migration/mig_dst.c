@@ -164,9 +164,9 @@ static void in_end(struct mig_in *in, bool discard, const char *why)
 		       in->source, why);
 		m->host.incoming_discard(m->host.ctx, in->vm);
 	}
-	answer_error(&in->prep, EIO, why);
-	answer_error(&in->ready, EIO, why);
-	answer_error(&in->commit, EIO, why);
+	answer_error(&in->prep, -EIO, why);
+	answer_error(&in->ready, -EIO, why);
+	answer_error(&in->commit, -EIO, why);
 	if (in->watch)
 		qb_loop_timer_del(m->env->loop, in->watch);
 	in->watch = 0;
@@ -408,44 +408,44 @@ static void on_prepare(struct chan_reply *r, const void *body, size_t len, void 
 
 	if (!q || !q->record || !q->record->spec || !q->record->spec->name ||
 	    !hv_name_valid(q->record->spec->name) || strlen(q->job) >= sizeof(in->job)) {
-		chan_reply_error(r, EPROTO, "mig.prepare: malformed request");
+		chan_reply_error(r, -EPROTO, "mig.prepare: malformed request");
 		goto out;
 	}
 	/* only the owner itself moves its VM */
 	if (strcmp(q->source, peer) || strcmp(q->record->owner, peer)) {
-		chan_reply_error(r, EPERM, "mig.prepare: node %s cannot migrate vm %s for %s", peer,
+		chan_reply_error(r, -EPERM, "mig.prepare: node %s cannot migrate vm %s for %s", peer,
 				 q->record->spec->name, q->source);
 		goto out;
 	}
 	if (m->stopping) {
-		chan_reply_error(r, ESHUTDOWN, "node %s: hcad is stopping", e->node);
+		chan_reply_error(r, -ESHUTDOWN, "node %s: hcad is stopping", e->node);
 		goto out;
 	}
 	if (in_find(m, q->record->spec->name)) {
-		chan_reply_error(r, EBUSY, "vm %s: already migrating into node %s",
+		chan_reply_error(r, -EBUSY, "vm %s: already migrating into node %s",
 				 q->record->spec->name, e->node);
 		goto out;
 	}
 	for (struct mig_in *i = m->ins; i; i = i->next)
 		n++;
 	if (n >= max) {
-		chan_reply_error(r, EBUSY, "node %s: %u incoming migrations under way (the limit)",
+		chan_reply_error(r, -EBUSY, "node %s: %u incoming migrations under way (the limit)",
 				 e->node, n);
 		goto out;
 	}
 	if (q->tls && !m->host.tls_dir) {
-		chan_reply_error(r, ENOKEY, "node %s: no TLS credentials for QEMU", e->node);
+		chan_reply_error(r, -ENOKEY, "node %s: no TLS credentials for QEMU", e->node);
 		goto out;
 	}
 	if (q->streams > MIG_STREAMS_MAX || (q->postcopy && q->multifd) ||
 	    (q->compress != HCA__MIG_COMPRESS__MIG_COMPRESS_NONE &&
 	     q->compress != HCA__MIG_COMPRESS__MIG_COMPRESS_ZSTD)) {
-		chan_reply_error(r, EINVAL, "mig.prepare: an impossible plan (%u streams, %s)",
+		chan_reply_error(r, -EINVAL, "mig.prepare: an impossible plan (%u streams, %s)",
 				 q->streams, q->postcopy ? "post-copy" : "multifd");
 		goto out;
 	}
 	if (!(in = calloc(1, sizeof(*in)))) {
-		chan_reply_error(r, ENOMEM, "out of memory");
+		chan_reply_error(r, -ENOMEM, "out of memory");
 		goto out;
 	}
 	in->m = m;
@@ -463,7 +463,7 @@ static void on_prepare(struct chan_reply *r, const void *body, size_t len, void 
 	in->plan.tls_creds = q->tls ? MIG_TLS_ID : NULL;
 	in->plan.tls_priority = q->tls && q->tls_no_aes ? MIG_TLS_PRIORITY_NO_AES : NULL;
 	if (e->node_addr(e->ctx, e->node, in->host, sizeof(in->host)) < 0) {
-		chan_reply_error(r, EADDRNOTAVAIL, "node %s: its own address is not in the "
+		chan_reply_error(r, -EADDRNOTAVAIL, "node %s: its own address is not in the "
 				 "nodelist", e->node);
 		free(in);
 		goto out;
@@ -495,14 +495,14 @@ static Hca__MigEnd *end_decode(struct chan_reply *r, const void *body, size_t le
 
 	*in = NULL;
 	if (!q || !hv_name_valid(q->vm)) {
-		chan_reply_error(r, EPROTO, "malformed request");
+		chan_reply_error(r, -EPROTO, "malformed request");
 		if (q)
 			hca__mig_end__free_unpacked(q, NULL);
 		return NULL;
 	}
 	*in = in_find(m, q->vm);
 	if (*in && (strcmp((*in)->source, chan_reply_peer(r)) || strcmp((*in)->job, q->job))) {
-		chan_reply_error(r, EPERM, "vm %s: migrating in from %s as job %s, not this one",
+		chan_reply_error(r, -EPERM, "vm %s: migrating in from %s as job %s, not this one",
 				 q->vm, (*in)->source, (*in)->job);
 		hca__mig_end__free_unpacked(q, NULL);
 		return NULL;
@@ -518,13 +518,13 @@ static void on_ready(struct chan_reply *r, const void *body, size_t len, void *o
 	if (!q)
 		return;
 	if (!in)
-		chan_reply_error(r, ENOENT, "vm %s: no incoming migration here", q->vm);
+		chan_reply_error(r, -ENOENT, "vm %s: no incoming migration here", q->vm);
 	else if (in->st == IN_LOADED)
 		chan_reply_ok(r, NULL, 0);
 	else if (in->st == IN_LISTEN && !in->ready)
 		in->ready = r; /* answered by the MIGRATION event */
 	else
-		chan_reply_error(r, EINVAL, "vm %s: the incoming migration is not loading", q->vm);
+		chan_reply_error(r, -EINVAL, "vm %s: the incoming migration is not loading", q->vm);
 	hca__mig_end__free_unpacked(q, NULL);
 }
 
@@ -556,7 +556,7 @@ static void cont_done(struct hv_vm *hv, int err, json_t *ret, const char *errcla
 		/* the record names this node: the guest must run here; say it loudly */
 		qb_log(LOG_ERR, "vm %s: committed here but `cont` failed: %s", in->vm,
 		       errdesc ? errdesc : strerror(-err));
-		answer_error(&in->commit, EIO, errdesc ? errdesc : strerror(-err));
+		answer_error(&in->commit, -EIO, errdesc ? errdesc : strerror(-err));
 		in_end(in, false, "cont failed");
 		return;
 	}
@@ -576,7 +576,7 @@ static void resume(struct mig_in *in)
 	if ((rc = in_qmp(in, "cont", NULL, cont_done)) < 0) {
 		qb_log(LOG_ERR, "vm %s: committed here but QEMU is unreachable for `cont`: %s",
 		       in->vm, strerror(-rc));
-		answer_error(&in->commit, EIO, "QEMU unreachable");
+		answer_error(&in->commit, -EIO, "QEMU unreachable");
 		in_end(in, false, "cont failed");
 	}
 }
@@ -590,10 +590,10 @@ static void on_commit(struct chan_reply *r, const void *body, size_t len, void *
 	if (!q)
 		return;
 	if (!in) {
-		chan_reply_error(r, ENOENT, "vm %s: no incoming migration here", q->vm);
+		chan_reply_error(r, -ENOENT, "vm %s: no incoming migration here", q->vm);
 	} else if (in->st != IN_LOADED || q->owner_epoch != in->epoch + 1 ||
 		   q->incarnation != in->incarnation) {
-		chan_reply_error(r, EINVAL, "vm %s: commit at epoch %llu does not match (state %d, "
+		chan_reply_error(r, -EINVAL, "vm %s: commit at epoch %llu does not match (state %d, "
 				 "epoch %llu)", q->vm, (unsigned long long)q->owner_epoch, in->st,
 				 (unsigned long long)in->epoch);
 	} else {
@@ -612,7 +612,7 @@ static void on_abort(struct chan_reply *r, const void *body, size_t len, void *o
 	if (!q)
 		return;
 	if (in && in->st == IN_RESUMING)
-		chan_reply_error(r, EBUSY, "vm %s: committed here already", q->vm);
+		chan_reply_error(r, -EBUSY, "vm %s: committed here already", q->vm);
 	else {
 		if (in)
 			in_end(in, true, q->reason[0] ? q->reason : "aborted by the source");
@@ -672,9 +672,9 @@ void mig_dst_free_all(struct mig *m)
 	while (m->ins) {
 		struct mig_in *in = m->ins;
 		/* left to the restart: the QEMU stays, paused, until resolved */
-		answer_error(&in->prep, ESHUTDOWN, "hcad is stopping");
-		answer_error(&in->ready, ESHUTDOWN, "hcad is stopping");
-		answer_error(&in->commit, ESHUTDOWN, "hcad is stopping");
+		answer_error(&in->prep, -ESHUTDOWN, "hcad is stopping");
+		answer_error(&in->ready, -ESHUTDOWN, "hcad is stopping");
+		answer_error(&in->commit, -ESHUTDOWN, "hcad is stopping");
 		in_end(in, false, "hcad is stopping");
 	}
 }
