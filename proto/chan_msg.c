@@ -262,11 +262,12 @@ Hca__ChanMsg *chan_msg_decode(const uint8_t *payload, size_t len, const char **w
 	return m;
 }
 
-/* A varint at *@p (before @end): its value, or false if cut or too long. */
-static bool varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+/* A varint of at most @max bytes at *@p (before @end): its value, or false
+ * if cut or longer. */
+static bool varint(const uint8_t **p, const uint8_t *end, unsigned max, uint64_t *v)
 {
 	*v = 0;
-	for (unsigned shift = 0; *p < end && shift < 64; shift += 7) {
+	for (unsigned shift = 0; *p < end && shift < 7 * max && shift < 64; shift += 7) {
 		uint8_t b = *(*p)++;
 
 		*v |= (uint64_t)(b & 0x7f) << shift;
@@ -275,6 +276,12 @@ static bool varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
 	}
 	return false;
 }
+
+/* protobuf-c refuses a length prefix longer than 5 bytes ("unterminated
+ * length prefix"), even an overlong encoding of a small length: so does
+ * the in-place reader, or the two would disagree (the fuzz target found
+ * 2a 80 80 80 80 80 80 00). */
+#define LEN_MAX 5u
 
 /*
  * The bytes are nearly all stream data, and protobuf-c would copy every
@@ -292,16 +299,17 @@ bool chan_msg_data_peek(const uint8_t *p, size_t len, uint64_t *id, const uint8_
 	*id = 0;
 	*data = NULL;
 	*dlen = 0;
-	if (len < 2 || *p++ != 0x2a || !varint(&p, end, &n) || n != (uint64_t)(end - p))
+	if (len < 2 || *p++ != 0x2a || !varint(&p, end, LEN_MAX, &n) ||
+	    n != (uint64_t)(end - p))
 		return false;
 	if (p < end && *p == 0x08) {
 		p++;
-		if (!varint(&p, end, id))
+		if (!varint(&p, end, 10, id))
 			return false;
 	}
 	if (p == end)
 		return true; /* no data: proto3 leaves an empty field out */
-	if (*p++ != 0x12 || !varint(&p, end, &n) || n != (uint64_t)(end - p))
+	if (*p++ != 0x12 || !varint(&p, end, LEN_MAX, &n) || n != (uint64_t)(end - p))
 		return false;
 	*data = p;
 	*dlen = (size_t)n;
