@@ -125,6 +125,7 @@ static void rate_final(struct mig_out *o, uint64_t rate);
 static void sample_step(struct mig_out *o);
 static void rollback(struct mig_out *o, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+static bool cancelled(struct mig_out *o, const char *when);
 static void start_next(struct mig *m);
 
 bool mig_src_busy(const struct mig *m, const char *vm)
@@ -364,6 +365,15 @@ static void rollback(struct mig_out *o, int code, const char *fmt, ...)
 	rb_poll(o);
 }
 
+/* A user's cancel, seen at a step: the way back, true. */
+static bool cancelled(struct mig_out *o, const char *when)
+{
+	if (!o->cancel)
+		return false;
+	rollback(o, 0, "cancelled by the user%s", when);
+	return true;
+}
+
 /* ---- commit ---- */
 
 static void cleanup_quit_done(struct hv_vm *hv, int err, const char *msg, void *opaque)
@@ -552,10 +562,8 @@ static void ready_done(int err, const void *body, size_t len, const char *msg, v
 			 "the migration: %s", o->vm, msg);
 		return;
 	}
-	if (o->cancel) {
-		rollback(o, 0, "cancelled by the user before the commit");
+	if (cancelled(o, " before the commit"))
 		return;
-	}
 	/* a minority partition changes nothing, not even this */
 	if (!o->m->env->quorate(o->m->env->ctx)) {
 		rollback(o, HCA__ERROR_CODE__ERROR_NO_QUORUM, "vm %s: this node is not quorate at "
@@ -729,10 +737,8 @@ static void tick(void *data)
 	o->tick = 0;
 	if (o->st != OUT_TRANSFER || o->tick_busy)
 		return;
-	if (o->cancel) {
-		rollback(o, 0, "cancelled by the user");
+	if (cancelled(o, ""))
 		return;
-	}
 	if (!o->m->env->quorate(o->m->env->ctx)) {
 		rollback(o, HCA__ERROR_CODE__ERROR_NO_QUORUM, "vm %s: this node lost quorum during "
 			 "the migration", o->vm);
@@ -791,10 +797,8 @@ void mig_src_event(struct mig *m, const char *vm, const char *event, json_t *dat
 	if (strcmp(event, "MIGRATION") || !(st = json_string_value(json_object_get(data, "status"))))
 		return;
 	if (!strcmp(st, "pre-switchover") && o->st == OUT_TRANSFER) {
-		if (o->cancel) {
-			rollback(o, 0, "cancelled by the user");
+		if (cancelled(o, ""))
 			return;
-		}
 		phase(o, OUT_SWITCHOVER, PH(SWITCHOVER));
 		hv_vm_qmp(o->hv, "migrate-continue", json_pack("{s:s}", "state", "pre-switchover"),
 			  0, NULL, NULL);
@@ -843,10 +847,8 @@ static void setup_step(struct mig_out *o)
 	char uri[128];
 	int rc;
 
-	if (o->cancel) {
-		rollback(o, 0, "cancelled by the user");
+	if (cancelled(o, ""))
 		return;
-	}
 	switch (o->step) {
 	case 0: /* a QEMU that came in by migration has server credentials */
 		if (!o->plan.tls_creds) {
@@ -930,10 +932,8 @@ static void prepare(struct mig_out *o)
 	uint8_t buf[1024];
 	size_t len;
 
-	if (o->cancel) {
-		rollback(o, 0, "cancelled by the user");
+	if (cancelled(o, ""))
 		return;
-	}
 	phase(o, OUT_PREPARE, PH(PREPARE));
 	spec.name = o->vm;
 	rec.spec = &spec;
@@ -964,22 +964,23 @@ static void prepare(struct mig_out *o)
 
 /* ---- check: the dirty rate, then the plan ---- */
 
-static void plan_make(struct mig_out *o, bool measured, uint64_t dirty_rate)
+/* The plan as asked, with what was measured, in @conv mode; resolved into
+ * o->plan, the reasons in @why. */
+static int plan_resolve(struct mig_out *o, enum mig_converge conv, uint64_t dirty_rate,
+			char *why, size_t len)
 {
-	char why[sizeof(o->why) - 64];
-	char b[32];
-	struct mig_rate *slot;
+	struct mig_rate *slot = rate_slot(o->m, o->target, false);
 
 	o->plan = (struct mig_plan){
 		.downtime_ms = o->req_downtime,
 		.max_bandwidth = o->req_bandwidth,
 		.streams = o->req_streams,
 		.compress = o->req_compress,
-		.converge = o->req_converge,
+		.converge = conv,
 		.deadline_s = o->req_deadline,
 		.host_cores = o->m->host.host_cores,
 		.dirty_rate = dirty_rate,
-		.link_rate = (slot = rate_slot(o->m, o->target, false)) ? slot->rate : 0,
+		.link_rate = slot ? slot->rate : 0,
 		.ram_bytes = o->ram,
 		.zstd_pct = o->zstd_pct,
 		.zstd_rate = o->zstd_rate,
@@ -987,38 +988,30 @@ static void plan_make(struct mig_out *o, bool measured, uint64_t dirty_rate)
 		.tls_hostname = o->target, /* the destination's certificate names it */
 		.avoid_1937 = true,        /* QEMU 10.0 has it */
 	};
-	if (mig_plan_resolve(&o->plan, why, sizeof(why)) < 0) {
+	return mig_plan_resolve(&o->plan, why, len);
+}
+
+static void plan_make(struct mig_out *o, bool measured, uint64_t dirty_rate)
+{
+	char why[sizeof(o->why) - 64];
+	char b[32];
+	/* post-copy runs the guest on the destination before the stream ends,
+	 * ahead of the commit: not offered until that path exists; such a
+	 * plan is made again in throttle mode */
+	bool again = false;
+
+	if (plan_resolve(o, o->req_converge, dirty_rate, why, sizeof(why)) == 0 &&
+	    o->plan.postcopy) {
+		again = true;
+		plan_resolve(o, MIG_CONVERGE_THROTTLE, dirty_rate, why, sizeof(why));
+	}
+	if (!o->plan.resolved) {
 		rollback(o, HCA__ERROR_CODE__ERROR_INVALID, "vm %s: %s", o->vm, why);
 		return;
 	}
-	if (o->plan.postcopy) {
-		/* post-copy runs the guest on the destination before the stream
-		 * ends, ahead of the commit: not offered until that path exists.
-		 * The same plan in throttle mode instead. */
-		struct mig_plan p = o->plan;
-		p = (struct mig_plan){ .downtime_ms = o->req_downtime,
-				       .max_bandwidth = o->req_bandwidth,
-				       .streams = o->req_streams,
-				       .compress = o->req_compress,
-				       .converge = MIG_CONVERGE_THROTTLE,
-				       .deadline_s = o->req_deadline,
-				       .host_cores = p.host_cores,
-				       .dirty_rate = p.dirty_rate,
-				       .link_rate = p.link_rate,
-				       .ram_bytes = p.ram_bytes,
-				       .zstd_pct = p.zstd_pct,
-				       .zstd_rate = p.zstd_rate,
-				       .tls_creds = p.tls_creds,
-				       .tls_hostname = p.tls_hostname,
-				       .avoid_1937 = p.avoid_1937 };
-		o->plan = p;
-		if (mig_plan_resolve(&o->plan, why, sizeof(why)) < 0) {
-			rollback(o, HCA__ERROR_CODE__ERROR_INVALID, "vm %s: %s", o->vm, why);
-			return;
-		}
+	if (again)
 		strncat(why, "; post-copy would fit the dirty rate, but hca does not offer it "
 			"yet: throttle instead", sizeof(why) - strlen(why) - 1);
-	}
 	if (measured)
 		snprintf(o->why, sizeof(o->why), "dirty rate %.20s/s measured; %s",
 			 mig_fmt_bytes(b, sizeof(b), dirty_rate), why);
