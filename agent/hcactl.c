@@ -386,6 +386,7 @@ static int cmd_migrate(struct cli *cli, const struct args *a)
 		.streams = opt_get(a, "streams"), .compress = opt_get(a, "compress"),
 		.converge = opt_get(a, "converge"), .deadline = opt_get(a, "deadline"),
 		.with_storage = opt_get(a, "with-storage") != NULL,
+		.target_storage = opt_get(a, "target-storage"),
 	};
 	char done[128];
 	struct long_op op = { .req = &req, .timeout_ms = CALL_TIMEOUT_MS, .verb = "migrate",
@@ -745,7 +746,8 @@ static const struct opt_def undefine_opts[] = { FOLLOW_OPTS, { NULL, false, fals
 static const struct opt_def migrate_opts[] = {
 	{ "downtime-ms", true, false }, { "max-bandwidth", true, false },
 	{ "streams", true, false }, { "compress", true, false }, { "converge", true, false },
-	{ "deadline", true, false }, { "with-storage", false, false }, FOLLOW_OPTS,
+	{ "deadline", true, false }, { "with-storage", false, false },
+	{ "target-storage", true, false }, FOLLOW_OPTS,
 	{ NULL, false, false },
 };
 static const char follow_detail[] = FOLLOW_HELP;

@@ -157,6 +157,12 @@ static void mig_progress_text(const Hca__Job *j, char *buf, size_t len)
 	buf[0] = '\0';
 	if (p && p->total)
 		hcactl_line_add(&l, ", ", "%u%%", percent(p));
+	if (m->disks && !m->transferred && !m->remaining) {
+		/* the disk phase: the mirrors copy */
+		hcactl_amount(m->disk_done, "bytes", sent, sizeof(sent));
+		hcactl_amount(m->disk_total, "bytes", left, sizeof(left));
+		hcactl_line_add(&l, ", ", "disks: %s of %s copied", sent, left);
+	}
 	if (m->transferred || m->remaining) {
 		hcactl_amount(m->transferred, "bytes", sent, sizeof(sent));
 		hcactl_amount(m->remaining, "bytes", left, sizeof(left));

@@ -43,7 +43,11 @@ const char migrate_detail[] =
 	"                       deadline)\n"
 	"  --deadline TIME      abort after this long: 90 (seconds), 120s, 2m, 1h;\n"
 	"                       1s to 24h (default: from the guest's RAM and the link)\n"
-	"  --with-storage       local disks move too (shared-nothing migration)\n"
+	"  --with-storage       local disks move too (shared-nothing migration): each\n"
+	"                       volume is mirrored over TLS (only what it holds), the\n"
+	"                       source's copy removed once the VM runs there\n"
+	"  --target-storage W   with --with-storage: local (default: the node's own\n"
+	"                       storage); rbd is not supported yet\n"
 	"\n"
 	"The progress line shows the phase, % done, what was sent and what is left,\n"
 	"the send and dirty rates in MiB/s, the ETA and the pass over memory. At the\n"
@@ -165,6 +169,12 @@ int hcactl_migrate_request(const struct migrate_opts *o, Hca__MigrateRequest *re
 	req->compress = (Hca__MigCompress)compress;
 	req->converge = (Hca__MigConverge)converge;
 	req->with_storage = o->with_storage;
+	if (o->target_storage && !o->with_storage)
+		return hcactl_complain(EXIT_USAGE, "--target-storage goes with --with-storage");
+	if (o->target_storage && strcmp(o->target_storage, "local") &&
+	    strcmp(o->target_storage, "rbd"))
+		return bad("target-storage", o->target_storage, "local or rbd");
+	req->target_storage = (char *)(o->target_storage ? o->target_storage : "");
 	return 0;
 }
 
@@ -262,6 +272,13 @@ void hcactl_mig_show(Hca__MigReport *m)
 	kv_ms("downtime", m->downtime_ms, " (QEMU's figure)");
 	kv_ms("pause seen", m->pause_ms, " (source stop to destination resume)");
 	kv_text("policy", m->policy);
+	if (m->disks) {
+		kv_count("disks", m->disks);
+		kv_text("disk mode", m->disk_mode);
+		kv_bytes("disk data", m->disk_total, " (what the mirrors copied)");
+		kv_ms("disks in sync", m->disk_ready_ms, " (from the first mirror)");
+		kv_ms("mirror close", m->disk_finish_ms, " (inside the pause)");
+	}
 	kv_count("owner epoch", m->owner_epoch);
 	kv_ms("job time", m->elapsed_ms, " (check to cleanup)");
 }
@@ -314,6 +331,14 @@ int hcactl_mig_done(bool json, Hca__Job *j, const struct long_op *op)
 	putchar('\n');
 	if (m->mode[0])
 		printf("  mode: %s\n", hcactl_one_line(m->mode));
+	if (m->disks) {
+		char data[32], sync[32];
+		hcactl_amount(m->disk_total, "bytes", data, sizeof(data));
+		hcactl_elapsed(m->disk_ready_ms, sync, sizeof(sync));
+		printf("  disks: %u volume%s, %s copied, in sync after %s; closing the mirrors "
+		       "took %llu ms of the pause; %s\n", m->disks, m->disks == 1 ? "" : "s", data,
+		       sync, (unsigned long long)m->disk_finish_ms, hcactl_one_line(m->disk_mode));
+	}
 	if (m->plan[0])
 		printf("  plan: %s\n", hcactl_one_line(m->plan));
 	return 0;

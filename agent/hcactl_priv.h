@@ -166,6 +166,7 @@ bool hcactl_job_id_valid(const char *id);
 /* `vm migrate`'s options as typed; NULL when not given (hcad chooses). */
 struct migrate_opts {
 	const char *downtime_ms, *max_bandwidth, *streams, *compress, *converge, *deadline;
+	const char *target_storage;
 	bool with_storage;
 };
 

@@ -7,6 +7,14 @@
  * killing it, updating the records it holds at the commit, and the job.
  * The QEMUs' x509 credentials are the node's own certificate, linked under
  * the fixed names QEMU wants in STATE_DIR/qemu-tls.
+ *
+ * Local volumes that move (--with-storage) are made on the destination
+ * before its QEMU starts and removed on the side that did not win: the
+ * destination's after a rollback, the source's after the commit. Each side
+ * notes what it made or must remove in STATE_DIR/mig/NAME.in or NAME.out
+ * first, so an hcad that died in between finishes the job at its next
+ * start from the owner record; a volume is removed only when that file
+ * names it and the record says this node does not own the VM.
  */
 #include "agent/env.h"
 #include "agent/net.h"
@@ -16,6 +24,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -76,6 +85,170 @@ static int tls_dir_make(struct vmm *m, char *dir, size_t len, char *err, size_t 
 	return 0;
 }
 
+/* ---- volumes that move: the notes and the clean-up ---- */
+
+#define NOTE_VOLS HV_MAX_DISKS
+
+struct note {
+	char peer[64];
+	uint64_t epoch;
+	char vols[NOTE_VOLS][STO_VOL_NAME_MAX + 1];
+	size_t n;
+};
+
+static void note_path(const struct vmm *m, const char *vm, const char *kind, char *buf,
+		      size_t len)
+{
+	snprintf(buf, len, "%s/mig/%s.%s", m->conf->state_dir, vm, kind);
+}
+
+/* Write @n durably (a new file renamed over the old one). Worker. */
+static int note_write(const char *path, const struct note *n)
+{
+	char tmp[CONF_STATE_DIR_MAX + 128];
+	FILE *f;
+	int rc = 0;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	if (!(f = fopen(tmp, "w")))
+		return -errno;
+	fprintf(f, "%s %llu\n", n->peer, (unsigned long long)n->epoch);
+	for (size_t i = 0; i < n->n; i++)
+		fprintf(f, "%s\n", n->vols[i]);
+	if (fflush(f) != 0 || fsync(fileno(f)) < 0)
+		rc = -errno;
+	if (fclose(f) != 0 && !rc)
+		rc = -errno;
+	if (!rc && rename(tmp, path) < 0)
+		rc = -errno;
+	if (rc)
+		unlink(tmp);
+	return rc;
+}
+
+/* 0, -ENOENT (no note), -EBADMSG (not one of ours: left alone). */
+static int note_read(const char *path, struct note *n)
+{
+	FILE *f = fopen(path, "r");
+	char line[STO_VOL_NAME_MAX + 8];
+	unsigned long long e;
+	int rc = 0;
+
+	memset(n, 0, sizeof(*n));
+	if (!f)
+		return -errno;
+	if (!fgets(line, sizeof(line), f) ||
+	    sscanf(line, "%63s %llu", n->peer, &e) != 2) {
+		fclose(f);
+		return -EBADMSG;
+	}
+	n->epoch = e;
+	while (fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = '\0';
+		if (n->n >= NOTE_VOLS || !sto_vol_name_valid(line)) {
+			rc = -EBADMSG;
+			break;
+		}
+		memcpy(n->vols[n->n++], line, strlen(line) + 1); /* valid: it fits */
+	}
+	fclose(f);
+	return rc;
+}
+
+struct vols_rm {
+	struct exec_item item;
+	struct vm *vm;
+	unsigned bit;   /* in vm->mig_notes */
+	char note[CONF_STATE_DIR_MAX + 96];
+	struct note n;
+	bool keep;      /* the note only: the volumes are the VM's */
+	int rc;
+	char err[256];
+};
+
+static void rm_fn(struct exec_item *it)
+{
+	struct vols_rm *r = EXEC_CONTAINER_OF(it, struct vols_rm, item);
+
+	for (size_t i = 0; !r->keep && i < r->n.n; i++)
+		if ((r->rc = sto_vol_remove(r->vm->m->vols, r->n.vols[i], r->err,
+					    sizeof(r->err))) < 0)
+			return; /* the note stays: the next start tries again */
+	if (unlink(r->note) < 0 && errno != ENOENT)
+		r->rc = -errno;
+}
+
+static void rm_done(struct exec_item *it)
+{
+	struct vols_rm *r = EXEC_CONTAINER_OF(it, struct vols_rm, item);
+
+	if (r->rc < 0)
+		qb_log(LOG_WARNING, "vm %s: volume left behind after a migration (%s): %s",
+		       r->vm->name, r->note, r->err[0] ? r->err : strerror(-r->rc));
+	else if (!r->keep && r->n.n)
+		qb_log(LOG_NOTICE, "vm %s: %zu local volume%s removed here: the migration %s",
+		       r->vm->name, r->n.n, r->n.n == 1 ? "" : "s",
+		       strstr(r->note, ".out") ? "committed on the destination"
+					       : "did not commit here");
+	r->vm->mig_notes &= ~r->bit;
+	vmm_vm_put(r->vm);
+	free(r);
+}
+
+static void rm_push(struct vm *v, const char *note, const struct note *n, bool keep)
+{
+	unsigned bit = strstr(note, ".out") ? 2u : 1u;
+	struct vols_rm *r;
+
+	if ((v->mig_notes & bit) || !(r = calloc(1, sizeof(*r))))
+		return; /* already on its way */
+	v->mig_notes |= bit;
+	r->bit = bit;
+	r->vm = v;
+	snprintf(r->note, sizeof(r->note), "%s", note);
+	r->n = *n;
+	r->keep = keep;
+	v->refs++;
+	exec_item_init(&r->item, rm_fn, rm_done);
+	exec_push(v->m->q_store, &r->item, v->name);
+}
+
+/*
+ * What a migration of @v's local volumes left to do here, from the notes
+ * and the owner record as this node holds it:
+ *  - NAME.in (this node was the destination): owned here -> the volumes
+ *    are the VM's, forget the note; else, once no QEMU of it runs here ->
+ *    remove what the note names (never committed here);
+ *  - NAME.out (this node was the source): the record names the note's
+ *    destination at a later epoch -> remove them (moved); owned here ->
+ *    forget the note (rolled back).
+ * Anything else (the store not read yet, a migration under way) waits.
+ */
+static void leftovers(struct vmm *m, struct vm *v)
+{
+	char path[CONF_STATE_DIR_MAX + 96];
+	struct note n;
+
+	bool busy = vmm_mig_busy(m, v->name);
+
+	if (!v->rec)
+		return;
+	note_path(m, v->name, "in", path, sizeof(path));
+	if (note_read(path, &n) == 0) {
+		if (vmm_owned(m, v))
+			rm_push(v, path, &n, true);
+		else if (!busy && !vmm_vm_running(v) && (!v->hv || hv_vm_pid(v->hv) <= 0))
+			rm_push(v, path, &n, false);
+	}
+	note_path(m, v->name, "out", path, sizeof(path));
+	if (!busy && note_read(path, &n) == 0) {
+		if (!strcmp(v->rec->owner, n.peer) && v->rec->owner_epoch > n.epoch)
+			rm_push(v, path, &n, false);
+		else if (vmm_owned(m, v))
+			rm_push(v, path, &n, true);
+	}
+}
+
 /* ---- the host callbacks ---- */
 
 /* The disk of @r that is not shared storage (RBD), or NULL. */
@@ -105,9 +278,17 @@ static uint64_t mem_available_mib(void)
 }
 
 struct incoming {
+	struct exec_item item;
 	struct vm *vm;
 	mig_hv_fn done;
 	void *opaque;
+	/* the volumes to make first, and what became of them */
+	struct note n;
+	uint64_t size[NOTE_VOLS];
+	enum sto_fmt fmt[NOTE_VOLS];
+	size_t made;
+	int rc;
+	char err[300];
 };
 
 static void incoming_started(struct hv_vm *hv, int err, const char *msg, void *opaque)
@@ -127,9 +308,126 @@ static void incoming_started(struct hv_vm *hv, int err, const char *msg, void *o
 	free(in);
 }
 
+/* Worker: each volume made exclusively, then noted (a crash in between
+ * leaves one the note does not name: never removed on a guess). */
+static void make_fn(struct exec_item *it)
+{
+	struct incoming *in = EXEC_CONTAINER_OF(it, struct incoming, item);
+	struct vmm *m = in->vm->m;
+	struct note done = in->n;
+	char path[CONF_STATE_DIR_MAX + 96];
+
+	note_path(m, in->vm->name, "in", path, sizeof(path));
+	done.n = 0;
+	for (in->made = 0; in->made < in->n.n; in->made++) {
+		in->rc = sto_vol_create(m->vols, in->n.vols[in->made], in->size[in->made],
+					in->fmt[in->made], in->err, sizeof(in->err));
+		if (in->rc == -EEXIST)
+			snprintf(in->err, sizeof(in->err), "volume %s already exists on node %s "
+				 "(left by an earlier attempt?): remove it, or find out whose it is",
+				 in->n.vols[in->made], m->conf->node_name);
+		if (in->rc < 0)
+			return;
+		done.n++;
+		if ((in->rc = note_write(path, &done)) < 0) {
+			snprintf(in->err, sizeof(in->err), "%s: %s", path, strerror(-in->rc));
+			in->made++;
+			return;
+		}
+	}
+}
+
+static void make_done(struct exec_item *it)
+{
+	struct incoming *in = EXEC_CONTAINER_OF(it, struct incoming, item);
+	struct vm *v = in->vm;
+	int rc = in->rc;
+
+	if (exec_item_cancelled(it) || vmm_vm_put(v)) {
+		in->done(in->opaque, NULL, -ECANCELED, "the VM went away");
+		free(in);
+		return;
+	}
+	if (!rc) {
+		qb_log(LOG_INFO, "vm %s: %zu volume%s made for the incoming migration", v->name,
+		       in->made, in->made == 1 ? "" : "s");
+		v->refs++;
+		rc = vmm_launch(v->m, v, "defer", incoming_started, in);
+		if (rc == 0)
+			return;
+		vmm_vm_put(v);
+		snprintf(in->err, sizeof(in->err), "vm %s: cannot launch QEMU: %s", v->name,
+			 strerror(-rc));
+	}
+	in->done(in->opaque, NULL, rc, in->err);
+	free(in);
+	leftovers(v->m, v); /* what was made goes */
+}
+
+/* The disks a shared-nothing migration brings, checked against this
+ * node's copy of the record and room: into @in. */
+static int incoming_disks(struct vmm *m, struct vm *v, const Hca__MigDisk *const *disks,
+			  size_t n_disks, struct incoming *in, char *err, size_t errlen)
+{
+	const Hca__VmSpec *sp = v->rec->spec;
+	uint64_t need = 0, avail;
+	char e[256];
+
+	for (size_t i = 0; i < sp->n_disks; i++) {
+		const Hca__DiskSpec *d = sp->disks[i];
+		const Hca__VolumeRef *vr = NULL;
+		const Hca__MigDisk *md = NULL;
+
+		if (!d->path[0] && !strcmp(d->backend, "rbd"))
+			continue; /* shared: stays where it is */
+		for (size_t k = 0; k < n_disks; k++)
+			if (!strcmp(disks[k]->disk, d->name))
+				md = disks[k];
+		for (size_t k = 0; k < v->rec->n_volumes; k++)
+			if (!strcmp(v->rec->volumes[k]->disk, d->name))
+				vr = v->rec->volumes[k];
+		if (!md || !vr || d->path[0] || strcmp(md->volume, vr->volume) ||
+		    md->format != vr->format) {
+			snprintf(err, errlen, "vm %s: disk %s is local and does not move with it, or "
+				 "not as node %s's record says", v->name, d->name,
+				 m->conf->node_name);
+			return -EXDEV;
+		}
+		if (in->n.n >= NOTE_VOLS)
+			return -E2BIG;
+		snprintf(in->n.vols[in->n.n], sizeof(in->n.vols[0]), "%s", vr->volume);
+		in->size[in->n.n] = md->size_bytes;
+		in->fmt[in->n.n] = md->format == HCA__DISK_FORMAT__DISK_FORMAT_RAW ? STO_FMT_RAW
+										    : STO_FMT_QCOW2;
+		in->n.n++;
+		/* sparse: what the source holds, and a tenth more for growth meanwhile */
+		need += md->allocated + md->allocated / 10;
+	}
+	if (in->n.n != n_disks) {
+		snprintf(err, errlen, "vm %s: the disks to move do not match its local disks",
+			 v->name);
+		return -EXDEV;
+	}
+	if (!in->n.n)
+		return 0;
+	if (!m->vols) {
+		snprintf(err, errlen, "node %s has no local volume storage", m->conf->node_name);
+		return -ENODEV;
+	}
+	need += 64ull << 20;
+	if (sto_vols_room(m->vols, &avail, e, sizeof(e)) == 0 && avail < need) {
+		snprintf(err, errlen, "node %s has no room for vm %s's disks: %llu MiB free in %s, "
+			 "%llu MiB needed (what the volumes hold, plus a tenth)",
+			 m->conf->node_name, v->name, (unsigned long long)(avail >> 20),
+			 m->conf->storage_dir, (unsigned long long)(need >> 20));
+		return -ENOSPC;
+	}
+	return 0;
+}
+
 static int incoming_start(void *ctx, const char *name, const char *source, uint64_t epoch,
-			  uint64_t incarnation, mig_hv_fn done, void *opaque, char *err,
-			  size_t errlen)
+			  uint64_t incarnation, const Hca__MigDisk *const *disks, size_t n_disks,
+			  mig_hv_fn done, void *opaque, char *err, size_t errlen)
 {
 	struct vmm *m = ctx;
 	struct vm *v = vmm_vm_find(m, name);
@@ -157,7 +455,7 @@ static int incoming_start(void *ctx, const char *name, const char *source, uint6
 			 name, m->conf->node_name);
 		return -EBUSY;
 	}
-	if ((d = local_disk(v->rec))) {
+	if (!n_disks && (d = local_disk(v->rec))) {
 		snprintf(err, errlen, "vm %s: disk %s is not on shared storage (RBD); use "
 			 "--with-storage", name, d->name);
 		return -EXDEV;
@@ -195,6 +493,18 @@ static int incoming_start(void *ctx, const char *name, const char *source, uint6
 	in->vm = v;
 	in->done = done;
 	in->opaque = opaque;
+	if ((rc = incoming_disks(m, v, disks, n_disks, in, err, errlen)) < 0) {
+		free(in);
+		return rc;
+	}
+	if (in->n.n) {
+		snprintf(in->n.peer, sizeof(in->n.peer), "%s", source);
+		in->n.epoch = epoch;
+		v->refs++;
+		exec_item_init(&in->item, make_fn, make_done);
+		exec_push(m->q_store, &in->item, v->name);
+		return 0;
+	}
 	v->refs++;
 	if ((rc = vmm_launch(m, v, "defer", incoming_started, in)) < 0) {
 		vmm_vm_put(v);
@@ -217,6 +527,7 @@ static void let_go(void *data)
 		hv_vm_free(v->hv);
 		v->hv = NULL;
 	}
+	leftovers(v->m, v);
 }
 
 static void discarded(struct hv_vm *hv, int err, const char *msg, void *opaque)
@@ -272,8 +583,10 @@ static void committed(void *ctx, const char *name, const char *owner, uint64_t e
 	v->rec->active = true;
 	if (version > v->version)
 		v->version = version;
-	if (vmm_owned(m, v))
+	if (vmm_owned(m, v)) {
 		vmm_state_publish(m, v);
+		leftovers(m, v); /* the volumes made for it are its own now */
+	}
 }
 
 static void ended(void *ctx, const char *name, struct job *j, bool moved)
@@ -285,6 +598,9 @@ static void ended(void *ctx, const char *name, struct job *j, bool moved)
 		return;
 	if (v->job == j)
 		vmm_job_done(v);
+	/* moved: the volumes that went are removed here; rolled back: the note
+	 * goes, the volumes stay */
+	leftovers(m, v);
 	if (moved && v->hv) {
 		qb_loop_timer_handle t;
 		v->refs++;
@@ -499,9 +815,41 @@ bool vmm_mig_busy(struct vmm *m, const char *name)
 
 /* ---- the request ---- */
 
+/* Worker, once the job's record is in the store: with disks, what each
+ * volume holds, and the note that lets a restart remove them after the
+ * commit (written before anything moves). */
 static void migrate_go(struct exec_item *it)
 {
-	(void)it; /* the job's record is in the store: nothing else to do here */
+	struct op *op = EXEC_CONTAINER_OF(it, struct op, item);
+	char path[CONF_STATE_DIR_MAX + 96], err[256];
+	struct note n = { 0 };
+	int rc;
+
+	if (!op->n_mdisks)
+		return;
+	for (size_t i = 0; i < op->n_mdisks; i++) {
+		struct sto_vol_info vi = { 0 };
+		if (sto_vol_info(op->m->vols, op->mvol_name[i], &vi, err, sizeof(err)) < 0 ||
+		    !vi.exists) {
+			snprintf(op->err, sizeof(op->err), "volume %s of disk %s: %s",
+				 op->mvol_name[i], op->mdisk_name[i],
+				 vi.exists ? err : "not on this node");
+			op->code = HCA__ERROR_CODE__ERROR_STORAGE;
+			return;
+		}
+		op->mdisks[i].size_bytes = vi.size;
+		op->mdisks[i].allocated = vi.allocated;
+		op->mdisks[i].format = vi.fmt == STO_FMT_RAW ? HCA__DISK_FORMAT__DISK_FORMAT_RAW
+							     : HCA__DISK_FORMAT__DISK_FORMAT_QCOW2;
+		snprintf(n.vols[n.n++], sizeof(n.vols[0]), "%s", op->mvol_name[i]);
+	}
+	snprintf(n.peer, sizeof(n.peer), "%s", op->migrate->target);
+	n.epoch = op->mig_epoch;
+	note_path(op->m, op->vm->name, "out", path, sizeof(path));
+	if ((rc = note_write(path, &n)) < 0) {
+		snprintf(op->err, sizeof(op->err), "%s: %s", path, strerror(-rc));
+		op->code = HCA__ERROR_CODE__ERROR_STORAGE;
+	}
 }
 
 static void migrate_begin(struct exec_item *it)
@@ -525,10 +873,22 @@ static void migrate_begin(struct exec_item *it)
 			   v->name);
 		return;
 	}
-	rc = mig_start(m->migs->mig, op->job, job_id(op->job), v->hv, v->name,
-		       v->rec->owner_epoch, v->rec->incarnation,
-		       v->rec->spec->memory_mib << 20, op->migrate, err, sizeof(err));
+	{
+		const Hca__MigDisk *disks[HV_MAX_DISKS];
+		for (size_t i = 0; i < op->n_mdisks; i++)
+			disks[i] = &op->mdisks[i];
+		if (v->rec->owner_epoch != op->mig_epoch) {
+			vmm_op_end(op, HCA__ERROR_CODE__ERROR_BUSY, "vm %s: its owner record moved "
+				   "meanwhile", v->name);
+			return;
+		}
+		rc = mig_start(m->migs->mig, op->job, job_id(op->job), v->hv, v->name,
+			       v->rec->owner_epoch, v->rec->incarnation,
+			       v->rec->spec->memory_mib << 20, disks, op->n_mdisks, op->migrate,
+			       err, sizeof(err));
+	}
 	if (rc < 0) {
+		leftovers(m, v); /* the note, if one was written */
 		vmm_op_end(op, rc == -EBUSY ? HCA__ERROR_CODE__ERROR_BUSY
 					    : HCA__ERROR_CODE__ERROR_INVALID, "%s", err);
 		return;
@@ -552,11 +912,6 @@ void vmm_migrate(struct vmm *m, const Hca__MigrateRequest *q, const char *via, v
 
 	if (!(v = vmm_vm_for_op(m, q->name, "migrate", fn, ctx)) || !vmm_check_owned(m, v, fn, ctx))
 		return;
-	if (q->with_storage) {
-		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_INVALID, "vm %s: --with-storage "
-				"(moving local disks) is not available yet", v->name);
-		return;
-	}
 	if (!vmm_vm_running(v)) {
 		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_BAD_STATE, "vm %s: is not running "
 				"(%s); only a running VM migrates (start it there: hcactl vm start "
@@ -572,11 +927,28 @@ void vmm_migrate(struct vmm *m, const Hca__MigrateRequest *q, const char *via, v
 				hv_state_name(hv_vm_state(v->hv)));
 		return;
 	}
-	if ((d = local_disk(v->rec))) {
+	if ((d = local_disk(v->rec)) && !q->with_storage) {
 		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_INVALID, "vm %s: disk %s is a local "
 				"%s, not shared storage (RBD): a live migration moves memory only; "
 				"use --with-storage to move its disks too", v->name, d->name,
 				d->path[0] ? "image" : "volume");
+		return;
+	}
+	for (size_t i = 0; q->with_storage && i < v->rec->spec->n_disks; i++) {
+		d = v->rec->spec->disks[i];
+		if (d->path[0]) {
+			vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_INVALID, "vm %s: disk %s is an "
+					"attached image (%s), not a volume hcad made: --with-storage "
+					"moves only volumes (copy the image to node %s yourself and "
+					"attach it there)", v->name, d->name, d->path, q->target);
+			return;
+		}
+	}
+	if (q->target_storage[0] && strcmp(q->target_storage, "local")) {
+		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_INVALID, "vm %s: --target-storage "
+				"%s is not supported yet: the volumes move to node %s's local "
+				"storage (--target-storage local)", v->name, q->target_storage,
+				q->target);
 		return;
 	}
 	if (!strcmp(q->target, m->conf->node_name)) {
@@ -613,6 +985,27 @@ void vmm_migrate(struct vmm *m, const Hca__MigrateRequest *q, const char *via, v
 	if (!op->migrate) {
 		vmm_op_end(op, HCA__ERROR_CODE__ERROR_INTERNAL, "vm %s: out of memory", v->name);
 		return;
+	}
+	op->mig_epoch = v->rec->owner_epoch;
+	for (size_t i = 0; q->with_storage && i < v->rec->spec->n_disks; i++) {
+		const Hca__DiskSpec *dk = v->rec->spec->disks[i];
+		if (!strcmp(dk->backend, "rbd"))
+			continue; /* shared: stays */
+		for (size_t k = 0; k < v->rec->n_volumes; k++) {
+			const Hca__VolumeRef *vr = v->rec->volumes[k];
+			Hca__MigDisk *md = &op->mdisks[op->n_mdisks];
+			if (strcmp(vr->disk, dk->name) || op->n_mdisks >= HV_MAX_DISKS)
+				continue;
+			hca__mig_disk__init(md);
+			snprintf(op->mdisk_name[op->n_mdisks], sizeof(op->mdisk_name[0]), "%s",
+				 dk->name);
+			snprintf(op->mvol_name[op->n_mdisks], sizeof(op->mvol_name[0]), "%s",
+				 vr->volume);
+			md->disk = op->mdisk_name[op->n_mdisks];
+			md->volume = op->mvol_name[op->n_mdisks];
+			md->format = vr->format;
+			op->n_mdisks++;
+		}
 	}
 	vmm_op_push(op, migrate_go, migrate_begin);
 }

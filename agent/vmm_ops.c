@@ -43,6 +43,26 @@ const char *vmm_disk_path(const Hca__VmRecord *r, size_t i)
 	return "";
 }
 
+const char *vmm_disk_local_path(struct vmm *m, const Hca__VmRecord *r, size_t i, char *buf,
+				size_t len)
+{
+	const Hca__DiskSpec *d = r->spec->disks[i];
+	char err[256];
+
+	if (d->path[0])
+		return d->path;
+	for (size_t k = 0; k < r->n_volumes; k++) {
+		const Hca__VolumeRef *vr = r->volumes[k];
+		if (strcmp(vr->disk, d->name))
+			continue;
+		if (strcmp(vr->backend, "rbd") && m->vols &&
+		    sto_vol_path(m->vols, vr->volume, buf, len, err, sizeof(err)) == 0)
+			return buf;
+		return vr->path;
+	}
+	return "";
+}
+
 struct vm *vmm_disk_user(struct vmm *m, const struct vm *self, const char *path, bool running_only)
 {
 	for (struct vm *v = m->vms; v; v = v->next) {

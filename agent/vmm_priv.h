@@ -28,6 +28,7 @@ struct vm {
 	/* state/NAME publication: one write in flight, the latest next */
 	bool publishing, publish_again;
 	uint64_t publish_seq;
+	unsigned mig_notes;   /* vmm_mig.c: notes being acted on (1: in, 2: out) */
 };
 
 struct vmm {
@@ -100,6 +101,12 @@ struct op {
 	void *reply_ctx;
 	bool begun;           /* the first step waited for the record */
 	Hca__MigrateRequest *migrate; /* migrate: the request */
+	/* migrate --with-storage: the local volumes that move (names copied on
+	 * the loop, sizes read on a worker) */
+	Hca__MigDisk mdisks[HV_MAX_DISKS];
+	char mdisk_name[HV_MAX_DISKS][64], mvol_name[HV_MAX_DISKS][STO_VOL_NAME_MAX + 1];
+	size_t n_mdisks;
+	uint64_t mig_epoch;
 };
 
 struct op *vmm_op_new(struct vmm *m, struct vm *v, Hca__JobKind kind, const char *requested_on,
@@ -175,6 +182,11 @@ void vmm_undefine(struct vmm *m, const char *name, const char *via, vmm_reply_fn
 /* The VM other than @self that has @path as a disk, or NULL. */
 struct vm *vmm_disk_user(struct vmm *m, const struct vm *self, const char *path, bool running_only);
 const char *vmm_disk_path(const Hca__VmRecord *r, size_t i);
+/* The same, where this node keeps it: a volume of the "file" backend is
+ * wherever this node's storage holds it (it moves with the VM), whatever
+ * path the record kept from the node that made it; into @buf. */
+const char *vmm_disk_local_path(struct vmm *m, const Hca__VmRecord *r, size_t i, char *buf,
+				size_t len);
 /* Remove the volumes a define job recorded as made ("backend:name"). */
 void vmm_job_volumes_remove(struct vmm *m, struct job *j);
 

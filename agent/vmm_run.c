@@ -165,8 +165,10 @@ static int start_check_files(struct op *op)
 	const Hca__BootSpec *b = r->spec->boot;
 	struct stat st;
 
+	char buf[PATH_MAX];
+
 	for (size_t i = 0; i < r->spec->n_disks; i++) {
-		const char *path = vmm_disk_path(r, i);
+		const char *path = vmm_disk_local_path(op->m, r, i, buf, sizeof(buf));
 		if (!strncmp(path, "rbd:", 4))
 			continue; /* QEMU opens it through librbd and says if it cannot */
 		if (stat(path, &st) < 0) {
@@ -348,9 +350,14 @@ int vmm_launch(struct vmm *m, struct vm *v, const char *incoming, hv_done_fn don
 	/* hv_spec_check refused more than HV_MAX_DISKS when the record came in */
 	if (v->rec->spec->n_disks > HV_MAX_DISKS)
 		return -E2BIG;
+	char paths[HV_MAX_DISKS][PATH_MAX];
+
 	for (size_t i = 0; i < v->rec->spec->n_disks; i++) {
 		const Hca__DiskSpec *d = v->rec->spec->disks[i];
-		disks[i] = (struct hv_disk){ vmm_disk_path(v->rec, i), d->format, d->readonly };
+		bool vol = !d->path[0];
+		disks[i] = (struct hv_disk){ vmm_disk_local_path(m, v->rec, i, paths[i],
+								 sizeof(paths[i])),
+					     d->format, d->readonly, vol };
 	}
 	if ((rc = hv_argv_build(v->rec->spec, &c, &argv)) < 0)
 		return rc;

@@ -85,6 +85,9 @@ struct hv_disk {
 	const char *path;
 	Hca__DiskFormat format;
 	bool readonly;
+	bool discard;   /* pass the guest's discards down (discard=unmap): a
+			 * thin volume hcad made gives freed space back, and a
+			 * migration's zero writes land as holes */
 };
 
 /* Where a VM's runtime files live: all under one directory per VM. */

@@ -148,8 +148,11 @@ static json_t *disk_file_json(const struct hv_disk *hd, const struct hv_argv_ctx
 	const char *img;
 
 	if (strncmp(hd->path, "rbd:", 4))
-		return json_pack("{s:s, s:s, s:b}", "driver", "file", "filename", hd->path,
-				 "read-only", hd->readonly);
+		return hd->discard && !hd->readonly
+			       ? json_pack("{s:s, s:s, s:b, s:s}", "driver", "file", "filename",
+					   hd->path, "read-only", hd->readonly, "discard", "unmap")
+			       : json_pack("{s:s, s:s, s:b}", "driver", "file", "filename",
+					   hd->path, "read-only", hd->readonly);
 	img = strchr(hd->path + 4, '/');
 	if (!img)
 		return NULL;
@@ -179,6 +182,9 @@ static char *disk_json(const Hca__DiskSpec *d, const struct hv_disk *hd,
 	char *js = NULL;
 
 	if (bd && backing_cut(d, hd) && json_object_set_new(bd, "backing", json_null()) < 0)
+		goto out;
+	if (bd && hd->discard && !hd->readonly &&
+	    json_object_set_new(bd, "discard", json_string("unmap")) < 0)
 		goto out;
 	js = bd ? json_dumps(bd, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
 out:

@@ -364,11 +364,16 @@ struct mig_host {
 	 * that every disk is shared. @done gets the VM's QEMU handle (the
 	 * agent's: the service sends QMP to it, never frees it) once QMP
 	 * answers, or the error. Returns 0 or -errno with @err. */
+	/* With @n_disks local volumes (--with-storage; NULL/0 otherwise):
+	 * first check there is room for them and make each, sparse, of the
+	 * same name, size and format, instead of requiring shared disks. */
 	int (*incoming_start)(void *ctx, const char *vm, const char *source, uint64_t epoch,
-			      uint64_t incarnation, mig_hv_fn done, void *opaque, char *err,
+			      uint64_t incarnation, const Hca__MigDisk *const *disks,
+			      size_t n_disks, mig_hv_fn done, void *opaque, char *err,
 			      size_t errlen);
 	/* Destination: kill the incoming QEMU of @vm and forget it (the
-	 * migration did not commit; the guest never ran here). */
+	 * migration did not commit; the guest never ran here), and remove the
+	 * volumes incoming_start made for it. */
 	void (*incoming_discard)(void *ctx, const char *vm);
 	/* The VM's QEMU handle on this node now, or NULL (it may have been let
 	 * go after its QEMU ended: never keep one across callbacks). */
@@ -378,7 +383,8 @@ struct mig_host {
 	void (*committed)(void *ctx, const char *vm, const char *owner, uint64_t epoch,
 			  uint64_t version);
 	/* Source: @vm's migration job ends now (the agent frees the VM's one
-	 * job slot); after a commit its QEMU has quit. */
+	 * job slot); after a commit its QEMU has quit, and local volumes that
+	 * moved (--with-storage) are the agent's to remove here. */
 	void (*ended)(void *ctx, const char *vm, struct job *j, bool moved);
 	/* QEMU's x509 directory for this node (fixed names: ca-cert.pem,
 	 * server-cert.pem, server-key.pem, client-cert.pem, client-key.pem);
@@ -403,12 +409,15 @@ void mig_free(struct mig *m);
  * Source: migrate @vm, running here in @hv, as job @j (id @job_id; fresh,
  * QUEUED: the service reports through it and ends it). @owner_epoch, @incarnation:
  * the owner record this node holds (owner = this node, active). @ram_bytes:
- * the guest's memory. @req borrowed. Returns 0 (the job goes on, or waits
- * for a slot), or -errno with @err and the job untouched.
+ * the guest's memory. @disks (@n_disks, copied): the local volumes that
+ * move with it (req->with_storage), mirrored over NBD before the memory
+ * goes. @req borrowed. Returns 0 (the job goes on, or waits for a slot),
+ * or -errno with @err and the job untouched.
  */
 int mig_start(struct mig *m, struct job *j, const char *job_id, struct hv_vm *hv, const char *vm,
 	      uint64_t owner_epoch, uint64_t incarnation, uint64_t ram_bytes,
-	      const Hca__MigrateRequest *req, char *err, size_t errlen);
+	      const Hca__MigDisk *const *disks, size_t n_disks, const Hca__MigrateRequest *req,
+	      char *err, size_t errlen);
 
 /* Every QMP event of a VM's QEMU on this node, from the agent's hook. */
 void mig_event(struct mig *m, const char *vm, const char *event, json_t *data);

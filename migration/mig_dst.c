@@ -8,7 +8,10 @@
  *                will use, then `migrate-incoming` on this node's address,
  *                port chosen by the kernel: answered with host and port
  *   mig.ready    answered once the stream is in (MIGRATION completed) or
- *                failed: the source commits only after this
+ *                failed: the source commits only after this. With disks
+ *                (--with-storage) the NBD exports the source mirrored to
+ *                are dropped first (the source detached before the
+ *                switchover), and the NBD server stopped
  *   mig.commit   the owner record names this node now: `cont`, answered
  *                when the guest runs (RESUME), with the time
  *   mig.abort    kill the incoming QEMU (the guest never ran here)
@@ -27,6 +30,11 @@
 #include <string.h>
 #include <time.h>
 
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <qb/qblog.h>
 
 #include "base/env.h"
@@ -43,6 +51,7 @@ enum in_state {
 	IN_LAUNCH,   /* the agent starts QEMU */
 	IN_SETUP,    /* QMP: credentials, capabilities, parameters, listen */
 	IN_LISTEN,   /* the stream may come */
+	IN_UNEXPORT, /* the stream is in; the disks' exports go */
 	IN_LOADED,   /* the stream is in; paused under -S */
 	IN_RESUMING, /* committed: cont sent */
 	IN_FAILED,
@@ -71,6 +80,10 @@ struct mig_in {
 	char read_owner[64];
 	uint64_t read_epoch;
 	bool job_ended;   /* the source's job record says it ended */
+	/* --with-storage: the disks served over NBD to the source's mirrors */
+	char disks[MIG_DISKS_MAX][64];
+	unsigned n_disks, n_unexported;
+	unsigned nbd_port;
 	/* callbacks still to come (the launch, QMP replies, the store read):
 	 * an ended migration is freed by the last of them */
 	unsigned refs;
@@ -262,7 +275,8 @@ static void watch_tick(void *data)
 		return;
 	/* while the stream flows the source is alive; once it is in (or the
 	 * source is gone) the store says what became of it */
-	if (e->online(e->ctx, in->source) && in->st != IN_LOADED && in->st != IN_LISTEN) {
+	if (e->online(e->ctx, in->source) && in->st != IN_LOADED && in->st != IN_LISTEN &&
+	    in->st != IN_UNEXPORT) {
 		watch_arm(in);
 		return;
 	}
@@ -281,6 +295,40 @@ static void watch_arm(struct mig_in *in)
 
 /* ---- prepare ---- */
 
+/* The set-up steps the disks add: the NBD server and one export each. */
+static unsigned disk_steps(const struct mig_in *in)
+{
+	return in->n_disks ? in->n_disks + 1 : 0;
+}
+
+/*
+ * A free TCP port on @host for the NBD server: bound and let go, for QEMU
+ * to bind next (QMP cannot say which port an nbd-server-start on port 0
+ * got). Another process taking it in between makes nbd-server-start fail,
+ * and the migration with it, cleanly. 0 if none.
+ */
+static unsigned free_port(const char *host)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST };
+	struct addrinfo *ai = NULL;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	unsigned port = 0;
+	int fd = -1;
+
+	if (getaddrinfo(host, "0", &hints, &ai) != 0 || !ai)
+		return 0;
+	if ((fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0)) >= 0 &&
+	    bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+		port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+						      : ((struct sockaddr_in *)&ss)->sin_port);
+	if (fd >= 0)
+		close(fd);
+	freeaddrinfo(ai);
+	return port;
+}
+
 static void setup_step(struct mig_in *in);
 
 static void setup_qmp_done(struct hv_vm *hv, int err, json_t *ret, const char *errclass,
@@ -298,7 +346,7 @@ static void setup_qmp_done(struct hv_vm *hv, int err, json_t *ret, const char *e
 			in->step, errdesc ? errdesc : strerror(-err));
 		return;
 	}
-	if (in->step == 4) { /* query-migrate: where it listens */
+	if (in->step == 4 + disk_steps(in)) { /* query-migrate: where it listens */
 		sa = json_array_get(json_object_get(ret, "socket-address"), 0);
 		in->port = (unsigned)strtoul(json_string_value(json_object_get(sa, "port"))
 					     ? json_string_value(json_object_get(sa, "port")) : "0",
@@ -313,14 +361,33 @@ static void setup_qmp_done(struct hv_vm *hv, int err, json_t *ret, const char *e
 	setup_step(in);
 }
 
+/*
+ * The steps: 0 the TLS credentials; with n disks, 1 the NBD server and
+ * 2..n+1 one writable export per disk (block-export-add activates the
+ * node, which -incoming left inactive); then capabilities, parameters,
+ * migrate-incoming and query-migrate.
+ */
 static void setup_step(struct mig_in *in)
 {
 	const char *cmd = NULL;
 	json_t *args = NULL;
 	char uri[128];
+	unsigned step = in->step, d = disk_steps(in);
 	int rc;
 
-	switch (in->step) {
+	if (d && step == 1) {
+		cmd = "nbd-server-start";
+		args = mig_nbd_server_json(in->host, in->nbd_port, in->plan.tls_creds);
+		goto send;
+	}
+	if (d && step >= 2 && step < 1 + d) {
+		cmd = "block-export-add";
+		args = mig_export_json(in->disks[step - 2]);
+		goto send;
+	}
+	if (step >= 1)
+		step -= d;
+	switch (step) {
 	case 0:
 		if (!in->plan.tls_creds) {
 			in->step++;
@@ -353,6 +420,7 @@ static void setup_step(struct mig_in *in)
 
 		p.host = in->host;
 		p.port = in->port;
+		p.nbd_port = in->nbd_port;
 		in->st = IN_LISTEN;
 		qb_log(LOG_INFO, "vm %s: waiting for the migration stream from %s on %s:%u", in->vm,
 		       in->source, in->host, in->port);
@@ -364,7 +432,8 @@ static void setup_step(struct mig_in *in)
 		return;
 	}
 	}
-	if (!args && in->step != 4) {
+send:
+	if (!args && strcmp(cmd, "query-migrate")) {
 		in_fail(in, "vm %s: cannot build the arguments of %s", in->vm, cmd);
 		return;
 	}
@@ -437,6 +506,28 @@ static void on_prepare(struct chan_reply *r, const void *body, size_t len, void 
 		chan_reply_error(r, -ENOKEY, "node %s: no TLS credentials for QEMU", e->node);
 		goto out;
 	}
+	if (q->n_disks > MIG_DISKS_MAX) {
+		chan_reply_error(r, -E2BIG, "mig.prepare: %zu disks, at most %u", q->n_disks,
+				 MIG_DISKS_MAX);
+		goto out;
+	}
+	for (size_t i = 0; i < q->n_disks; i++) {
+		const Hca__MigDisk *d = q->disks[i];
+		if (!d || !d->disk[0] || strlen(d->disk) >= sizeof(in->disks[0]) ||
+		    strspn(d->disk, "abcdefghijklmnopqrstuvwxyz0123456789_-") != strlen(d->disk) ||
+		    !d->size_bytes || d->size_bytes > MIG_DISK_SIZE_MAX ||
+		    d->allocated > d->size_bytes + (d->size_bytes >> 3) + (64ull << 20) ||
+		    (d->format != HCA__DISK_FORMAT__DISK_FORMAT_QCOW2 &&
+		     d->format != HCA__DISK_FORMAT__DISK_FORMAT_RAW)) {
+			chan_reply_error(r, -EINVAL, "mig.prepare: disk %zu is malformed (name, size "
+					 "or format)", i);
+			goto out;
+		}
+	}
+	if (q->n_disks && !q->tls) {
+		chan_reply_error(r, -EINVAL, "mig.prepare: disks move only over TLS");
+		goto out;
+	}
 	if (q->streams > MIG_STREAMS_MAX || (q->postcopy && q->multifd) ||
 	    (q->compress != HCA__MIG_COMPRESS__MIG_COMPRESS_NONE &&
 	     q->compress != HCA__MIG_COMPRESS__MIG_COMPRESS_ZSTD)) {
@@ -468,12 +559,22 @@ static void on_prepare(struct chan_reply *r, const void *body, size_t len, void 
 		free(in);
 		goto out;
 	}
+	for (size_t i = 0; i < q->n_disks; i++)
+		snprintf(in->disks[i], sizeof(in->disks[i]), "%s", q->disks[i]->disk);
+	in->n_disks = (unsigned)q->n_disks;
+	if (in->n_disks && !(in->nbd_port = free_port(in->host))) {
+		chan_reply_error(r, -EADDRINUSE, "node %s: no free port for the NBD server on %s",
+				 e->node, in->host);
+		free(in);
+		goto out;
+	}
 	in->prep = r;
 	in->next = m->ins;
 	m->ins = in;
 	in->refs++; /* the launch's callback */
 	rc = m->host.incoming_start(m->host.ctx, in->vm, in->source, in->epoch, in->incarnation,
-				    launched, in, err, sizeof(err));
+				    (const Hca__MigDisk *const *)q->disks, q->n_disks, launched, in,
+				    err, sizeof(err));
 	if (rc < 0) {
 		in->refs--;
 		in_end(in, false, err); /* answers prep with the reason */
@@ -521,7 +622,7 @@ static void on_ready(struct chan_reply *r, const void *body, size_t len, void *o
 		chan_reply_error(r, -ENOENT, "vm %s: no incoming migration here", q->vm);
 	else if (in->st == IN_LOADED)
 		chan_reply_ok(r, NULL, 0);
-	else if (in->st == IN_LISTEN && !in->ready)
+	else if ((in->st == IN_LISTEN || in->st == IN_UNEXPORT) && !in->ready)
 		in->ready = r; /* answered by the MIGRATION event */
 	else
 		chan_reply_error(r, -EINVAL, "vm %s: the incoming migration is not loading", q->vm);
@@ -623,6 +724,65 @@ static void on_abort(struct chan_reply *r, const void *body, size_t len, void *o
 
 /* ---- events ---- */
 
+/* Everything is in: the source may commit. */
+static void loaded(struct mig_in *in)
+{
+	in->st = IN_LOADED;
+	if (in->ready)
+		chan_reply_ok(in->ready, NULL, 0);
+	in->ready = NULL;
+}
+
+static void nbd_stopped(struct hv_vm *hv, int err, json_t *ret, const char *errclass,
+			const char *errdesc, void *opaque)
+{
+	struct mig_in *in = opaque;
+
+	(void)hv;
+	(void)ret;
+	(void)errclass;
+	if (!in_back(in) || err == -ECANCELED || in->st != IN_UNEXPORT)
+		return;
+	if (err) {
+		in_fail(in, "vm %s: cannot stop the NBD server: %s", in->vm,
+			errdesc ? errdesc : strerror(-err));
+		return;
+	}
+	loaded(in);
+}
+
+static void unexport_sent(struct hv_vm *hv, int err, json_t *ret, const char *errclass,
+			  const char *errdesc, void *opaque)
+{
+	struct mig_in *in = opaque;
+
+	(void)hv;
+	(void)ret;
+	(void)errclass;
+	if (!in_back(in) || err == -ECANCELED || !err || in->st != IN_UNEXPORT)
+		return;
+	in_fail(in, "vm %s: cannot drop an NBD export of its disks: %s", in->vm,
+		errdesc ? errdesc : strerror(-err));
+}
+
+/* The stream is in and the source detached from the exports before it
+ * sent the device state: drop them (BLOCK_EXPORT_DELETED each), then the
+ * server. The guest must not run with its disks served to anyone. */
+static void unexport(struct mig_in *in)
+{
+	int rc;
+
+	in->st = IN_UNEXPORT;
+	in->n_unexported = 0;
+	for (unsigned i = 0; i < in->n_disks; i++)
+		if ((rc = in_qmp(in, "block-export-del", mig_export_del_json(in->disks[i]),
+				 unexport_sent)) < 0) {
+			in_fail(in, "vm %s: destination QEMU unreachable: %s", in->vm,
+				strerror(-rc));
+			return;
+		}
+}
+
 void mig_dst_event(struct mig *m, const char *vm, const char *event, json_t *data)
 {
 	struct mig_in *in = in_find(m, vm);
@@ -630,6 +790,21 @@ void mig_dst_event(struct mig *m, const char *vm, const char *event, json_t *dat
 
 	if (!in)
 		return;
+	if (!strcmp(event, "BLOCK_EXPORT_DELETED")) {
+		const char *id = json_string_value(json_object_get(data, "id"));
+		struct mig_disk_names n;
+		int rc;
+		for (unsigned i = 0; id && in->st == IN_UNEXPORT && i < in->n_disks; i++) {
+			mig_disk_names(in->disks[i], &n);
+			if (strcmp(n.exp, id) || ++in->n_unexported < in->n_disks)
+				continue;
+			if ((rc = in_qmp(in, "nbd-server-stop", NULL, nbd_stopped)) < 0)
+				in_fail(in, "vm %s: destination QEMU unreachable: %s", in->vm,
+					strerror(-rc));
+			return;
+		}
+		return;
+	}
 	if (!strcmp(event, "RESUME")) {
 		in->resumed_us = mig_now_us();
 		return;
@@ -637,10 +812,11 @@ void mig_dst_event(struct mig *m, const char *vm, const char *event, json_t *dat
 	if (strcmp(event, "MIGRATION") || !(st = json_string_value(json_object_get(data, "status"))))
 		return;
 	if (!strcmp(st, "completed") && in->st == IN_LISTEN) {
-		in->st = IN_LOADED;
-		if (in->ready)
-			chan_reply_ok(in->ready, NULL, 0);
-		in->ready = NULL;
+		if (in->n_disks) {
+			unexport(in);
+			return;
+		}
+		loaded(in);
 	} else if ((!strcmp(st, "failed") || !strcmp(st, "cancelled")) && in->st != IN_RESUMING) {
 		in_fail(in, "vm %s: the incoming stream %s", vm, st);
 	}

@@ -77,6 +77,68 @@ struct mig_policy {
 	char detail[MIG_REASON_MAX];
 };
 
+/* ---- the disks of a shared-nothing migration (mig_disk.c) ---- */
+
+#define MIG_DISKS_MAX 16u /* HV_MAX_DISKS */
+#define MIG_DISK_SIZE_MAX (64ull << 40) /* a volume of 64 TiB at most */
+
+/* QEMU's names for one disk's pieces, from the disk's name. */
+struct mig_disk_names {
+	char node[80];  /* "drive-D": the guest's block node (hv_argv.c) */
+	char nbd[80];   /* "mig-nbd-D": the source's NBD client node */
+	char job[80];   /* "mig-D": the source's mirror job */
+	char exp[80];   /* "mig-exp-D": the destination's export (named "D") */
+};
+void mig_disk_names(const char *disk, struct mig_disk_names *n);
+
+/* QMP arguments, new references, NULL on a bad argument or ENOMEM:
+ * source: blockdev-add of the NBD client (TLS with @tls, the peer's
+ * certificate must name @tls_hostname), blockdev-mirror (sync full,
+ * background), block-job-change to write-blocking; destination:
+ * nbd-server-start (TLS), block-export-add (writable), block-export-del. */
+json_t *mig_nbd_client_json(const char *disk, const char *host, unsigned port, const char *tls,
+			    const char *tls_hostname);
+json_t *mig_mirror_json(const char *disk);
+json_t *mig_mirror_active_json(const char *disk);
+json_t *mig_nbd_server_json(const char *host, unsigned port, const char *tls);
+json_t *mig_export_json(const char *disk);
+json_t *mig_export_del_json(const char *disk);
+
+struct mig_mirror {
+	char disk[64];
+	uint64_t allocated;     /* what the volume held at the start */
+	uint64_t len, offset;   /* the job's figures, from QEMU */
+	bool ready, done, failed;
+};
+
+/* The source's mirrors of one migration. Zeroed, then mig_mirrors_add()
+ * per disk; set finishing before the switchover's cancels. */
+struct mig_mirrors {
+	unsigned n, n_ready, n_done;
+	bool finishing;         /* block-job-cancel sent to READY mirrors */
+	struct mig_mirror d[MIG_DISKS_MAX];
+};
+
+/* 0; -EINVAL (bad name), -E2BIG, -EEXIST (twice the same disk). */
+int mig_mirrors_add(struct mig_mirrors *mm, const char *disk, uint64_t allocated);
+
+enum mig_mm_ev {
+	MIG_MM_NONE,
+	MIG_MM_READY,   /* every mirror is in sync */
+	MIG_MM_DONE,    /* every mirror finished, as asked (finishing) */
+	MIG_MM_FAILED,  /* one failed or ended unasked: the reason in @why */
+};
+
+/* A QMP event of the source's QEMU (BLOCK_JOB_READY, _ERROR, _COMPLETED,
+ * _CANCELLED; others and other jobs: MIG_MM_NONE). Each of READY and DONE
+ * is answered once, when the last mirror gets there. */
+enum mig_mm_ev mig_mirrors_event(struct mig_mirrors *mm, const char *event, json_t *data,
+				 char *why, size_t len);
+/* Fold query-block-jobs' answer in; the bytes copied and to copy, summed. */
+void mig_mirrors_jobs(struct mig_mirrors *mm, json_t *jobs, uint64_t *done, uint64_t *total);
+/* Does query-block-jobs' answer still list one of the mirrors? */
+bool mig_mirrors_have_job(const struct mig_mirrors *mm, json_t *jobs);
+
 /* ---- the service (mig_src.c, mig_dst.c) ---- */
 
 struct mig_out;

@@ -7,6 +7,10 @@
  *   check       the dirty rate measured (calc-dirty-rate), the plan made
  *   prepare     the destination starts the VM paused, listening (mig.prepare);
  *               this QEMU gets credentials, capabilities, parameters
+ *   (disks)     --with-storage: before the memory, each local volume is
+ *               mirrored to the destination's NBD export (mig_disk.c) until
+ *               all are in sync, then the mirrors turn write-blocking; at
+ *               the switchover they are finished and detached first
  *   transfer    `migrate`; query-migrate every second feeds the progress and
  *               the convergence policy, whose actions are carried out
  *   switchover  QEMU stopped the guest before the switchover
@@ -57,6 +61,7 @@ enum out_state {
 	OUT_DIRTY,     /* calc-dirty-rate running */
 	OUT_PREPARE,   /* mig.prepare asked */
 	OUT_SETUP,     /* this QEMU's set-up */
+	OUT_DISKS,     /* the mirrors copy, until every one is in sync */
 	OUT_TRANSFER,
 	OUT_SWITCHOVER,
 	OUT_READY,     /* mig.ready asked */
@@ -118,6 +123,16 @@ struct mig_out {
 	uint64_t zstd_rate;
 	unsigned calls;     /* channel calls whose answer is still to come */
 	bool dead;          /* ended while some were: the last one frees it */
+	/* --with-storage: the volumes, their mirrors, the destination's NBD */
+	Hca__MigDisk disks[MIG_DISKS_MAX];
+	char disk_names[MIG_DISKS_MAX][64], vol_names[MIG_DISKS_MAX][128];
+	size_t n_disks;
+	struct mig_mirrors mm;
+	unsigned nbd_port;
+	uint64_t disk_t0, finish_t0;  /* ms */
+	bool disks_cleaned;
+	bool synced;        /* every mirror reached READY */
+	char disk_mode[128];
 };
 
 static void out_tick_arm(struct mig_out *o);
@@ -156,6 +171,8 @@ static void report(struct mig_out *o)
 	o->rep.ram_bytes = o->ram;
 	o->rep.link_rate = o->plan.link_rate;
 	o->rep.elapsed_ms = mig_mono_ms() - o->t0_ms;
+	o->rep.disks = (uint32_t)o->n_disks;
+	o->rep.disk_mode = o->disk_mode;
 	if (o->pol)
 		mig_policy_summary(o->pol, o->policy, sizeof(o->policy));
 	e->job_report(o->j, &o->rep);
@@ -239,6 +256,18 @@ static bool mig_status_busy(const char *st)
 	       strcmp(st, "cancelled");
 }
 
+/* Force-cancel every mirror of @o (whatever state it is in). */
+static void mirrors_stop(struct mig_out *o)
+{
+	struct mig_disk_names n;
+
+	for (unsigned i = 0; i < o->mm.n; i++) {
+		mig_disk_names(o->mm.d[i].disk, &n);
+		hv_vm_qmp(o->hv, "block-job-cancel", json_pack("{s:s, s:b}", "device", n.job,
+							       "force", 1), 0, NULL, NULL);
+	}
+}
+
 static void rb_again(struct mig_out *o, const char *what)
 {
 	if (++o->rb_tries >= ROLLBACK_TRIES) {
@@ -249,6 +278,36 @@ static void rb_again(struct mig_out *o, const char *what)
 	}
 	qb_loop_timer_add(o->m->env->loop, QB_LOOP_HIGH, ROLLBACK_POLL_MS * QB_TIME_NS_IN_MSEC, o,
 			  rb_poll, &o->tick);
+}
+
+/* Running again, the stream let go of: the mirrors must be gone too, then
+ * their NBD client nodes (a node a job still uses cannot be deleted). */
+static void rb_jobs_done(struct hv_vm *hv, int err, json_t *ret, const char *errclass,
+			 const char *errdesc, void *opaque)
+{
+	struct mig_out *o = opaque;
+	struct mig_disk_names n;
+
+	(void)hv;
+	(void)errclass;
+	(void)errdesc;
+	if (err == -ECANCELED)
+		return;
+	if (!err && mig_mirrors_have_job(&o->mm, ret)) {
+		mirrors_stop(o);
+		rb_again(o, "runs, but still has its disk mirrors");
+		return;
+	}
+	for (unsigned i = 0; i < o->mm.n; i++) {
+		mig_disk_names(o->mm.d[i].disk, &n);
+		/* a node never added answers "not found": nothing to undo */
+		hv_vm_qmp(o->hv, "blockdev-del", json_pack("{s:s}", "node-name", n.nbd), 0, NULL,
+			  NULL);
+	}
+	o->disks_cleaned = true;
+	qb_log(LOG_NOTICE, "vm %s: migration to %s rolled back: running here on its own disks",
+	       o->vm, o->target);
+	out_end(o);
 }
 
 /* Running again; the job ends once QEMU has let go of the stream too. */
@@ -269,6 +328,10 @@ static void rb_mig_done(struct hv_vm *hv, int err, json_t *ret, const char *errc
 		hv_vm_qmp(o->hv, "migrate_cancel", NULL, 0, NULL, NULL);
 		rb_again(o, what);
 		return;
+	}
+	if (o->mm.n && !o->disks_cleaned) {
+		if (hv_vm_qmp(o->hv, "query-block-jobs", NULL, 0, rb_jobs_done, o) == 0)
+			return;
 	}
 	qb_log(LOG_NOTICE, "vm %s: migration to %s rolled back: running here", o->vm, o->target);
 	out_end(o);
@@ -362,6 +425,7 @@ static void rollback(struct mig_out *o, int code, const char *fmt, ...)
 	}
 	/* whatever QEMU is at: cancel what runs, then see it running */
 	hv_vm_qmp(o->hv, "migrate_cancel", NULL, 0, NULL, NULL);
+	mirrors_stop(o);
 	rb_poll(o);
 }
 
@@ -685,9 +749,12 @@ static void sample(struct mig_out *o, json_t *ret)
 	rate_learn(o, &s);
 	{
 		uint64_t done = s.total > s.remaining ? s.total - s.remaining : 0;
+		char line[MIG_REASON_MAX + 48];
+		snprintf(line, sizeof(line), "%s%s", o->n_disks ? "memory phase (disks "
+			 "write-blocking): " : "", mig_policy_detail(o->pol));
 		o->m->env->job_progress(o->j, s.iteration > 1 ? s.transferred : done,
 					s.iteration > 1 ? s.transferred + s.remaining : s.total,
-					"bytes", mig_policy_detail(o->pol));
+					"bytes", line);
 	}
 	report(o);
 	if (mig_policy_feed(o->pol, &s, &d) == MIG_ACT_NONE)
@@ -730,12 +797,41 @@ static void tick_done(struct hv_vm *hv, int err, json_t *ret, const char *errcla
 	out_tick_arm(o);
 }
 
+/* The disk phase's sample: the mirrors' progress. */
+static void disks_tick_done(struct hv_vm *hv, int err, json_t *ret, const char *errclass,
+			    const char *errdesc, void *opaque)
+{
+	struct mig_out *o = opaque;
+	uint64_t done, total;
+	char d[160], b1[32], b2[32];
+
+	(void)hv;
+	(void)errclass;
+	o->tick_busy = false;
+	if (err == -ECANCELED || o->st != OUT_DISKS)
+		return;
+	if (err) {
+		rollback(o, HCA__ERROR_CODE__ERROR_HYPERVISOR, "vm %s: the source QEMU does not "
+			 "answer: %s", o->vm, errdesc ? errdesc : strerror(-err));
+		return;
+	}
+	mig_mirrors_jobs(&o->mm, ret, &done, &total);
+	o->rep.disk_done = done;
+	o->rep.disk_total = total;
+	snprintf(d, sizeof(d), "disk phase: %u of %zu volume%s in sync, %.20s of %.20s copied",
+		 o->mm.n_ready, o->n_disks, o->n_disks == 1 ? "" : "s",
+		 mig_fmt_bytes(b1, sizeof(b1), done), mig_fmt_bytes(b2, sizeof(b2), total));
+	o->m->env->job_progress(o->j, done, total, "bytes", d);
+	report(o);
+	out_tick_arm(o);
+}
+
 static void tick(void *data)
 {
 	struct mig_out *o = data;
 
 	o->tick = 0;
-	if (o->st != OUT_TRANSFER || o->tick_busy)
+	if ((o->st != OUT_TRANSFER && o->st != OUT_DISKS) || o->tick_busy)
 		return;
 	if (cancelled(o, ""))
 		return;
@@ -752,6 +848,14 @@ static void tick(void *data)
 		return;
 	}
 	o->tick_busy = true;
+	if (o->st == OUT_DISKS) {
+		if (hv_vm_qmp(o->hv, "query-block-jobs", NULL, 0, disks_tick_done, o) < 0) {
+			o->tick_busy = false;
+			rollback(o, HCA__ERROR_CODE__ERROR_HYPERVISOR, "vm %s: the source QEMU is "
+				 "unreachable", o->vm);
+		}
+		return;
+	}
 	if (hv_vm_qmp(o->hv, "query-migrate", NULL, 0, tick_done, o) < 0) {
 		o->tick_busy = false;
 		rollback(o, HCA__ERROR_CODE__ERROR_HYPERVISOR, "vm %s: the source QEMU is "
@@ -761,7 +865,7 @@ static void tick(void *data)
 
 static void out_tick_arm(struct mig_out *o)
 {
-	if (!o->tick && o->st == OUT_TRANSFER)
+	if (!o->tick && (o->st == OUT_TRANSFER || o->st == OUT_DISKS))
 		qb_loop_timer_add(o->m->env->loop, QB_LOOP_LOW, TICK_MS * QB_TIME_NS_IN_MSEC, o,
 				  tick, &o->tick);
 }
@@ -783,6 +887,135 @@ static void failed_why(struct hv_vm *hv, int err, json_t *ret, const char *errcl
 		 why ? why : "QEMU gave no reason (the destination's QEMU may have ended)");
 }
 
+/* ---- the disks at the switchover ---- */
+
+static void sw_continue(struct mig_out *o)
+{
+	hv_vm_qmp(o->hv, "migrate-continue", json_pack("{s:s}", "state", "pre-switchover"), 0,
+		  NULL, NULL);
+}
+
+/* The mirrors finished; their NBD client nodes go, one after the other,
+ * then the device state (the destination drops its exports only once no
+ * client is attached, and QEMU cannot inactivate a disk a node still
+ * writes to). */
+static void detach_done(struct hv_vm *hv, int err, json_t *ret, const char *errclass,
+			const char *errdesc, void *opaque)
+{
+	struct mig_out *o = opaque;
+	struct mig_disk_names n;
+
+	(void)hv;
+	(void)ret;
+	(void)errclass;
+	if (err == -ECANCELED || o->st != OUT_SWITCHOVER)
+		return;
+	if (err) {
+		rollback(o, HCA__ERROR_CODE__ERROR_HYPERVISOR, "vm %s: cannot detach the NBD "
+			 "target of disk %s: %s", o->vm, o->mm.d[o->step].disk,
+			 errdesc ? errdesc : strerror(-err));
+		return;
+	}
+	if (++o->step < o->mm.n) {
+		mig_disk_names(o->mm.d[o->step].disk, &n);
+		if (hv_vm_qmp(o->hv, "blockdev-del", json_pack("{s:s}", "node-name", n.nbd), 0,
+			      detach_done, o) < 0)
+			rollback(o, HCA__ERROR_CODE__ERROR_HYPERVISOR, "vm %s: the source QEMU is "
+				 "unreachable", o->vm);
+		return;
+	}
+	o->rep.disk_finish_ms = mig_mono_ms() - o->finish_t0;
+	sw_continue(o);
+}
+
+static void finish_sent(struct hv_vm *hv, int err, json_t *ret, const char *errclass,
+			const char *errdesc, void *opaque)
+{
+	struct mig_out *o = opaque;
+
+	(void)hv;
+	(void)ret;
+	(void)errclass;
+	if (err == -ECANCELED || err == 0 || o->st != OUT_SWITCHOVER)
+		return;
+	rollback(o, HCA__ERROR_CODE__ERROR_HYPERVISOR, "vm %s: cannot finish the disk mirrors: "
+		 "%s", o->vm, errdesc ? errdesc : strerror(-err));
+}
+
+/* pre-switchover with disks: finish every mirror (a cancel of a READY
+ * mirror copies what is left and ends it without a pivot), then detach. */
+static void disks_finish(struct mig_out *o)
+{
+	struct mig_disk_names n;
+
+	o->finish_t0 = mig_mono_ms();
+	o->mm.finishing = true;
+	for (unsigned i = 0; i < o->mm.n; i++) {
+		mig_disk_names(o->mm.d[i].disk, &n);
+		if (hv_vm_qmp(o->hv, "block-job-cancel", json_pack("{s:s}", "device", n.job), 0,
+			      finish_sent, o) < 0) {
+			rollback(o, HCA__ERROR_CODE__ERROR_HYPERVISOR, "vm %s: the source QEMU is "
+				 "unreachable", o->vm);
+			return;
+		}
+	}
+}
+
+static void setup_step(struct mig_out *o);
+
+/* Every mirror is in sync: from now on each guest write waits for the
+ * destination too (write-blocking), so nothing can fall behind. */
+static void disks_synced(struct mig_out *o)
+{
+	uint64_t done, total;
+
+	o->synced = true;
+	o->rep.disk_ready_ms = mig_mono_ms() - o->disk_t0;
+	mig_mirrors_jobs(&o->mm, NULL, &done, &total);
+	o->rep.disk_done = done;
+	o->rep.disk_total = total;
+	snprintf(o->disk_mode, sizeof(o->disk_mode), "NBD mirror over TLS: background copy, "
+		 "write-blocking from %.1f s", (double)o->rep.disk_ready_ms / 1000.0);
+	qb_log(LOG_INFO, "vm %s: %zu disk mirror%s in sync after %llu ms: write-blocking from "
+	       "now on", o->vm, o->n_disks, o->n_disks == 1 ? "" : "s",
+	       (unsigned long long)o->rep.disk_ready_ms);
+	report(o);
+}
+
+static void disk_event(struct mig_out *o, const char *event, json_t *data)
+{
+	struct mig_disk_names n;
+	char why[300];
+
+	switch (mig_mirrors_event(&o->mm, event, data, why, sizeof(why))) {
+	case MIG_MM_FAILED:
+		if (o->st < OUT_COMMIT)
+			rollback(o, HCA__ERROR_CODE__ERROR_HYPERVISOR, "vm %s: %s", o->vm, why);
+		return;
+	case MIG_MM_READY:
+		if (o->st != OUT_DISKS)
+			return; /* still starting them: setup_step sees it */
+		if (o->tick)
+			qb_loop_timer_del(o->m->env->loop, o->tick);
+		o->tick = 0;
+		o->st = OUT_SETUP;
+		setup_step(o); /* at 2 + 2n: in sync, on to block-job-change */
+		return;
+	case MIG_MM_DONE:
+		if (o->st != OUT_SWITCHOVER)
+			return;
+		o->step = 0;
+		mig_disk_names(o->mm.d[0].disk, &n);
+		if (hv_vm_qmp(o->hv, "blockdev-del", json_pack("{s:s}", "node-name", n.nbd), 0,
+			      detach_done, o) < 0)
+			rollback(o, HCA__ERROR_CODE__ERROR_HYPERVISOR, "vm %s: the source QEMU is "
+				 "unreachable", o->vm);
+		return;
+	case MIG_MM_NONE:
+		return;
+	}
+}
+
 void mig_src_event(struct mig *m, const char *vm, const char *event, json_t *data)
 {
 	struct mig_out *o = out_find(m, vm);
@@ -790,6 +1023,11 @@ void mig_src_event(struct mig *m, const char *vm, const char *event, json_t *dat
 
 	if (!o || o->st < OUT_SETUP)
 		return;
+	if (o->mm.n && !strncmp(event, "BLOCK_JOB_", 10)) {
+		if (o->st != OUT_ROLLBACK)
+			disk_event(o, event, data);
+		return;
+	}
 	if (!strcmp(event, "STOP")) {
 		o->stop_us = mig_now_us();
 		return;
@@ -800,8 +1038,10 @@ void mig_src_event(struct mig *m, const char *vm, const char *event, json_t *dat
 		if (cancelled(o, ""))
 			return;
 		phase(o, OUT_SWITCHOVER, PH(SWITCHOVER));
-		hv_vm_qmp(o->hv, "migrate-continue", json_pack("{s:s}", "state", "pre-switchover"),
-			  0, NULL, NULL);
+		if (o->mm.n)
+			disks_finish(o);
+		else
+			sw_continue(o);
 	} else if (!strcmp(st, "completed") &&
 		   (o->st == OUT_SWITCHOVER || o->st == OUT_TRANSFER)) {
 		completed(o);
@@ -814,8 +1054,6 @@ void mig_src_event(struct mig *m, const char *vm, const char *event, json_t *dat
 }
 
 /* ---- set-up of this QEMU, then migrate ---- */
-
-static void setup_step(struct mig_out *o);
 
 static void setup_done(struct hv_vm *hv, int err, json_t *ret, const char *errclass,
 		       const char *errdesc, void *opaque)
@@ -840,16 +1078,55 @@ static void setup_done(struct hv_vm *hv, int err, json_t *ret, const char *errcl
 	setup_step(o);
 }
 
+/*
+ * The steps, with n disks: 0-1 the TLS credentials; 2..2+n-1 each disk's
+ * NBD client; 2+n..2+2n-1 its mirror, then the disk phase (OUT_DISKS)
+ * until all are in sync; 2+2n..2+3n-1 each mirror to write-blocking; then
+ * capabilities, parameters, migrate. Without disks, the steps of a live
+ * migration.
+ */
 static void setup_step(struct mig_out *o)
 {
 	const char *cmd = NULL;
 	json_t *args = NULL;
 	char uri[128];
+	unsigned n = (unsigned)o->n_disks, step = o->step;
 	int rc;
 
 	if (cancelled(o, ""))
 		return;
-	switch (o->step) {
+	if (n && step == 2 + 2 * n && !o->synced) {
+		if (o->mm.n_ready < n) {
+			/* every mirror started: wait until all are in sync */
+			phase(o, OUT_DISKS, PH(TRANSFER));
+			snprintf(o->disk_mode, sizeof(o->disk_mode),
+				 "NBD mirror over TLS: background copy");
+			out_tick_arm(o);
+			return;
+		}
+		disks_synced(o);
+	}
+	if (n && step >= 2 && step < 2 + 3 * n) {
+		unsigned k = (step - 2) % n;
+		const char *disk = o->mm.d[k].disk;
+		if (step < 2 + n) {
+			cmd = "blockdev-add";
+			args = mig_nbd_client_json(disk, o->host, o->nbd_port, o->plan.tls_creds,
+						   o->target);
+		} else if (step < 2 + 2 * n) {
+			if (step == 2 + n)
+				o->disk_t0 = mig_mono_ms();
+			cmd = "blockdev-mirror";
+			args = mig_mirror_json(disk);
+		} else {
+			cmd = "block-job-change";
+			args = mig_mirror_active_json(disk);
+		}
+	}
+	if (cmd)
+		goto send;
+	step = n ? (step >= 2 ? step - 3 * n : step) : step;
+	switch (step) {
 	case 0: /* a QEMU that came in by migration has server credentials */
 		if (!o->plan.tls_creds) {
 			o->step = 2;
@@ -882,6 +1159,7 @@ static void setup_step(struct mig_out *o)
 		out_tick_arm(o);
 		return;
 	}
+send:
 	if (!args) {
 		rollback(o, HCA__ERROR_CODE__ERROR_INTERNAL, "vm %s: cannot build the arguments of "
 			 "%s", o->vm, cmd);
@@ -915,8 +1193,15 @@ static void prepared(int err, const void *body, size_t len, const char *msg, voi
 			hca__mig_prepared__free_unpacked(p, NULL);
 		return;
 	}
+	if (o->n_disks && (!p->nbd_port || p->nbd_port > 65535)) {
+		rollback(o, HCA__ERROR_CODE__ERROR_HYPERVISOR, "vm %s: node %s did not say where "
+			 "its NBD server listens for the disks", o->vm, o->target);
+		hca__mig_prepared__free_unpacked(p, NULL);
+		return;
+	}
 	snprintf(o->host, sizeof(o->host), "%s", p->host);
 	o->port = p->port;
+	o->nbd_port = p->nbd_port;
 	hca__mig_prepared__free_unpacked(p, NULL);
 	phase(o, OUT_SETUP, -1);
 	o->step = 0;
@@ -929,8 +1214,10 @@ static void prepare(struct mig_out *o)
 	Hca__MigPrepare q = HCA__MIG_PREPARE__INIT;
 	Hca__VmRecord rec = HCA__VM_RECORD__INIT;
 	Hca__VmSpec spec = HCA__VM_SPEC__INIT;
-	uint8_t buf[1024];
+	Hca__MigDisk *disks[MIG_DISKS_MAX];
+	uint8_t *buf;
 	size_t len;
+	int rc;
 
 	if (cancelled(o, ""))
 		return;
@@ -951,13 +1238,19 @@ static void prepare(struct mig_out *o)
 	q.postcopy = o->plan.postcopy;
 	q.tls = o->plan.tls_creds != NULL;
 	q.tls_no_aes = o->plan.tls_priority != NULL;
-	if ((len = hca__mig_prepare__get_packed_size(&q)) > sizeof(buf)) {
-		rollback(o, HCA__ERROR_CODE__ERROR_INTERNAL, "vm %s: prepare request too large",
-			 o->vm);
+	for (size_t i = 0; i < o->n_disks; i++)
+		disks[i] = &o->disks[i];
+	q.disks = disks;
+	q.n_disks = o->n_disks;
+	len = hca__mig_prepare__get_packed_size(&q);
+	if (!(buf = malloc(len + 1))) {
+		rollback(o, HCA__ERROR_CODE__ERROR_INTERNAL, "vm %s: out of memory", o->vm);
 		return;
 	}
 	hca__mig_prepare__pack(&q, buf);
-	if (out_call(o, MIG_M_PREPARE, buf, len, MIG_CALL_MS, prepared) < 0)
+	rc = out_call(o, MIG_M_PREPARE, buf, len, MIG_CALL_MS, prepared);
+	free(buf);
+	if (rc < 0)
 		rollback(o, HCA__ERROR_CODE__ERROR_TIMEOUT, "vm %s: node %s is unreachable "
 			 "(node channel)", o->vm, o->target);
 }
@@ -1225,7 +1518,7 @@ static int out_cancel(struct job *j, void *opaque, char *err, size_t errlen)
 	o->cancel = true;
 	if (o->st == OUT_QUEUED)
 		rollback(o, 0, "cancelled by the user while queued");
-	else if (o->st == OUT_TRANSFER && !o->tick_busy) {
+	else if ((o->st == OUT_TRANSFER || o->st == OUT_DISKS) && !o->tick_busy) {
 		if (o->tick)
 			qb_loop_timer_del(o->m->env->loop, o->tick);
 		o->tick = 0;
@@ -1237,7 +1530,8 @@ static int out_cancel(struct job *j, void *opaque, char *err, size_t errlen)
 
 int mig_start(struct mig *m, struct job *j, const char *job_id, struct hv_vm *hv, const char *vm,
 	      uint64_t owner_epoch, uint64_t incarnation, uint64_t ram_bytes,
-	      const Hca__MigrateRequest *req, char *err, size_t errlen)
+	      const Hca__MigDisk *const *disks, size_t n_disks, const Hca__MigrateRequest *req,
+	      char *err, size_t errlen)
 {
 	const struct hca_env *e = m->env;
 	struct mig_out *o;
@@ -1311,6 +1605,31 @@ int mig_start(struct mig *m, struct job *j, const char *job_id, struct hv_vm *hv
 	o->req_compress = comp;
 	o->req_converge = conv;
 	o->t0_ms = mig_mono_ms();
+	if (n_disks > MIG_DISKS_MAX) {
+		snprintf(err, errlen, "vm %s: %zu disks to move, at most %u", vm, n_disks,
+			 MIG_DISKS_MAX);
+		free(o);
+		return -E2BIG;
+	}
+	for (size_t i = 0; i < n_disks; i++) {
+		const Hca__MigDisk *d = disks[i];
+		if (strlen(d->disk) >= sizeof(o->disk_names[i]) ||
+		    strlen(d->volume) >= sizeof(o->vol_names[i]) ||
+		    mig_mirrors_add(&o->mm, d->disk, d->allocated) < 0) {
+			snprintf(err, errlen, "vm %s: disk %s cannot be moved (name)", vm, d->disk);
+			free(o);
+			return -EINVAL;
+		}
+		hca__mig_disk__init(&o->disks[i]);
+		snprintf(o->disk_names[i], sizeof(o->disk_names[i]), "%s", d->disk);
+		snprintf(o->vol_names[i], sizeof(o->vol_names[i]), "%s", d->volume);
+		o->disks[i].disk = o->disk_names[i];
+		o->disks[i].volume = o->vol_names[i];
+		o->disks[i].size_bytes = d->size_bytes;
+		o->disks[i].format = d->format;
+		o->disks[i].allocated = d->allocated;
+	}
+	o->n_disks = n_disks;
 	hca__mig_report__init(&o->rep);
 	snprintf(o->policy, sizeof(o->policy), "no action");
 	o->next = m->outs;

@@ -42,6 +42,7 @@ struct sto_vol_info {
 	bool exists;
 	uint64_t size; /* virtual size in bytes, as the guest sees it */
 	enum sto_fmt fmt;
+	uint64_t allocated; /* bytes it takes on its storage; 0: unknown */
 };
 
 /*
@@ -133,6 +134,14 @@ int sto_vol_resize(struct sto_vols *s, const char *vol, uint64_t size,
  */
 int sto_vol_info(struct sto_vols *s, const char *vol, struct sto_vol_info *out,
 		 char *err, size_t errlen);
+
+/*
+ * Bytes of room left for volumes in @s (the "file" backend: free space of
+ * its directory's file system, as an unprivileged writer sees it).
+ * Returns 0; -EOPNOTSUPP where the backend cannot say ("rbd": Ceph
+ * decides), or -errno with @err.
+ */
+int sto_vols_room(struct sto_vols *s, uint64_t *avail, char *err, size_t errlen);
 
 /*
  * What QEMU opens for @vol, written to @buf (@len bytes, caller-owned,

@@ -265,6 +265,18 @@ int sto_vol_info(struct sto_vols *s, const char *vol, struct sto_vol_info *out,
 	return rc ? rc : s->ops->info(s, vol, out, err, errlen);
 }
 
+int sto_vols_room(struct sto_vols *s, uint64_t *avail, char *err, size_t errlen)
+{
+	*avail = 0;
+	if (!s->ops->room) {
+		if (errlen)
+			snprintf(err, errlen, "the %s backend does not say how much room it has",
+				 s->ops->name);
+		return -EOPNOTSUPP;
+	}
+	return s->ops->room(s, avail, err, errlen);
+}
+
 int sto_vol_path(struct sto_vols *s, const char *vol, char *buf, size_t len,
 		 char *err, size_t errlen)
 {

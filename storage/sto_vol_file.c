@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -374,7 +375,26 @@ static int file_info(struct sto_vols *s, const char *vol,
 	if (rc == 0)
 		rc = read_size(f, vol, out->fmt, &out->size, err, errlen);
 	out->exists = rc == 0;
+	if (rc == 0) {
+		char name[NAME_MAX + 1];
+		struct stat sb;
+		file_name(name, sizeof(name), vol, out->fmt, false);
+		if (fstatat(f->dirfd, name, &sb, 0) == 0)
+			out->allocated = (uint64_t)sb.st_blocks * 512u;
+	}
 	return rc;
+}
+
+static int file_room(struct sto_vols *s, uint64_t *avail, char *err, size_t errlen)
+{
+	struct vols_file *f = to_file(s);
+	struct statvfs sv;
+
+	if (fstatvfs(f->dirfd, &sv) < 0)
+		return STO_FAIL(LOG_ERR, err, errlen, -errno, "volumes in %s: %s", f->dir,
+				strerror(errno));
+	*avail = (uint64_t)sv.f_bavail * sv.f_frsize;
+	return 0;
 }
 
 static int file_resize(struct sto_vols *s, const char *vol, uint64_t size,
@@ -449,6 +469,7 @@ static const struct sto_vol_ops file_ops = {
 	.resize = file_resize,
 	.info = file_info,
 	.path = file_path,
+	.room = file_room,
 	.close = file_close,
 };
 

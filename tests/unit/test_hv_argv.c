@@ -64,7 +64,7 @@ static void kernel_boot_tcg(void **state)
 	Hca__NicSpec *np[] = { &n };
 	Hca__BootSpec b = HCA__BOOT_SPEC__INIT;
 	Hca__VmSpec s = HCA__VM_SPEC__INIT;
-	struct hv_disk disks[] = { { "/var/lib/hca/volumes/web1-root.qcow2", 0, false } };
+	struct hv_disk disks[] = { { "/var/lib/hca/volumes/web1-root.qcow2", 0, false, true } };
 
 	d.name = "root";
 	d.size_bytes = 64 << 20;
@@ -91,8 +91,8 @@ static void disk_boot_kvm_bridge(void **state)
 	Hca__NicSpec *np[] = { &n0, &n1 };
 	Hca__VmSpec s = HCA__VM_SPEC__INIT;
 	struct hv_disk disks[] = {
-		{ "/var/lib/hca/volumes/db1-os.qcow2", HCA__DISK_FORMAT__DISK_FORMAT_QCOW2, false },
-		{ "/srv/images/base,v2.raw", HCA__DISK_FORMAT__DISK_FORMAT_RAW, true },
+		{ "/var/lib/hca/volumes/db1-os.qcow2", HCA__DISK_FORMAT__DISK_FORMAT_QCOW2, false, true },
+		{ "/srv/images/base,v2.raw", HCA__DISK_FORMAT__DISK_FORMAT_RAW, true, false },
 	};
 
 	d0.name = "os";
@@ -123,7 +123,7 @@ static void rbd_disk(void **state)
 	Hca__DiskSpec *dp[] = { &d };
 	Hca__BootSpec b = HCA__BOOT_SPEC__INIT;
 	Hca__VmSpec s = HCA__VM_SPEC__INIT;
-	struct hv_disk disks[] = { { "rbd:hca/web1-root", HCA__DISK_FORMAT__DISK_FORMAT_RAW, false } };
+	struct hv_disk disks[] = { { "rbd:hca/web1-root", HCA__DISK_FORMAT__DISK_FORMAT_RAW, false, false } };
 	struct hv_argv_ctx c = {
 		.qemu = "/usr/bin/qemu-system-x86_64", .accel = HCA__ACCEL__ACCEL_TCG,
 		.paths = &paths, .disks = disks, .ceph_conf = "/etc/ceph/ceph.conf",
@@ -159,7 +159,7 @@ static void incoming_defer(void **state)
 	Hca__NicSpec n = HCA__NIC_SPEC__INIT;
 	Hca__NicSpec *np[] = { &n };
 	Hca__VmSpec s = HCA__VM_SPEC__INIT;
-	struct hv_disk disks[] = { { "rbd:hca/web1-root", HCA__DISK_FORMAT__DISK_FORMAT_RAW, false } };
+	struct hv_disk disks[] = { { "rbd:hca/web1-root", HCA__DISK_FORMAT__DISK_FORMAT_RAW, false, false } };
 	struct hv_argv_ctx c = {
 		.qemu = "/usr/bin/qemu-system-x86_64", .accel = HCA__ACCEL__ACCEL_KVM,
 		.paths = &paths, .disks = disks, .ceph_conf = "/etc/ceph/ceph.conf",
@@ -194,10 +194,10 @@ static void attached_qcow2_backing(void **state)
 	Hca__BootSpec b = HCA__BOOT_SPEC__INIT;
 	Hca__VmSpec s = HCA__VM_SPEC__INIT;
 	struct hv_disk disks[] = {
-		{ "/var/lib/hca/volumes/app1-root.qcow2", HCA__DISK_FORMAT__DISK_FORMAT_QCOW2, false },
-		{ "/srv/images/alone.qcow2", HCA__DISK_FORMAT__DISK_FORMAT_QCOW2, false },
-		{ "/srv/images/overlay.qcow2", HCA__DISK_FORMAT__DISK_FORMAT_QCOW2, true },
-		{ "/srv/images/data.raw", HCA__DISK_FORMAT__DISK_FORMAT_RAW, false },
+		{ "/var/lib/hca/volumes/app1-root.qcow2", HCA__DISK_FORMAT__DISK_FORMAT_QCOW2, false, true },
+		{ "/srv/images/alone.qcow2", HCA__DISK_FORMAT__DISK_FORMAT_QCOW2, false, false },
+		{ "/srv/images/overlay.qcow2", HCA__DISK_FORMAT__DISK_FORMAT_QCOW2, true, false },
+		{ "/srv/images/data.raw", HCA__DISK_FORMAT__DISK_FORMAT_RAW, false, false },
 	};
 
 	d[0].name = "root";

@@ -22,6 +22,7 @@
 #include "base/env.h"
 #include "base/exec.h"
 #include "migration/mig.h"
+#include "migration/mig_priv.h"
 #include "proto/chan.h"
 
 /* ---- the channel, as a recorder ---- */
@@ -79,6 +80,8 @@ struct fx {
 	int start_rc;
 	char start_vm[64], start_src[64];
 	uint64_t start_epoch, start_inc;
+	size_t start_disks;
+	char start_disk0[64];
 	int discards;
 	mig_hv_fn done; /* the launch's callback, owed */
 	void *done_opaque;
@@ -112,16 +115,20 @@ static int fx_addr(void *ctx, const char *node, char *out, size_t len)
 {
 	(void)ctx;
 	(void)node;
-	snprintf(out, len, "10.0.0.2");
+	snprintf(out, len, "127.0.0.1"); /* the NBD port is bound here */
 	return 0;
 }
 
 static int fx_incoming_start(void *ctx, const char *vm, const char *source, uint64_t epoch,
-			     uint64_t incarnation, mig_hv_fn done, void *opaque, char *err,
+			     uint64_t incarnation, const Hca__MigDisk *const *disks,
+			     size_t n_disks, mig_hv_fn done, void *opaque, char *err,
 			     size_t errlen)
 {
 	struct fx *f = ctx;
 
+	f->start_disks = n_disks;
+	if (n_disks)
+		snprintf(f->start_disk0, sizeof(f->start_disk0), "%s", disks[0]->disk);
 	f->done = done;
 	f->done_opaque = opaque;
 	f->starts++;
@@ -416,6 +423,76 @@ static void limits_and_unknown_migrations(void **state)
 	f->done(f->done_opaque, NULL, -ECANCELED, "never came up");
 }
 
+/* --with-storage: every disk the peer names is checked before the agent
+ * makes a volume for it. */
+static void disks_are_checked_before_the_agent(void **state)
+{
+	struct fx *f = *state;
+	struct chan_reply r;
+	struct prep p;
+	Hca__MigDisk d = HCA__MIG_DISK__INIT, *many[MIG_DISKS_MAX + 1];
+	Hca__MigDisk *one[1] = { &d };
+
+	d.disk = "root";
+	d.volume = "web1-root";
+	d.size_bytes = 8ull << 30;
+	d.allocated = 1ull << 30;
+	d.format = HCA__DISK_FORMAT__DISK_FORMAT_QCOW2;
+
+	for (size_t i = 0; i <= MIG_DISKS_MAX; i++)
+		many[i] = &d;
+	prep_init(&p);
+	p.q.disks = many;
+	p.q.n_disks = MIG_DISKS_MAX + 1; /* a count from the wire */
+	prep_pack(&p);
+	call(f, "mig.prepare", "node1", p.buf, p.len, &r);
+	assert_int_equal(r.err, -E2BIG);
+
+	prep_init(&p);
+	p.q.disks = one;
+	p.q.n_disks = 1;
+	d.disk = "../etc";
+	prep_pack(&p);
+	call(f, "mig.prepare", "node1", p.buf, p.len, &r);
+	assert_int_equal(r.err, -EINVAL);
+	d.disk = "root";
+
+	d.size_bytes = 0;
+	prep_pack(&p);
+	call(f, "mig.prepare", "node1", p.buf, p.len, &r);
+	assert_int_equal(r.err, -EINVAL);
+	d.size_bytes = 8ull << 30;
+
+	d.allocated = 16ull << 30; /* holds twice its size: a lie */
+	prep_pack(&p);
+	call(f, "mig.prepare", "node1", p.buf, p.len, &r);
+	assert_int_equal(r.err, -EINVAL);
+	d.allocated = 1ull << 30;
+
+	d.format = (Hca__DiskFormat)7;
+	prep_pack(&p);
+	call(f, "mig.prepare", "node1", p.buf, p.len, &r);
+	assert_int_equal(r.err, -EINVAL);
+	d.format = HCA__DISK_FORMAT__DISK_FORMAT_QCOW2;
+
+	p.q.tls = false; /* disks never move in clear */
+	prep_pack(&p);
+	call(f, "mig.prepare", "node1", p.buf, p.len, &r);
+	assert_int_equal(r.err, -EINVAL);
+	assert_int_equal(f->starts, 0);
+
+	/* a good one reaches the agent, which refuses for want of room */
+	f->start_rc = -ENOSPC;
+	p.q.tls = true;
+	prep_pack(&p);
+	call(f, "mig.prepare", "node1", p.buf, p.len, &r);
+	assert_int_equal(f->starts, 1);
+	assert_int_equal(f->start_disks, 1);
+	assert_string_equal(f->start_disk0, "root");
+	assert_int_equal(r.answered, 1);
+	assert_non_null(strstr(r.msg, "no room"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -426,6 +503,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(the_agents_refusal_reaches_the_source, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(limits_and_unknown_migrations, setup, teardown),
+		cmocka_unit_test_setup_teardown(disks_are_checked_before_the_agent, setup,
+						teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
