@@ -4,7 +4,9 @@
 #     running VM, shuts it down cleanly; the guest's journal is verified;
 #  2. a 3-node cluster (corosync + Ceph, deploy/devcluster.sh): a VM defined
 #     on node1 with an RBD disk, listed on node3, running on node2, then
-#     live-migrated to node3; its journal read back from Ceph is verified.
+#     live-migrated to node3; its journal read back from Ceph is verified;
+#     then a VM with a local volume moves with it to node2 (--with-storage)
+#     while its journal grows, and its journal is verified there.
 set -euo pipefail
 
 BUILD=${1:?usage: demo.sh BUILD_DIR}
@@ -133,6 +135,35 @@ on node1 "$HCACTL" vm shutdown db1 --timeout 60 --progress
 on node1 qemu-img convert -O raw "rbd:hca/db1-disk0:conf=$HCA_DC_DIR/ceph/ceph.conf:id=admin" "$HCA_DC_DIR.raw"
 "$GUEST/hca-journal-verify" "$HCA_DC_DIR.raw"
 on node1 "$HCACTL" vm undefine db1
+
+step "define app1 on node1 with a local disk (a 1 GiB qcow2 volume on node1), start it"
+on node1 "$HCACTL" vm define --name app1 --vcpus 1 --memory 128M --disk 1G \
+	--kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio" \
+	--cmdline "console=ttyS0 quiet hca.disk=/dev/vda hca.rec_ms=20 hca.dirty_mib=8 hca.dirty_rate=2"
+on node1 "$HCACTL" vm start app1
+app1_log() { echo "$HCA_DC_DIR/n$1/s/vm/app1/serial.log"; }
+for _ in $(seq 300); do grep -aq 'hca-workload boot=' "$(app1_log 1)" 2>/dev/null && break; sleep 0.1; done
+sleep 2
+echo "on node1: $(grep -a 'hca-workload boot=' "$(app1_log 1)" | tail -n 1)"
+ls -ls "$HCA_DC_DIR"/n*/vols/app1-* 2>/dev/null
+
+step "move it with its disk to node2 (shared-nothing: the volume is mirrored over TLS, then the memory), its journal growing all along"
+if [ -t 2 ]; then
+	on node1 "$HCACTL" vm migrate app1 node2 --with-storage
+else
+	on node1 "$HCACTL" vm migrate app1 node2 --with-storage --progress
+fi
+for _ in $(seq 300); do grep -aq 'hca-workload boot=' "$(app1_log 2)" 2>/dev/null && break; sleep 0.1; done
+sleep 1
+echo "on node2 after, the same boot counting on:"
+grep -a 'hca-workload boot=' "$(app1_log 2)" | tail -n 2
+echo "the volume now lives on node2 only (sparse: blocks in use on the left):"
+ls -ls "$HCA_DC_DIR"/n*/vols/app1-* 2>/dev/null
+
+step "shut it down, verify its journal on node2's volume"
+on node2 "$HCACTL" vm shutdown app1 --timeout 60 --progress
+"$GUEST/hca-journal-verify" "$HCA_DC_DIR/n2/vols/app1-disk0.qcow2"
+on node2 "$HCACTL" vm undefine app1
 
 step "tearing the cluster down"
 "$DCSH" down

@@ -256,13 +256,22 @@ static bool mig_status_busy(const char *st)
 	       strcmp(st, "cancelled");
 }
 
-/* Force-cancel every mirror of @o (whatever state it is in). */
+/*
+ * Stop every mirror of @o, whatever state it is in: first `yank` its NBD
+ * connection (a destination cut off leaves requests in flight on a socket
+ * TCP gives up on only after many minutes; in write-blocking mode the
+ * guest's own writes wait on them), which fails what is in flight at once,
+ * then a forced cancel. Errors (a node or job that never existed) are
+ * nothing to undo.
+ */
 static void mirrors_stop(struct mig_out *o)
 {
 	struct mig_disk_names n;
 
 	for (unsigned i = 0; i < o->mm.n; i++) {
 		mig_disk_names(o->mm.d[i].disk, &n);
+		hv_vm_qmp(o->hv, "yank", json_pack("{s:[{s:s, s:s}]}", "instances", "type",
+						   "block-node", "node-name", n.nbd), 0, NULL, NULL);
 		hv_vm_qmp(o->hv, "block-job-cancel", json_pack("{s:s, s:b}", "device", n.job,
 							       "force", 1), 0, NULL, NULL);
 	}
@@ -1128,6 +1137,14 @@ static void setup_step(struct mig_out *o)
 	step = n ? (step >= 2 ? step - 3 * n : step) : step;
 	switch (step) {
 	case 0: /* a QEMU that came in by migration has server credentials */
+		/* and one whose earlier migration was cut off may still hold
+		 * its NBD nodes: gone now, or blockdev-add says why */
+		for (unsigned i = 0; i < o->mm.n; i++) {
+			struct mig_disk_names dn;
+			mig_disk_names(o->mm.d[i].disk, &dn);
+			hv_vm_qmp(o->hv, "blockdev-del", json_pack("{s:s}", "node-name", dn.nbd), 0,
+				  NULL, NULL);
+		}
 		if (!o->plan.tls_creds) {
 			o->step = 2;
 			setup_step(o);

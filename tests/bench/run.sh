@@ -149,3 +149,4 @@ echo
 "$(dirname "$0")"/cluster.sh "$BUILD"
 "$(dirname "$0")"/ownership.sh "$BUILD"
 "$(dirname "$0")"/migration.sh "$BUILD"
+"$(dirname "$0")"/migration_storage.sh "$BUILD"
