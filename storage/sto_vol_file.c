@@ -214,8 +214,22 @@ static int run_on(struct vols_file *f, const char *vol, const char *verb,
 {
 	char path[PATH_MAX], sz[24];
 	char *argv[] = { NULL, (char *)verb, "-q", "-f",
-			 (char *)sto_fmt_name(fmt), path, sz, NULL };
+			 (char *)sto_fmt_name(fmt), path, sz, NULL, NULL, NULL };
 	int rc = path_of(f, name, path, sizeof(path));
+
+	/*
+	 * qcow2 volumes hcad makes: 1 MiB clusters with 32 KiB subclusters
+	 * (extended_l2). Measured here with QEMU 10.0: a 1 GiB NBD mirror into
+	 * a default (64 KiB) image ran at 160-180 MiB/s, into this layout at
+	 * 330-350 MiB/s, the image as sparse; the subclusters keep a small
+	 * write from taking a whole cluster's worth of zeroes.
+	 */
+	if (!strcmp(verb, "create") && fmt == STO_FMT_QCOW2) {
+		argv[5] = "-o";
+		argv[6] = "cluster_size=1M,extended_l2=on";
+		argv[7] = path;
+		argv[8] = sz;
+	}
 
 	if (rc < 0)
 		return STO_FAIL(LOG_ERR, err, errlen, rc,

@@ -34,8 +34,10 @@ G=$BUILD/guest
 B=$(mktemp -d /tmp/hsb.XXXXXX) # short: QEMU's unix sockets live below it
 NET=10.250.0                   # the devcluster's node addresses: nodeK = NET.K
 
+MAIN=$BASHPID
 cleanup() {
 	local f
+	[ "$BASHPID" = "$MAIN" ] || return 0 # not from a subshell
 	for f in "$B"/q*/qemu.pid; do
 		[ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null
 	done
@@ -50,7 +52,7 @@ ctl() { local n=$1; shift; on "$n" "$BUILD/hcactl" "$@"; }
 other() { [ "$1" = node1 ] && echo node2 || echo node1; }
 tx_bytes() {
 	ip netns exec "$HCA_DC_NETNS-$1" sh -c 'cat /sys/class/net/*/statistics/tx_bytes' |
-		awk '{s += $1} END {print s}'
+		awk '{s += $1} END {printf "%.0f\n", s}'
 }
 vol() { echo "$HCA_DC_DIR/n${1#node}/vols/$2-disk0.qcow2"; }
 wait_counting() {
@@ -153,7 +155,8 @@ class Qmp:
         line, self.buf = self.buf.split(b"\n", 1)
         return json.loads(line)
 
-    def cmd(self, name, **args):
+    def cmd(self, _cmd, **args):
+        name = _cmd
         self.s.sendall(json.dumps({"execute": name, "arguments": args}).encode() + b"\n")
         while True:
             m = self.read(60)
@@ -185,8 +188,11 @@ host, nport, mport = sys.argv[3], sys.argv[4], sys.argv[5]
 dst.cmd("nbd-server-start", addr={"type": "inet", "data": {"host": host, "port": nport}})
 dst.cmd("block-export-add", type="nbd", id="exp0", **{"node-name": "drive-disk0"},
         writable=True, name="disk0")
-caps = [{"capability": "pause-before-switchover", "state": True}]
-src.cmd("migrate-set-capabilities", capabilities=caps)
+# events: the MIGRATION events (pre-switchover, completed) come only with it
+src.cmd("migrate-set-capabilities", capabilities=[
+    {"capability": "events", "state": True},
+    {"capability": "pause-before-switchover", "state": True}])
+dst.cmd("migrate-set-capabilities", capabilities=[{"capability": "events", "state": True}])
 dst.cmd("migrate-incoming", uri="tcp:%s:%s" % (host, mport))
 src.cmd("blockdev-add", driver="nbd", **{"node-name": "nbd0"},
         server={"type": "inet", "host": host, "port": nport}, export="disk0")

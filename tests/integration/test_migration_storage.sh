@@ -60,7 +60,7 @@ vol() { echo "$HCA_DC_DIR/n${1#node}/vols/$2-disk0.qcow2"; }
 notes_empty() { [ -z "$(ls -A "$HCA_DC_DIR/n${1#node}/s/mig/" 2>/dev/null | grep -v sample)" ]; }
 tx_bytes() {
 	ip netns exec "$HCA_DC_NETNS-$1" sh -c 'cat /sys/class/net/*/statistics/tx_bytes' |
-		awk '{s += $1} END {print s}'
+		awk '{s += $1} END {printf "%.0f\n", s}'
 }
 hcad_pid() {
 	local p
