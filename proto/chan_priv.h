@@ -88,9 +88,7 @@ uint64_t chan_now_ms(void);
 /* @cfg with every zero field replaced by its default. */
 void chan_cfg_resolve(struct chan_cfg *out, const struct chan_cfg *cfg);
 
-/* ---- chan_msg.c: frames and messages, pure ---- */
-
-uint32_t chan_crc32c(const void *buf, size_t len);
+/* ---- chan_msg.c: frames and messages, pure (chan_crc32c() is in chan.h) ---- */
 
 /* Bytes of the frame carrying @m, whose payload is *@plen bytes. */
 size_t chan_msg_frame_size(const Hca__ChanMsg *m, size_t *plen);

@@ -25,6 +25,7 @@ enum st_state {
 	ST_QUEUED, /* opener: waiting for the connection */
 	ST_OPEN,
 	ST_FIN_SENT, /* sender: end of data sent, waiting for the receiver's */
+	ST_FIN_RCVD, /* receiver with fin(): the sender's end seen, our answer due */
 	ST_ENDED,
 };
 
@@ -287,8 +288,8 @@ void chan_stream_on_data(struct chan_conn *c, uint64_t id, const uint8_t *data, 
 
 	if (!st)
 		return; /* ended here while it was in flight */
-	if (st->sender) {
-		chan_conn_close(c, -EPROTO, "stream %llu: data from its receiver",
+	if (st->sender || st->state != ST_OPEN) {
+		chan_conn_close(c, -EPROTO, "stream %llu: data from its receiver or after its end",
 				(unsigned long long)st->id);
 		return;
 	}
@@ -332,6 +333,13 @@ void chan_stream_on_end(struct chan_conn *c, const Hca__ChanStreamEnd *e)
 	if (err) {
 		chan_line_copy(msg, sizeof(msg), e->error->message);
 		st_finish(st, err, msg, true);
+	} else if (!st->sender && st->state == ST_FIN_RCVD) {
+		chan_conn_close(c, -EPROTO, "stream %llu ended twice", (unsigned long long)st->id);
+	} else if (!st->sender && st->ops->fin) {
+		st->state = ST_FIN_RCVD; /* the user answers with chan_stream_abort() */
+		st->refs++;
+		st->ops->fin(st, st->opaque);
+		st_unref(st);
 	} else if (!st->sender) {
 		send_end(c, st->id, 0, NULL); /* the acknowledgement */
 		st_finish(st, 0, NULL, true);
@@ -541,6 +549,8 @@ void chan_stream_abort(struct chan_stream *st, int err, const char *fmt, ...)
 
 	if (st->state == ST_ENDED)
 		return;
+	if (!err && st->state != ST_FIN_RCVD)
+		err = -ECANCELED; /* only an answer to fin() may end without error */
 	va_start(ap, fmt);
 	vsnprintf(raw, sizeof(raw), fmt, ap);
 	va_end(ap);

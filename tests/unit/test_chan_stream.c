@@ -51,6 +51,8 @@ struct receiver {
 	int err;
 	char msg[256];
 	bool bad;	   /* a byte differed */
+	int fins;	   /* fin() calls */
+	struct chan_stream *fin_st; /* the handle fin() got, to answer on */
 };
 
 struct h {
@@ -64,6 +66,7 @@ struct h {
 	struct chan_stream *sst; /* the server's stream handle */
 	uint64_t srv_window;
 	int refuse;		/* the handler refuses with this */
+	bool srv_fin;		/* "sink" answers the end itself */
 };
 
 /* ---- data ---- */
@@ -165,6 +168,21 @@ static const struct chan_stream_ops rcv_ops = {
 	.end = rcv_end,
 };
 
+static void rcv_fin(struct chan_stream *st, void *opaque)
+{
+	struct receiver *r = opaque;
+
+	r->fins++;
+	r->fin_st = st;
+}
+
+/* A receiver that answers the end itself (chan_stream_ops.fin). */
+static const struct chan_stream_ops rcv_fin_ops = {
+	.data = rcv_data,
+	.end = rcv_end,
+	.fin = rcv_fin,
+};
+
 /* ---- server handlers ---- */
 
 /* "blocks": the opener pulls; the header is the number of bytes (text). */
@@ -194,7 +212,7 @@ static int h_sink(struct chan_stream *st, const void *hdr, size_t len, void *opa
 	memset(&h->srcv, 0, sizeof(h->srcv));
 	h->srcv.window = h->srv_window;
 	h->sst = st;
-	chan_stream_accept(st, h->srv_window, &rcv_ops, &h->srcv);
+	chan_stream_accept(st, h->srv_window, h->srv_fin ? &rcv_fin_ops : &rcv_ops, &h->srcv);
 	return 0;
 }
 
@@ -493,6 +511,66 @@ static void peer_free_ends_streams(void **state)
 	h_free(h);
 }
 
+static bool got_fin(void *arg)
+{
+	return ((struct receiver *)arg)->fins > 0;
+}
+
+/* A receiver with fin(): the sender's end waits for its answer, which may
+ * be a refusal; the connection stays usable. */
+static void fin_answered_by_receiver(void **state)
+{
+	struct h *h = h_new();
+	struct sender s = { .total = (2u << 20) + 3 };
+
+	h->srv_window = 256 << 10;
+	h->srv_fin = true;
+	assert_non_null(chan_stream_open(h->peer, "sink", "", 0, CHAN_STREAM_PUSH, 0, 2000,
+					 &snd_ops, &s));
+	assert_true(loop_run_until(h->loop, got_fin, &h->srcv, SAFETY_MS));
+	assert_true(h->srcv.got == s.total);
+	loop_run_for(h->loop, 200);
+	assert_int_equal(s.ends, 0); /* no answer yet, no end */
+	assert_int_equal(h->srcv.ends, 0);
+	chan_stream_abort(h->srcv.fin_st, 0, "ignored");
+	assert_true(loop_run_until(h->loop, snd_ended, &s, SAFETY_MS));
+	assert_int_equal(s.err, 0);
+	assert_int_equal(h->srcv.ends, 0); /* our own answer: no callback */
+
+	memset(&s, 0, sizeof(s));
+	s.total = 100;
+	h->srcv.fins = 0;
+	assert_non_null(chan_stream_open(h->peer, "sink", "", 0, CHAN_STREAM_PUSH, 0, 2000,
+					 &snd_ops, &s));
+	assert_true(loop_run_until(h->loop, got_fin, &h->srcv, SAFETY_MS));
+	chan_stream_abort(h->srcv.fin_st, -EILSEQ, "digest mismatch in cycle %d", 7);
+	assert_true(loop_run_until(h->loop, snd_ended, &s, SAFETY_MS));
+	assert_int_equal(s.err, -EILSEQ);
+	assert_string_equal(s.msg, "digest mismatch in cycle 7");
+	assert_true(chan_peer_connected(h->peer));
+	h_free(h);
+}
+
+/* The connection fails while the answer is due: both ends learn it. */
+static void fin_pending_when_connection_lost(void **state)
+{
+	struct h *h = h_new();
+	struct sender s = { .total = 1000 };
+
+	h->srv_window = 1 << 20;
+	h->srv_fin = true;
+	assert_non_null(chan_stream_open(h->peer, "sink", "", 0, CHAN_STREAM_PUSH, 0, 2000,
+					 &snd_ops, &s));
+	assert_true(loop_run_until(h->loop, got_fin, &h->srcv, SAFETY_MS));
+	chan_server_free(h->srv);
+	h->srv = NULL;
+	assert_int_equal(h->srcv.ends, 1);
+	assert_int_equal(h->srcv.err, -ECANCELED);
+	assert_true(loop_run_until(h->loop, snd_ended, &s, SAFETY_MS));
+	assert_int_equal(s.err, -ECONNRESET);
+	h_free(h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -506,6 +584,8 @@ int main(void)
 		cmocka_unit_test(server_gone_mid_stream),
 		cmocka_unit_test(open_unreachable_times_out),
 		cmocka_unit_test(peer_free_ends_streams),
+		cmocka_unit_test(fin_answered_by_receiver),
+		cmocka_unit_test(fin_pending_when_connection_lost),
 	};
 	int rc;
 
