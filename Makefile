@@ -50,6 +50,7 @@ PROTO_SRCS := $(wildcard proto/*.c)
 HV_SRCS := $(wildcard hypervisor/*.c)
 STO_SRCS := $(wildcard storage/*.c)
 MIG_SRCS := $(wildcard migration/*.c)
+REP_SRCS := $(wildcard replica/*.c)
 AGENT_MAINS := agent/hcad.c agent/hcactl.c
 AGENT_SRCS := $(filter-out $(AGENT_MAINS),$(wildcard agent/*.c))
 TEST_UTIL_SRCS := $(wildcard tests/unit/util_*.c)
@@ -61,13 +62,14 @@ PROTO_OBJS := $(call obj,$(PROTO_SRCS)) $(BUILD)/obj/gen/hca.pb-c.o
 HV_OBJS := $(call obj,$(HV_SRCS))
 STO_OBJS := $(call obj,$(STO_SRCS))
 MIG_OBJS := $(call obj,$(MIG_SRCS))
+REP_OBJS := $(call obj,$(REP_SRCS))
 AGENT_OBJS := $(call obj,$(AGENT_SRCS))
 TEST_UTIL_OBJS := $(call obj,$(TEST_UTIL_SRCS))
 
 # Lowest layer last so static libraries resolve in one pass; base/ is below
 # every module, so any of them may use it.
-LIBHCA := $(BUILD)/libhca_agent.a $(BUILD)/libhca_mig.a $(BUILD)/libhca_hv.a \
-	$(BUILD)/libhca_sto.a $(BUILD)/libhca_proto.a $(BUILD)/libhca_base.a
+LIBHCA := $(BUILD)/libhca_agent.a $(BUILD)/libhca_mig.a $(BUILD)/libhca_rep.a \
+	$(BUILD)/libhca_hv.a $(BUILD)/libhca_sto.a $(BUILD)/libhca_proto.a $(BUILD)/libhca_base.a
 BINS := $(BUILD)/hcad $(BUILD)/hcactl
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 TOOL_BINS := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(wildcard tests/tools/*.c))
@@ -91,6 +93,7 @@ $(BUILD)/libhca_proto.a: $(PROTO_OBJS)
 $(BUILD)/libhca_hv.a: $(HV_OBJS)
 $(BUILD)/libhca_sto.a: $(STO_OBJS)
 $(BUILD)/libhca_mig.a: $(MIG_OBJS)
+$(BUILD)/libhca_rep.a: $(REP_OBJS)
 $(BUILD)/libhca_agent.a: $(AGENT_OBJS)
 $(BUILD)/%.a:
 	$(call say,AR,$@)rm -f $@ && ar crs $@ $^
@@ -118,9 +121,10 @@ FUZZ_LIB_SRCS := $(PROTO_SRCS) $(ROOT_BUILD)/gen/proto/hca.pb-c.c
 
 # Decoders outside proto/ a target runs, besides FUZZ_LIB_SRCS.
 FUZZ_EXTRA_fuzz_records := storage/sto_vm.c hypervisor/hv_spec.c hypervisor/hv_state.c
+FUZZ_EXTRA_fuzz_rep_wire := replica/rep_wire.c
 
 .SECONDEXPANSION:
-$(ROOT_BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_SRCS) $$(FUZZ_EXTRA_%) $(wildcard proto/*.h)
+$(ROOT_BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_SRCS) $$(FUZZ_EXTRA_%) $(wildcard proto/*.h replica/*.h)
 	@mkdir -p $(dir $@)
 	$(call say,FUZZCC,$@)$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_LIB_SRCS) \
 		$(FUZZ_EXTRA_$*) $(PKG_LIBS)

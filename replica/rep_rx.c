@@ -1,0 +1,577 @@
+/*
+ * rep_rx.c: the receiver of cycles (rep_stream.h).
+ *
+ * The channel hands a cycle's bytes to rx_data() in pieces of any size. The
+ * framer (rep_wire.h) copies them into the frame being received; a whole
+ * frame is parsed, bounded, checked against the cycle's disks and counted
+ * (sequence, totals, digest) on the loop, in order; an extent then goes to
+ * a worker to be decompressed and its CRC32C checked. Frames reach the sink
+ * in order from the head of the queue as they are ready; the end goes to
+ * the sink once every frame before it was done.
+ *
+ * Memory: a frame's stream bytes are granted back to the sender only when
+ * the sink is done with it, so the bytes held never exceed the window. At
+ * most max_frames frames are decoded and not yet done; bytes that arrive
+ * beyond that wait, as they came, in the backlog (also within the window).
+ *
+ * Reentrancy: every entry point (the channel's callbacks, the workers'
+ * completions, the sink's calls) runs between enter() and leave(); only
+ * the outermost leave advances the cycle and frees it.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto/chan.h"
+#include "replica/rep_stream_priv.h"
+
+struct rep_rx_frame {
+	struct exec_item work;
+	struct rep_rx *rx;
+	struct rep_rx_frame *next; /* in the queue, until handed to the sink */
+	struct rep_frame f;
+	uint8_t *buf;		   /* the frame's bytes: extents */
+	uint8_t *out;		   /* the decompressed bytes: zstd extents */
+	bool buf_pool, out_pool;   /* from rep_buf_get() */
+	size_t wire;		   /* its stream bytes, prefix included */
+	bool ready;
+	bool on_worker;
+	int err;		   /* the worker's */
+	struct rep_err e;
+};
+
+struct rep_recv {
+	struct rep_ctx *x;
+	struct rep_sink_ops ops;
+	void *opaque;
+	struct rep_recv_cfg cfg;
+	unsigned refs; /* the creator's, and one per cycle */
+	bool closed;
+	struct rep_rx *cycles;
+};
+
+struct rep_rx {
+	struct rep_recv *r;
+	struct rep_rx *next; /* in r->cycles */
+	struct chan_stream *st;
+	char peer[CHAN_NAME_MAX + 1];
+	struct rep_cycle c;
+	void *cycle; /* the sink's */
+	struct rep_tally t;
+	struct rep_framer fr;
+	struct rep_rx_frame *head, *tail; /* decoded, not yet handed to the sink */
+	unsigned nframes;		   /* decoded and not yet done */
+	unsigned at_sink;
+	unsigned working;
+	uint8_t *backlog;
+	size_t bcap, boff, blen;
+	bool fin;	 /* the sender finished: our answer is due */
+	bool end_called; /* the sink's end(): rep_rx_ack() is due */
+	bool acked;
+	bool answered;	 /* the sender was told */
+	bool failed;
+	int ack_err;
+	char ack_msg[REP_MSG_MAX];
+	unsigned depth;
+	bool again;
+};
+
+static void enter(struct rep_rx *rx)
+{
+	rx->depth++;
+}
+
+static void leave(struct rep_rx *rx);
+
+/* ---- frames ---- */
+
+static void frame_free(struct rep_rx *rx, struct rep_rx_frame *fr)
+{
+	struct rep_ctx *x = rx->r->x;
+
+	if (fr->buf_pool)
+		rep_buf_put(x, fr->buf);
+	else
+		free(fr->buf);
+	if (fr->out_pool)
+		rep_buf_put(x, fr->out);
+	else
+		free(fr->out);
+	free(fr);
+}
+
+/* Done with: its credit goes back to the sender. */
+static void frame_release(struct rep_rx *rx, struct rep_rx_frame *fr)
+{
+	if (rx->st)
+		chan_stream_consume(rx->st, fr->wire);
+	rx->nframes--;
+	frame_free(rx, fr);
+}
+
+static void fail(struct rep_rx *rx, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* The cycle is lost: tell the sender and the sink, keep what others hold. */
+static void fail(struct rep_rx *rx, int err, const char *fmt, ...)
+{
+	struct rep_rx_frame *fr, *next;
+	char msg[REP_MSG_MAX];
+	va_list ap;
+
+	if (rx->failed || rx->answered)
+		return;
+	rx->failed = true;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	qb_log(LOG_WARNING, "replica cycle %llu of %s from %s: %s", (unsigned long long)rx->c.cycle,
+	       rx->c.vm, rx->peer, msg);
+	if (rx->st)
+		chan_stream_abort(rx->st, err, "%s", msg);
+	rx->st = NULL;
+	for (fr = rx->head; fr; fr = next) {
+		next = fr->next;
+		if (!fr->on_worker)
+			frame_release(rx, fr);
+	}
+	rx->head = rx->tail = NULL;
+	free(rx->backlog);
+	rx->backlog = NULL;
+	rx->bcap = rx->boff = rx->blen = 0;
+	if (!rx->acked)
+		rx->r->ops.fail(rx, err, msg, rx->cycle);
+}
+
+static void work_fn(struct exec_item *it)
+{
+	struct rep_rx_frame *fr = EXEC_CONTAINER_OF(it, struct rep_rx_frame, work);
+	struct rep_ctx *x = fr->rx->r->x; /* set at creation, never written again */
+	ZSTD_DCtx *dc = fr->out ? rep_dctx_get(x) : NULL;
+
+	if (fr->out && !dc)
+		fr->err = -ENOMEM;
+	else
+		fr->err = rep_frame_inflate(&fr->f, dc, fr->out, &fr->e);
+	if (dc)
+		rep_dctx_put(x, dc);
+}
+
+static void work_done(struct exec_item *it)
+{
+	struct rep_rx_frame *fr = EXEC_CONTAINER_OF(it, struct rep_rx_frame, work);
+	struct rep_rx *rx = fr->rx;
+
+	enter(rx);
+	rx->working--;
+	fr->on_worker = false;
+	if (rx->failed || rx->answered)
+		frame_release(rx, fr); /* orphaned by fail() */
+	else if (exec_item_cancelled(it))
+		fail(rx, -ECANCELED, "the executor shut down");
+	else if (fr->err == -ENOMEM)
+		fail(rx, -ENOMEM, "no memory to decompress frame %llu",
+		     (unsigned long long)fr->f.seq);
+	else if (fr->err)
+		fail(rx, fr->err, "%s", fr->e.msg);
+	else
+		fr->ready = true;
+	leave(rx);
+}
+
+/* A buffer for @n bytes: a pool one if big, else exactly @n. */
+static uint8_t *buf_for(struct rep_rx *rx, size_t n, bool *pool)
+{
+	*pool = n > REP_BUF_BIG;
+	return *pool ? rep_buf_get(rx->r->x) : malloc(n ? n : 1);
+}
+
+/* An extent keeps its bytes: the framer's big buffer, or a copy of a small one. */
+static int extent_take(struct rep_rx *rx, struct rep_rx_frame *fr)
+{
+	size_t n = rx->fr.need, at = (size_t)(fr->f.data - rx->fr.buf);
+
+	if (n > REP_BUF_BIG) {
+		fr->buf = rx->fr.buf;
+		fr->buf_pool = true;
+		rx->fr.buf = NULL;
+		rx->fr.cap = 0;
+	} else {
+		fr->buf = malloc(n);
+		if (!fr->buf)
+			return -ENOMEM;
+		memcpy(fr->buf, rx->fr.buf, n);
+	}
+	fr->f.data = fr->buf + at;
+	if (fr->f.codec == REP_CODEC_ZSTD) {
+		fr->out = buf_for(rx, (size_t)fr->f.length, &fr->out_pool);
+		if (!fr->out)
+			return -ENOMEM;
+	}
+	fr->on_worker = true;
+	rx->working++;
+	exec_item_init(&fr->work, work_fn, work_done);
+	exec_push(rep_ctx_queue(rx->r->x), &fr->work, NULL);
+	return 0;
+}
+
+/* The framer holds a whole frame: check it in order and queue it. */
+static void frame_take(struct rep_rx *rx)
+{
+	struct rep_rx_frame *fr;
+	struct rep_frame f;
+	struct rep_err e;
+	int rc = rep_frame_parse(rx->fr.buf, rx->fr.need, &f, &e);
+
+	if (rc == 0)
+		rc = rep_frame_check(&rx->c, &f, &e);
+	if (rc == 0)
+		rc = rep_tally_add(&rx->t, &f, &e);
+	if (rc < 0) {
+		fail(rx, rc, "%s", e.msg);
+		return;
+	}
+	fr = calloc(1, sizeof(*fr));
+	if (!fr) {
+		fail(rx, -ENOMEM, "no memory for frame %llu", (unsigned long long)f.seq);
+		return;
+	}
+	fr->rx = rx;
+	fr->f = f;
+	fr->wire = REP_PREFIX_LEN + rx->fr.need;
+	fr->ready = f.kind != REP_KIND_EXTENT;
+	if (rx->tail)
+		rx->tail->next = fr;
+	else
+		rx->head = fr;
+	rx->tail = fr;
+	rx->nframes++;
+	if (f.kind == REP_KIND_EXTENT && extent_take(rx, fr) < 0)
+		fail(rx, -ENOMEM, "no memory for frame %llu", (unsigned long long)f.seq);
+}
+
+/* Bytes of the stream into frames while there is room; the bytes used. */
+static size_t feed(struct rep_rx *rx, const uint8_t *p, size_t n)
+{
+	size_t used = 0;
+	struct rep_err e;
+
+	while (!rx->failed && used < n && rx->nframes < rx->r->cfg.max_frames) {
+		ssize_t k;
+
+		if (!rx->fr.buf) {
+			rx->fr.buf = rep_buf_get(rx->r->x);
+			rx->fr.cap = rx->fr.buf ? REP_BUF_SIZE : 0;
+		}
+		k = rep_framer_feed(&rx->fr, p + used, n - used, &e);
+		if (k < 0) {
+			fail(rx, (int)k, "%s", e.msg);
+			break;
+		}
+		used += (size_t)k;
+		if (rx->fr.whole) {
+			frame_take(rx);
+			rep_framer_next(&rx->fr);
+		}
+	}
+	return used;
+}
+
+static int backlog_add(struct rep_rx *rx, const uint8_t *p, size_t n)
+{
+	uint8_t *b;
+
+	if (rx->boff && rx->boff == rx->blen)
+		rx->boff = rx->blen = 0;
+	if (rx->bcap - rx->blen < n && rx->boff) {
+		memmove(rx->backlog, rx->backlog + rx->boff, rx->blen - rx->boff);
+		rx->blen -= rx->boff;
+		rx->boff = 0;
+	}
+	if (rx->bcap - rx->blen < n) {
+		b = realloc(rx->backlog, rx->blen + n);
+		if (!b)
+			return -ENOMEM;
+		rx->backlog = b;
+		rx->bcap = rx->blen + n;
+	}
+	memcpy(rx->backlog + rx->blen, p, n);
+	rx->blen += n;
+	return 0;
+}
+
+/* ---- advancing the cycle ---- */
+
+static void deliver(struct rep_rx *rx)
+{
+	struct rep_rx_frame *fr;
+
+	while (!rx->failed && (fr = rx->head) && fr->ready) {
+		if (fr->f.kind == REP_KIND_END && rx->at_sink)
+			return;
+		rx->head = fr->next;
+		if (!rx->head)
+			rx->tail = NULL;
+		if (fr->f.kind == REP_KIND_END) {
+			struct rep_end end = fr->f.end;
+
+			frame_release(rx, fr);
+			rx->end_called = true;
+			rx->r->ops.end(rx, &end, rx->cycle);
+			return;
+		}
+		rx->at_sink++;
+		rx->r->ops.frame(rx, fr, &fr->f, rx->cycle);
+	}
+}
+
+static void drain(struct rep_rx *rx)
+{
+	while (!rx->failed && rx->blen > rx->boff && rx->nframes < rx->r->cfg.max_frames)
+		rx->boff += feed(rx, rx->backlog + rx->boff, rx->blen - rx->boff);
+}
+
+/* The sender finished: was everything there? */
+static void check_whole(struct rep_rx *rx)
+{
+	if (rx->failed || !rx->fin || rx->t.ended || rx->blen > rx->boff)
+		return;
+	if (!rep_framer_idle(&rx->fr))
+		fail(rx, -EPROTO, "the stream ended inside a frame");
+	else
+		fail(rx, -EPROTO, "the stream ended before the cycle's end frame");
+}
+
+/* The sink's answer to the sender: an error at once, success after its fin. */
+static void answer(struct rep_rx *rx)
+{
+	if (rx->failed || rx->answered || !rx->acked || (!rx->ack_err && !rx->fin))
+		return;
+	rx->answered = true;
+	if (rx->ack_err)
+		qb_log(LOG_WARNING, "replica cycle %llu of %s from %s: not stored: %s",
+		       (unsigned long long)rx->c.cycle, rx->c.vm, rx->peer, rx->ack_msg);
+	else
+		qb_log(LOG_INFO, "replica cycle %llu of %s from %s: stored",
+		       (unsigned long long)rx->c.cycle, rx->c.vm, rx->peer);
+	if (rx->st)
+		chan_stream_abort(rx->st, rx->ack_err, "%s", rx->ack_msg);
+	rx->st = NULL;
+}
+
+static void recv_unref(struct rep_recv *r)
+{
+	if (--r->refs > 0)
+		return;
+	rep_ctx_free(r->x);
+	free(r);
+}
+
+static void rx_free(struct rep_rx *rx)
+{
+	struct rep_recv *r = rx->r;
+	struct rep_rx **pp;
+
+	for (pp = &r->cycles; *pp; pp = &(*pp)->next) {
+		if (*pp == rx) {
+			*pp = rx->next;
+			break;
+		}
+	}
+	rep_buf_put(r->x, rx->fr.buf);
+	free(rx->backlog);
+	free(rx);
+	recv_unref(r);
+}
+
+static void leave(struct rep_rx *rx)
+{
+	if (rx->depth > 1) {
+		rx->depth--;
+		rx->again = true;
+		return;
+	}
+	do {
+		rx->again = false;
+		deliver(rx);
+		drain(rx);
+		check_whole(rx);
+		answer(rx);
+	} while (rx->again);
+	rx->depth = 0;
+	if ((rx->failed || rx->answered) && !rx->working && !rx->at_sink &&
+	    (!rx->end_called || rx->acked))
+		rx_free(rx);
+}
+
+/* ---- the channel's callbacks ---- */
+
+static void rx_data(struct chan_stream *st, const void *buf, size_t len, void *opaque)
+{
+	struct rep_rx *rx = opaque;
+	size_t used = 0;
+
+	enter(rx);
+	if (!rx->failed && rx->blen == rx->boff)
+		used = feed(rx, buf, len);
+	if (!rx->failed && used < len && backlog_add(rx, (const uint8_t *)buf + used, len - used))
+		fail(rx, -ENOMEM, "no memory for %zu bytes of the stream", len - used);
+	leave(rx);
+}
+
+static void rx_fin(struct chan_stream *st, void *opaque)
+{
+	struct rep_rx *rx = opaque;
+
+	enter(rx);
+	rx->fin = true;
+	leave(rx);
+}
+
+static void rx_end(struct chan_stream *st, int err, const char *msg, void *opaque)
+{
+	struct rep_rx *rx = opaque;
+
+	enter(rx);
+	rx->st = NULL; /* freed once this returns */
+	fail(rx, err ? err : -EPROTO, "%s", err ? msg : "the stream ended unanswered");
+	leave(rx);
+}
+
+static const struct chan_stream_ops rx_ops = {
+	.data = rx_data,
+	.end = rx_end,
+	.fin = rx_fin,
+};
+
+static int rx_open(struct chan_stream *st, const void *hdr, size_t len, void *opaque)
+{
+	struct rep_recv *r = opaque;
+	struct rep_err e = { "refused by the replica" };
+	struct rep_rx *rx = NULL;
+	int rc = -ESHUTDOWN;
+
+	if (r->closed) {
+		snprintf(e.msg, sizeof(e.msg), "the replica is shutting down");
+		goto out;
+	}
+	rc = -ENOMEM;
+	rx = calloc(1, sizeof(*rx));
+	if (!rx)
+		goto out;
+	rx->r = r;
+	rx->st = st;
+	snprintf(rx->peer, sizeof(rx->peer), "%s", chan_stream_peer(st));
+	rc = rep_cycle_decode(hdr, len, &rx->c, &e);
+	if (rc == 0) {
+		rep_tally_init(&rx->t, hdr, len);
+		rc = r->ops.open(rx, &rx->c, r->opaque, &rx->cycle, &e);
+	}
+out:
+	if (rc < 0) {
+		qb_log(LOG_WARNING, "replica stream from %s refused: %s", chan_stream_peer(st),
+		       e.msg);
+		chan_stream_abort(st, rc, "%s", e.msg); /* our message, not just the errno */
+		free(rx);
+		return 0;
+	}
+	r->refs++;
+	rx->next = r->cycles;
+	r->cycles = rx;
+	chan_stream_accept(st, r->cfg.window, &rx_ops, rx);
+	return 0;
+}
+
+/* ---- the owner's and the sink's calls ---- */
+
+struct rep_recv *rep_recv_new(const struct hca_env *env, struct rep_ctx *x,
+			      const struct rep_recv_cfg *cfg, const struct rep_sink_ops *ops,
+			      void *opaque)
+{
+	struct rep_recv *r;
+	int rc;
+
+	if (!env || !x || !ops || !ops->open || !ops->frame || !ops->end || !ops->fail) {
+		errno = EINVAL;
+		return NULL;
+	}
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return NULL;
+	r->x = rep_ctx_ref(x);
+	r->ops = *ops;
+	r->opaque = opaque;
+	if (cfg)
+		r->cfg = *cfg;
+	if (!r->cfg.window)
+		r->cfg.window = REP_RX_WINDOW;
+	if (r->cfg.window < REP_RX_WINDOW_MIN)
+		r->cfg.window = REP_RX_WINDOW_MIN;
+	if (!r->cfg.max_frames)
+		r->cfg.max_frames = REP_RX_FRAMES;
+	r->refs = 1;
+	rc = env->handle_stream(env->ctx, REP_STREAM_METHOD, rx_open, r);
+	if (rc < 0) {
+		recv_unref(r);
+		errno = -rc;
+		return NULL;
+	}
+	return r;
+}
+
+void rep_recv_free(struct rep_recv *r)
+{
+	struct rep_rx *rx, *next;
+
+	if (!r)
+		return;
+	r->closed = true;
+	r->refs++; /* the cycles may all go below */
+	for (rx = r->cycles; rx; rx = next) {
+		next = rx->next;
+		enter(rx);
+		fail(rx, -ESHUTDOWN, "the replica is shutting down");
+		leave(rx);
+	}
+	r->refs--;
+	recv_unref(r);
+}
+
+void rep_rx_frame_done(struct rep_rx_frame *fr, int err)
+{
+	struct rep_rx *rx = fr->rx;
+	uint64_t seq = fr->f.seq;
+
+	enter(rx);
+	rx->at_sink--;
+	frame_release(rx, fr);
+	if (err < 0)
+		fail(rx, err, "the replica could not store frame %llu: %s",
+		     (unsigned long long)seq, strerror(-err));
+	leave(rx);
+}
+
+void rep_rx_ack(struct rep_rx *rx, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	enter(rx);
+	rx->acked = true;
+	rx->ack_err = err > 0 ? -err : err;
+	va_start(ap, fmt);
+	vsnprintf(rx->ack_msg, sizeof(rx->ack_msg), fmt, ap);
+	va_end(ap);
+	leave(rx);
+}
+
+const struct rep_cycle *rep_rx_cycle(const struct rep_rx *rx)
+{
+	return &rx->c;
+}
+
+const char *rep_rx_peer(const struct rep_rx *rx)
+{
+	return rx->peer;
+}

@@ -1,0 +1,556 @@
+/*
+ * rep_tx.c: the sender of a cycle (rep_stream.h).
+ *
+ * One item per frame, queued in push order. An extent is encoded on a
+ * worker (zero detection, CRC32C, zstd); a zero range or the end is encoded
+ * on the loop. Only the head of the queue is written, once encoded, so
+ * frames leave in push order whatever order the workers finish in; the
+ * digest is chained as each starts to be written.
+ *
+ *   OPEN -> FINISHING (end queued) -> FIN_SENT (waiting for the answer) -> OVER
+ *   any -> OVER on a failure or the caller's abort
+ *
+ * Lifetime: done() is called only once no worker reads a buffer of the
+ * caller's any more, and the handle is freed right after it.
+ *
+ * Reentrancy: every entry point runs between enter() and leave(); the
+ * outermost leave writes what it can and, when it comes from the loop (a
+ * channel callback, a worker's completion, a timer), calls more() or done()
+ * and frees. The caller's own calls never call back: what is due then is
+ * left to a zero-delay timer (the kick).
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto/chan.h"
+#include "replica/rep_stream_priv.h"
+
+#define ITEM_COST 256u	  /* in-flight bytes an item counts besides its data */
+#define FIN_RETRY_MS 10u  /* chan_stream_finish() found the queue full */
+
+struct tx_item {
+	struct exec_item work;
+	struct rep_tx *tx;
+	struct tx_item *next;
+	enum rep_kind kind; /* as pushed: an extent may be encoded as a zero range */
+	bool ready;	    /* encoded */
+	bool on_worker;
+	bool counted;	    /* in the tally */
+	uint64_t seq;
+	uint32_t disk;
+	uint64_t off, len;
+	void *buf;	    /* the caller's bytes, until released */
+	uint8_t *scratch;   /* zstd's output (a pool buffer) */
+	struct rep_enc enc;
+	size_t woff;	    /* bytes of hdr + data written */
+	size_t cost;	    /* counted in tx->inflight */
+};
+
+enum tx_state {
+	TX_OPEN,
+	TX_FINISHING, /* the end frame is queued */
+	TX_FIN_SENT,  /* written and finished: waiting for the replica's answer */
+	TX_OVER,      /* the outcome is known */
+};
+
+struct rep_tx {
+	struct rep_ctx *x;
+	qb_loop_t *loop;
+	struct chan_stream *st;
+	struct rep_tx_ops ops;
+	void *opaque;
+	struct rep_tx_cfg cfg;
+	struct rep_cycle c;
+	char node[64];
+	struct rep_tally t;
+	enum tx_state state;
+	bool told;	/* done() called, or the caller aborted: no more callbacks */
+	bool want_more; /* a push was refused with -EAGAIN */
+	uint64_t next_seq;
+	struct tx_item *head, *tail;
+	unsigned working; /* items on workers */
+	size_t inflight;
+	unsigned depth;
+	bool again;
+	int err;
+	char msg[REP_MSG_MAX];
+	qb_loop_timer_handle timer; /* the finish retry, then the answer's deadline */
+	qb_loop_timer_handle kick;
+	struct rep_tx_stats s;
+};
+
+static void leave(struct rep_tx *tx, bool caller);
+
+static void enter(struct rep_tx *tx)
+{
+	tx->depth++;
+}
+
+static void timer_off(struct rep_tx *tx, qb_loop_timer_handle *th)
+{
+	if (*th)
+		qb_loop_timer_del(tx->loop, *th);
+	*th = 0;
+}
+
+/* ---- items ---- */
+
+static void buf_release(struct rep_tx *tx, struct tx_item *i)
+{
+	if (!i->buf)
+		return;
+	if (tx->ops.release)
+		tx->ops.release(i->buf, tx->opaque);
+	else
+		free(i->buf);
+	i->buf = NULL;
+}
+
+static void item_free(struct rep_tx *tx, struct tx_item *i)
+{
+	buf_release(tx, i);
+	rep_buf_put(tx->x, i->scratch);
+	tx->inflight -= i->cost;
+	free(i);
+}
+
+/* The outcome is known: what no worker holds goes now, the rest when done. */
+static void over(struct rep_tx *tx, int err, const char *msg)
+{
+	struct tx_item *i, *next;
+
+	if (tx->state == TX_OVER)
+		return;
+	tx->state = TX_OVER;
+	tx->err = err;
+	snprintf(tx->msg, sizeof(tx->msg), "%s", msg ? msg : "");
+	timer_off(tx, &tx->timer);
+	for (i = tx->head; i; i = next) {
+		next = i->next;
+		if (!i->on_worker)
+			item_free(tx, i);
+	}
+	tx->head = tx->tail = NULL;
+}
+
+static void fail(struct rep_tx *tx, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void fail(struct rep_tx *tx, int err, const char *fmt, ...)
+{
+	char msg[REP_MSG_MAX];
+	va_list ap;
+
+	if (tx->state == TX_OVER)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	qb_log(LOG_WARNING, "replica cycle %llu of %s to %s: %s", (unsigned long long)tx->c.cycle,
+	       tx->c.vm, tx->node, msg);
+	if (tx->st)
+		chan_stream_abort(tx->st, err, "%s", msg);
+	tx->st = NULL;
+	over(tx, err, msg);
+}
+
+/* ---- writing, in order ---- */
+
+static int item_write(struct rep_tx *tx, struct tx_item *i)
+{
+	size_t total = i->enc.hlen + i->enc.dlen;
+
+	while (i->woff < total) {
+		const uint8_t *p;
+		size_t n;
+		ssize_t w;
+
+		if (i->woff < i->enc.hlen) {
+			p = i->enc.hdr + i->woff;
+			n = i->enc.hlen - i->woff;
+		} else {
+			p = i->enc.data + (i->woff - i->enc.hlen);
+			n = total - i->woff;
+		}
+		w = chan_stream_write(tx->st, p, n);
+		if (w == -EAGAIN)
+			return 0;
+		if (w < 0)
+			return (int)w;
+		i->woff += (size_t)w;
+		tx->s.wire_bytes += (uint64_t)w;
+	}
+	return 1;
+}
+
+static int item_count(struct rep_tx *tx, struct tx_item *i)
+{
+	const struct rep_frame *f = &i->enc.f;
+	struct rep_err e;
+	int rc = rep_tally_add(&tx->t, f, &e);
+
+	if (rc < 0) {
+		fail(tx, -EPROTO, "internal error: %s", e.msg);
+		return rc;
+	}
+	i->counted = true;
+	if (f->kind == REP_KIND_EXTENT) {
+		tx->s.extents++;
+		tx->s.raw_bytes += f->length;
+		tx->s.zstd += f->codec == REP_CODEC_ZSTD;
+	} else if (f->kind == REP_KIND_ZERO) {
+		tx->s.zeros++;
+		tx->s.zero_bytes += f->length;
+	}
+	return 0;
+}
+
+static void timer_cb(void *data);
+
+static void send_fin(struct rep_tx *tx)
+{
+	int rc = chan_stream_finish(tx->st);
+	unsigned ms = FIN_RETRY_MS;
+
+	if (rc == 0) {
+		tx->state = TX_FIN_SENT;
+		ms = tx->cfg.answer_timeout_ms;
+	} else if (rc != -EAGAIN) {
+		fail(tx, rc, "cannot end the stream: %s", strerror(-rc));
+		return;
+	}
+	timer_off(tx, &tx->timer);
+	if (qb_loop_timer_add(tx->loop, QB_LOOP_MED, (uint64_t)ms * QB_TIME_NS_IN_MSEC, tx,
+			      timer_cb, &tx->timer) < 0)
+		fail(tx, -ENOMEM, "cannot arm a timer");
+}
+
+static void pump(struct rep_tx *tx)
+{
+	struct tx_item *i;
+	int rc;
+
+	while (tx->st && (i = tx->head)) {
+		if (i->kind == REP_KIND_END && !i->ready) {
+			rep_enc_end(&i->enc, &tx->t);
+			i->ready = true;
+		}
+		if (!i->ready || (!i->counted && item_count(tx, i) < 0))
+			return;
+		rc = item_write(tx, i);
+		if (rc == 0)
+			return;
+		if (rc < 0) {
+			fail(tx, rc, "cannot write to the stream: %s", strerror(-rc));
+			return;
+		}
+		tx->head = i->next;
+		if (!tx->head)
+			tx->tail = NULL;
+		item_free(tx, i);
+	}
+	if (tx->st && tx->state == TX_FINISHING && !tx->head)
+		send_fin(tx);
+}
+
+/* ---- entry and exit ---- */
+
+static void tx_free(struct rep_tx *tx)
+{
+	timer_off(tx, &tx->timer);
+	timer_off(tx, &tx->kick);
+	rep_ctx_free(tx->x);
+	free(tx);
+}
+
+static bool more_due(const struct rep_tx *tx)
+{
+	return tx->want_more && tx->state == TX_OPEN && tx->inflight <= tx->cfg.max_inflight / 2;
+}
+
+static void kick_cb(void *data)
+{
+	struct rep_tx *tx = data;
+
+	tx->kick = 0;
+	enter(tx);
+	leave(tx, false);
+}
+
+/* From the loop: more() and done() are due now; from the caller, later. */
+static void leave(struct rep_tx *tx, bool caller)
+{
+	if (tx->depth > 1) {
+		tx->depth--;
+		tx->again = true;
+		return;
+	}
+	do {
+		tx->again = false;
+		if (tx->state != TX_OVER)
+			pump(tx);
+		if (!caller && more_due(tx)) {
+			tx->want_more = false;
+			tx->ops.more(tx, tx->opaque);
+		}
+	} while (tx->again);
+	tx->depth = 0;
+	if (caller && (more_due(tx) || (tx->state == TX_OVER && !tx->working))) {
+		if (!tx->kick)
+			qb_loop_timer_add(tx->loop, QB_LOOP_HIGH, 0, tx, kick_cb, &tx->kick);
+		return;
+	}
+	if (caller || tx->state != TX_OVER || tx->working)
+		return;
+	if (!tx->told) {
+		tx->told = true;
+		tx->ops.done(tx, tx->err, tx->msg, &tx->s, tx->opaque);
+	}
+	tx_free(tx);
+}
+
+/* ---- the channel's callbacks ---- */
+
+static void st_writable(struct chan_stream *st, void *opaque)
+{
+	struct rep_tx *tx = opaque;
+
+	enter(tx);
+	leave(tx, false);
+}
+
+static void st_end(struct chan_stream *st, int err, const char *msg, void *opaque)
+{
+	struct rep_tx *tx = opaque;
+
+	enter(tx);
+	tx->st = NULL; /* freed once this returns */
+	if (!err && tx->state == TX_FIN_SENT) {
+		qb_log(LOG_INFO, "replica cycle %llu of %s to %s: stored (%llu extents, %llu zero "
+		       "ranges, %llu bytes on the wire)", (unsigned long long)tx->c.cycle,
+		       tx->c.vm, tx->node, (unsigned long long)tx->s.extents,
+		       (unsigned long long)tx->s.zeros, (unsigned long long)tx->s.wire_bytes);
+		over(tx, 0, "");
+	} else {
+		fail(tx, err ? err : -EPROTO, "%s", err ? msg : "the replica ended the stream");
+	}
+	leave(tx, false);
+}
+
+static void timer_cb(void *data)
+{
+	struct rep_tx *tx = data;
+
+	tx->timer = 0;
+	enter(tx);
+	if (tx->state == TX_FIN_SENT)
+		fail(tx, -ETIMEDOUT, "no answer from %s %u ms after the cycle's end", tx->node,
+		     tx->cfg.answer_timeout_ms);
+	leave(tx, false);
+}
+
+static const struct chan_stream_ops st_ops = {
+	.writable = st_writable,
+	.end = st_end,
+};
+
+/* ---- the workers ---- */
+
+static void work_fn(struct exec_item *it)
+{
+	struct tx_item *i = EXEC_CONTAINER_OF(it, struct tx_item, work);
+	struct rep_ctx *x = i->tx->x; /* set at open, never written again */
+	ZSTD_CCtx *cc = i->scratch ? rep_cctx_get(x) : NULL;
+
+	rep_enc_extent(&i->enc, cc, i->scratch, i->seq, i->disk, i->off, i->buf, (size_t)i->len);
+	if (cc)
+		rep_cctx_put(x, cc);
+}
+
+static void work_done(struct exec_item *it)
+{
+	struct tx_item *i = EXEC_CONTAINER_OF(it, struct tx_item, work);
+	struct rep_tx *tx = i->tx;
+
+	enter(tx);
+	tx->working--;
+	i->on_worker = false;
+	if (tx->state == TX_OVER) {
+		item_free(tx, i); /* orphaned by over() */
+	} else if (exec_item_cancelled(it)) {
+		fail(tx, -ECANCELED, "the executor shut down");
+	} else {
+		i->ready = true;
+		if (i->enc.data != i->buf)
+			buf_release(tx, i); /* zstd or zeros: the bytes are not needed */
+		if (i->enc.data != i->scratch) {
+			rep_buf_put(tx->x, i->scratch);
+			i->scratch = NULL;
+		}
+	}
+	leave(tx, false);
+}
+
+/* ---- the caller's calls ---- */
+
+struct rep_tx *rep_tx_open(const struct hca_env *env, struct rep_ctx *x, const char *node,
+			   const struct rep_cycle *c, const struct rep_tx_cfg *cfg,
+			   const struct rep_tx_ops *ops, void *opaque)
+{
+	struct rep_tx *tx = NULL;
+	uint8_t *hdr = NULL;
+	size_t len;
+	struct rep_err e;
+	int rc = -EINVAL;
+
+	if (!env || !x || !node || !c || !ops || !ops->done)
+		goto out;
+	rc = rep_cycle_encode(c, &hdr, &len, &e);
+	if (rc < 0) {
+		qb_log(LOG_ERR, "replica stream to %s: %s", node, e.msg);
+		goto out;
+	}
+	rc = -ENOMEM;
+	tx = calloc(1, sizeof(*tx));
+	if (!tx)
+		goto out;
+	tx->x = rep_ctx_ref(x);
+	tx->loop = env->loop;
+	tx->ops = *ops;
+	tx->opaque = opaque;
+	tx->c = *c;
+	snprintf(tx->node, sizeof(tx->node), "%s", node);
+	if (cfg)
+		tx->cfg = *cfg;
+	tx->cfg.max_inflight = tx->cfg.max_inflight ? tx->cfg.max_inflight : REP_TX_INFLIGHT;
+	tx->cfg.open_timeout_ms = tx->cfg.open_timeout_ms ? tx->cfg.open_timeout_ms : 10000;
+	tx->cfg.answer_timeout_ms = tx->cfg.answer_timeout_ms ? tx->cfg.answer_timeout_ms : 120000;
+	rep_tally_init(&tx->t, hdr, len);
+	tx->next_seq = 1;
+	tx->st = env->stream_open(env->ctx, node, REP_STREAM_METHOD, hdr, len, CHAN_STREAM_PUSH,
+				  0, tx->cfg.open_timeout_ms, &st_ops, tx);
+	if (!tx->st) {
+		rc = errno ? -errno : -EIO;
+		qb_log(LOG_WARNING, "replica cycle %llu of %s: cannot open a stream to %s: %s",
+		       (unsigned long long)c->cycle, c->vm, node, strerror(-rc));
+		goto out;
+	}
+	free(hdr);
+	return tx;
+out:
+	if (tx)
+		tx_free(tx);
+	free(hdr);
+	errno = -rc;
+	return NULL;
+}
+
+static struct tx_item *item_add(struct rep_tx *tx, enum rep_kind kind, size_t cost)
+{
+	struct tx_item *i = calloc(1, sizeof(*i));
+
+	if (!i)
+		return NULL;
+	i->tx = tx;
+	i->kind = kind;
+	i->seq = tx->next_seq++;
+	i->cost = cost + ITEM_COST;
+	tx->inflight += i->cost;
+	if (tx->tail)
+		tx->tail->next = i;
+	else
+		tx->head = i;
+	tx->tail = i;
+	return i;
+}
+
+static int push_check(struct rep_tx *tx, uint32_t disk, uint64_t off, uint64_t len)
+{
+	if (tx->state != TX_OPEN)
+		return -EPIPE;
+	if (!len)
+		return -EINVAL;
+	if (rep_cycle_range(&tx->c, disk, off, len, NULL) < 0)
+		return -ERANGE;
+	if (tx->inflight >= tx->cfg.max_inflight) {
+		tx->want_more = true;
+		return -EAGAIN;
+	}
+	return 0;
+}
+
+int rep_tx_extent(struct rep_tx *tx, uint32_t disk, uint64_t off, void *buf, size_t len)
+{
+	struct tx_item *i;
+	int rc;
+
+	if (!buf || len > REP_EXTENT_MAX)
+		return tx->state == TX_OPEN ? -EINVAL : -EPIPE;
+	rc = push_check(tx, disk, off, len);
+	if (rc < 0)
+		return rc;
+	i = item_add(tx, REP_KIND_EXTENT, len);
+	if (!i)
+		return -ENOMEM;
+	i->disk = disk;
+	i->off = off;
+	i->len = len;
+	i->buf = buf;
+	i->scratch = rep_buf_get(tx->x); /* none: sent raw */
+	i->on_worker = true;
+	tx->working++;
+	exec_item_init(&i->work, work_fn, work_done);
+	exec_push(rep_ctx_queue(tx->x), &i->work, NULL);
+	return 0;
+}
+
+int rep_tx_zero(struct rep_tx *tx, uint32_t disk, uint64_t off, uint64_t len)
+{
+	struct tx_item *i;
+	int rc = push_check(tx, disk, off, len);
+
+	if (rc < 0)
+		return rc;
+	i = item_add(tx, REP_KIND_ZERO, 0);
+	if (!i)
+		return -ENOMEM;
+	rep_enc_zero(&i->enc, i->seq, disk, off, len);
+	i->ready = true;
+	enter(tx);
+	leave(tx, true);
+	return 0;
+}
+
+int rep_tx_finish(struct rep_tx *tx)
+{
+	if (tx->state != TX_OPEN)
+		return -EPIPE;
+	if (!item_add(tx, REP_KIND_END, 0))
+		return -ENOMEM;
+	tx->state = TX_FINISHING;
+	enter(tx);
+	leave(tx, true);
+	return 0;
+}
+
+const struct rep_tx_stats *rep_tx_stats(const struct rep_tx *tx)
+{
+	return &tx->s;
+}
+
+void rep_tx_abort(struct rep_tx *tx, int err, const char *fmt, ...)
+{
+	char msg[REP_MSG_MAX];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	enter(tx);
+	tx->told = true;
+	fail(tx, err < 0 ? err : -ECANCELED, "%s", msg);
+	leave(tx, true);
+}
