@@ -4,8 +4,8 @@
  * page fault: ~90 us per MiB measured, a tenth of the time TLS takes to
  * carry it) nor for fresh zstd contexts.
  *
- * Buffers are taken and given back on the loop thread only; contexts on
- * the workers, under a mutex held for a pointer swap.
+ * Buffers and contexts are taken and given back on any thread, under a
+ * mutex held for a pointer swap.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -13,15 +13,18 @@
 
 #include "replica/rep_stream_priv.h"
 
-#define KEEP_BUFS 16u
+#define CLASSES 3
+#define KEEP_BUFS 16u /* per class: at most 21 MiB kept idle */
 #define KEEP_CTX 8u
+
+static const size_t class_size[CLASSES] = { 64u << 10, 256u << 10, REP_BUF_SIZE };
 
 struct rep_ctx {
 	struct exec_queue *q;
 	unsigned refs;
-	void *bufs[KEEP_BUFS];
-	unsigned nbufs;
 	pthread_mutex_t lock;
+	void *bufs[CLASSES][KEEP_BUFS];
+	unsigned nbufs[CLASSES];
 	ZSTD_CCtx *cc[KEEP_CTX];
 	ZSTD_DCtx *dc[KEEP_CTX];
 	unsigned ncc, ndc;
@@ -54,8 +57,9 @@ void rep_ctx_free(struct rep_ctx *x)
 {
 	if (!x || --x->refs > 0)
 		return;
-	for (unsigned i = 0; i < x->nbufs; i++)
-		free(x->bufs[i]);
+	for (unsigned c = 0; c < CLASSES; c++)
+		for (unsigned i = 0; i < x->nbufs[c]; i++)
+			free(x->bufs[c][i]);
 	for (unsigned i = 0; i < x->ncc; i++)
 		ZSTD_freeCCtx(x->cc[i]);
 	for (unsigned i = 0; i < x->ndc; i++)
@@ -69,21 +73,47 @@ struct exec_queue *rep_ctx_queue(const struct rep_ctx *x)
 	return x->q;
 }
 
-void *rep_buf_get(struct rep_ctx *x)
+static unsigned class_of(size_t size)
 {
-	if (x->nbufs)
-		return x->bufs[--x->nbufs];
-	return malloc(REP_BUF_SIZE);
+	unsigned c = 0;
+
+	while (c + 1 < CLASSES && size > class_size[c])
+		c++;
+	return c;
 }
 
-void rep_buf_put(struct rep_ctx *x, void *p)
+void *rep_buf_get(struct rep_ctx *x, size_t size, size_t *cap)
 {
+	unsigned c = class_of(size);
+	void *p = NULL;
+
+	*cap = 0;
+	if (size > REP_BUF_SIZE)
+		return NULL;
+	pthread_mutex_lock(&x->lock);
+	if (x->nbufs[c])
+		p = x->bufs[c][--x->nbufs[c]];
+	pthread_mutex_unlock(&x->lock);
+	if (!p)
+		p = malloc(class_size[c]);
+	if (p)
+		*cap = class_size[c];
+	return p;
+}
+
+void rep_buf_put(struct rep_ctx *x, void *p, size_t cap)
+{
+	unsigned c = class_of(cap);
+
 	if (!p)
 		return;
-	if (x->nbufs < KEEP_BUFS)
-		x->bufs[x->nbufs++] = p;
-	else
-		free(p);
+	pthread_mutex_lock(&x->lock);
+	if (class_size[c] == cap && x->nbufs[c] < KEEP_BUFS) {
+		x->bufs[c][x->nbufs[c]++] = p;
+		p = NULL;
+	}
+	pthread_mutex_unlock(&x->lock);
+	free(p);
 }
 
 ZSTD_CCtx *rep_cctx_get(struct rep_ctx *x)

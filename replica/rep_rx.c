@@ -32,9 +32,9 @@ struct rep_rx_frame {
 	struct rep_rx *rx;
 	struct rep_rx_frame *next; /* in the queue, until handed to the sink */
 	struct rep_frame f;
-	uint8_t *buf;		   /* the frame's bytes: extents */
-	uint8_t *out;		   /* the decompressed bytes: zstd extents */
-	bool buf_pool, out_pool;   /* from rep_buf_get() */
+	uint8_t *buf;		   /* the frame's bytes (a pool buffer): extents */
+	uint8_t *out;		   /* the decompressed bytes (a pool buffer): zstd */
+	size_t buf_cap, out_cap;
 	size_t wire;		   /* its stream bytes, prefix included */
 	bool ready;
 	bool on_worker;
@@ -89,16 +89,8 @@ static void leave(struct rep_rx *rx);
 
 static void frame_free(struct rep_rx *rx, struct rep_rx_frame *fr)
 {
-	struct rep_ctx *x = rx->r->x;
-
-	if (fr->buf_pool)
-		rep_buf_put(x, fr->buf);
-	else
-		free(fr->buf);
-	if (fr->out_pool)
-		rep_buf_put(x, fr->out);
-	else
-		free(fr->out);
+	rep_buf_put(rx->r->x, fr->buf, fr->buf_cap);
+	rep_buf_put(rx->r->x, fr->out, fr->out_cap);
 	free(fr);
 }
 
@@ -181,32 +173,16 @@ static void work_done(struct exec_item *it)
 	leave(rx);
 }
 
-/* A buffer for @n bytes: a pool one if big, else exactly @n. */
-static uint8_t *buf_for(struct rep_rx *rx, size_t n, bool *pool)
-{
-	*pool = n > REP_BUF_BIG;
-	return *pool ? rep_buf_get(rx->r->x) : malloc(n ? n : 1);
-}
-
-/* An extent keeps its bytes: the framer's big buffer, or a copy of a small one. */
+/* An extent keeps the framer's buffer (the framer gets another), and a
+ * buffer to decompress into. */
 static int extent_take(struct rep_rx *rx, struct rep_rx_frame *fr)
 {
-	size_t n = rx->fr.need, at = (size_t)(fr->f.data - rx->fr.buf);
-
-	if (n > REP_BUF_BIG) {
-		fr->buf = rx->fr.buf;
-		fr->buf_pool = true;
-		rx->fr.buf = NULL;
-		rx->fr.cap = 0;
-	} else {
-		fr->buf = malloc(n);
-		if (!fr->buf)
-			return -ENOMEM;
-		memcpy(fr->buf, rx->fr.buf, n);
-	}
-	fr->f.data = fr->buf + at;
+	fr->buf = rx->fr.buf;
+	fr->buf_cap = rx->fr.cap;
+	rx->fr.buf = NULL;
+	rx->fr.cap = 0;
 	if (fr->f.codec == REP_CODEC_ZSTD) {
-		fr->out = buf_for(rx, (size_t)fr->f.length, &fr->out_pool);
+		fr->out = rep_buf_get(rx->r->x, (size_t)fr->f.length, &fr->out_cap);
 		if (!fr->out)
 			return -ENOMEM;
 	}
@@ -252,6 +228,22 @@ static void frame_take(struct rep_rx *rx)
 		fail(rx, -ENOMEM, "no memory for frame %llu", (unsigned long long)f.seq);
 }
 
+/* The framer knows the next frame's length: a pool buffer that fits it. */
+static int framer_buf(struct rep_rx *rx)
+{
+	size_t cap;
+	uint8_t *p = rep_buf_get(rx->r->x, rx->fr.need, &cap);
+
+	if (!p) {
+		fail(rx, -ENOMEM, "no memory for a frame of %zu bytes", rx->fr.need);
+		return -ENOMEM;
+	}
+	rep_buf_put(rx->r->x, rx->fr.buf, rx->fr.cap);
+	rx->fr.buf = p;
+	rx->fr.cap = cap;
+	return 0;
+}
+
 /* Bytes of the stream into frames while there is room; the bytes used. */
 static size_t feed(struct rep_rx *rx, const uint8_t *p, size_t n)
 {
@@ -259,18 +251,15 @@ static size_t feed(struct rep_rx *rx, const uint8_t *p, size_t n)
 	struct rep_err e;
 
 	while (!rx->failed && used < n && rx->nframes < rx->r->cfg.max_frames) {
-		ssize_t k;
+		ssize_t k = rep_framer_feed(&rx->fr, p + used, n - used, &e);
 
-		if (!rx->fr.buf) {
-			rx->fr.buf = rep_buf_get(rx->r->x);
-			rx->fr.cap = rx->fr.buf ? REP_BUF_SIZE : 0;
-		}
-		k = rep_framer_feed(&rx->fr, p + used, n - used, &e);
 		if (k < 0) {
 			fail(rx, (int)k, "%s", e.msg);
 			break;
 		}
 		used += (size_t)k;
+		if (rep_framer_wants(&rx->fr) && framer_buf(rx) < 0)
+			break;
 		if (rx->fr.whole) {
 			frame_take(rx);
 			rep_framer_next(&rx->fr);
@@ -380,7 +369,7 @@ static void rx_free(struct rep_rx *rx)
 			break;
 		}
 	}
-	rep_buf_put(r->x, rx->fr.buf);
+	rep_buf_put(r->x, rx->fr.buf, rx->fr.cap);
 	free(rx->backlog);
 	free(rx);
 	recv_unref(r);
@@ -463,6 +452,7 @@ static int rx_open(struct chan_stream *st, const void *hdr, size_t len, void *op
 		goto out;
 	rx->r = r;
 	rx->st = st;
+	rx->fr.fixed = true;
 	snprintf(rx->peer, sizeof(rx->peer), "%s", chan_stream_peer(st));
 	rc = rep_cycle_decode(hdr, len, &rx->c, &e);
 	if (rc == 0) {

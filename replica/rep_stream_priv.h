@@ -12,19 +12,21 @@
 
 #include "replica/rep_stream.h"
 
-/* Buffers of REP_FRAME_MAX bytes: frames and decompressed extents. */
+/*
+ * Buffers come in three sizes, each kept in a pool of its own: frames and
+ * zstd's output vary from a few KiB to REP_FRAME_MAX, and a big buffer held
+ * for a small frame would make the memory bound four times the bytes.
+ */
 #define REP_BUF_SIZE REP_FRAME_MAX
-/* Smaller ones are plain malloc'd: a big buffer held for a few KiB would
- * make the memory bound four times the bytes, not once. */
-#define REP_BUF_BIG (REP_BUF_SIZE / 4)
 
 struct rep_ctx *rep_ctx_ref(struct rep_ctx *x);
 struct exec_queue *rep_ctx_queue(const struct rep_ctx *x);
 
-/* Loop thread. A buffer of REP_BUF_SIZE bytes, or NULL. */
-void *rep_buf_get(struct rep_ctx *x);
-/* Back to the pool, or freed past what it keeps; NULL is a no-op. */
-void rep_buf_put(struct rep_ctx *x, void *p);
+/* Any thread. A buffer of at least @size (<= REP_BUF_SIZE) bytes, its
+ * capacity in *@cap; NULL when out of memory. */
+void *rep_buf_get(struct rep_ctx *x, size_t size, size_t *cap);
+/* Back to its pool (or freed past what the pool keeps); NULL is a no-op. */
+void rep_buf_put(struct rep_ctx *x, void *p, size_t cap);
 
 /* Any thread. A context ready for use, or NULL; give it back after. */
 ZSTD_CCtx *rep_cctx_get(struct rep_ctx *x);

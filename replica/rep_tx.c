@@ -7,6 +7,11 @@
  * frames leave in push order whatever order the workers finish in; the
  * digest is chained as each starts to be written.
  *
+ * zstd saves the wire, never at the wire's expense: while the channel takes
+ * all we have and then waits for the next frame's encoding, the workers are
+ * the bottleneck, and extents pushed meanwhile go without zstd (hurry);
+ * once the channel is the one that cannot take more, zstd is back.
+ *
  *   OPEN -> FINISHING (end queued) -> FIN_SENT (waiting for the answer) -> OVER
  *   any -> OVER on a failure or the caller's abort
  *
@@ -37,13 +42,15 @@ struct tx_item {
 	struct tx_item *next;
 	enum rep_kind kind; /* as pushed: an extent may be encoded as a zero range */
 	bool ready;	    /* encoded */
+	bool hurry;	    /* no zstd: the workers were behind the channel */
 	bool on_worker;
 	bool counted;	    /* in the tally */
 	uint64_t seq;
 	uint32_t disk;
 	uint64_t off, len;
 	void *buf;	    /* the caller's bytes, until released */
-	uint8_t *scratch;   /* zstd's output (a pool buffer) */
+	uint8_t *scratch;   /* zstd's output (a pool buffer), taken by the worker */
+	size_t scratch_cap;
 	struct rep_enc enc;
 	size_t woff;	    /* bytes of hdr + data written */
 	size_t cost;	    /* counted in tx->inflight */
@@ -69,6 +76,8 @@ struct rep_tx {
 	enum tx_state state;
 	bool told;	/* done() called, or the caller aborted: no more callbacks */
 	bool want_more; /* a push was refused with -EAGAIN */
+	bool chan_full; /* the channel took less than we had: it is the bottleneck */
+	bool hurry;	/* the channel waited for the workers: extents go without zstd */
 	uint64_t next_seq;
 	struct tx_item *head, *tail;
 	unsigned working; /* items on workers */
@@ -112,7 +121,7 @@ static void buf_release(struct rep_tx *tx, struct tx_item *i)
 static void item_free(struct rep_tx *tx, struct tx_item *i)
 {
 	buf_release(tx, i);
-	rep_buf_put(tx->x, i->scratch);
+	rep_buf_put(tx->x, i->scratch, i->scratch_cap);
 	tx->inflight -= i->cost;
 	free(i);
 }
@@ -197,6 +206,7 @@ static int item_count(struct rep_tx *tx, struct tx_item *i)
 		return rc;
 	}
 	i->counted = true;
+	tx->s.hurried += i->hurry && f->kind == REP_KIND_EXTENT;
 	if (f->kind == REP_KIND_EXTENT) {
 		tx->s.extents++;
 		tx->s.raw_bytes += f->length;
@@ -238,11 +248,18 @@ static void pump(struct rep_tx *tx)
 			rep_enc_end(&i->enc, &tx->t);
 			i->ready = true;
 		}
-		if (!i->ready || (!i->counted && item_count(tx, i) < 0))
+		if (!i->ready) {
+			tx->hurry = tx->hurry || !tx->chan_full;
+			return;
+		}
+		if (!i->counted && item_count(tx, i) < 0)
 			return;
 		rc = item_write(tx, i);
-		if (rc == 0)
+		if (rc == 0) {
+			tx->chan_full = true;
+			tx->hurry = false;
 			return;
+		}
 		if (rc < 0) {
 			fail(tx, rc, "cannot write to the stream: %s", strerror(-rc));
 			return;
@@ -294,7 +311,8 @@ static void leave(struct rep_tx *tx, bool caller)
 			pump(tx);
 		if (!caller && more_due(tx)) {
 			tx->want_more = false;
-			tx->ops.more(tx, tx->opaque);
+			if (tx->ops.more)
+				tx->ops.more(tx, tx->opaque);
 		}
 	} while (tx->again);
 	tx->depth = 0;
@@ -319,6 +337,7 @@ static void st_writable(struct chan_stream *st, void *opaque)
 	struct rep_tx *tx = opaque;
 
 	enter(tx);
+	tx->chan_full = false;
 	leave(tx, false);
 }
 
@@ -363,9 +382,15 @@ static void work_fn(struct exec_item *it)
 {
 	struct tx_item *i = EXEC_CONTAINER_OF(it, struct tx_item, work);
 	struct rep_ctx *x = i->tx->x; /* set at open, never written again */
-	ZSTD_CCtx *cc = i->scratch ? rep_cctx_get(x) : NULL;
+	ZSTD_CCtx *cc = rep_cctx_get(x);
+	size_t len = (size_t)i->len;
+	enum rep_plan plan = rep_enc_plan(i->hurry ? NULL : cc, i->buf, len);
 
-	rep_enc_extent(&i->enc, cc, i->scratch, i->seq, i->disk, i->off, i->buf, (size_t)i->len);
+	if (plan == REP_PLAN_ZSTD) {
+		i->scratch = rep_buf_get(x, REP_ZSTD_KEEP(len), &i->scratch_cap);
+		plan = i->scratch ? plan : REP_PLAN_RAW;
+	}
+	rep_enc_extent(&i->enc, plan, cc, i->scratch, i->seq, i->disk, i->off, i->buf, len);
 	if (cc)
 		rep_cctx_put(x, cc);
 }
@@ -387,7 +412,7 @@ static void work_done(struct exec_item *it)
 		if (i->enc.data != i->buf)
 			buf_release(tx, i); /* zstd or zeros: the bytes are not needed */
 		if (i->enc.data != i->scratch) {
-			rep_buf_put(tx->x, i->scratch);
+			rep_buf_put(tx->x, i->scratch, i->scratch_cap);
 			i->scratch = NULL;
 		}
 	}
@@ -499,7 +524,7 @@ int rep_tx_extent(struct rep_tx *tx, uint32_t disk, uint64_t off, void *buf, siz
 	i->off = off;
 	i->len = len;
 	i->buf = buf;
-	i->scratch = rep_buf_get(tx->x); /* none: sent raw */
+	i->hurry = tx->hurry;
 	i->on_worker = true;
 	tx->working++;
 	exec_item_init(&i->work, work_fn, work_done);

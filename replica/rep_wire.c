@@ -350,26 +350,47 @@ void rep_enc_zero(struct rep_enc *en, uint64_t seq, uint32_t disk, uint64_t off,
 	enc_put(en);
 }
 
-/* zstd into @scratch, bounded so output that would not be kept stops it early. */
-static size_t zstd_try(ZSTD_CCtx *cc, uint8_t *scratch, const void *buf, size_t len)
+/* zstd into @out, bounded at @cap so output that would not be kept stops it
+ * early; 0 when it did not fit. */
+static size_t zstd_try(ZSTD_CCtx *cc, uint8_t *out, size_t cap, const void *buf, size_t len)
 {
 	size_t n;
 
 	ZSTD_CCtx_reset(cc, ZSTD_reset_session_only);
 	if (ZSTD_isError(ZSTD_CCtx_setParameter(cc, ZSTD_c_compressionLevel, REP_ZSTD_LEVEL)))
 		return 0;
-	n = ZSTD_compress2(cc, scratch, REP_ZSTD_KEEP(len), buf, len);
+	n = ZSTD_compress2(cc, out, cap, buf, len);
 	return ZSTD_isError(n) ? 0 : n;
 }
 
-int rep_enc_extent(struct rep_enc *en, ZSTD_CCtx *cc, uint8_t *scratch, uint64_t seq,
-		   uint32_t disk, uint64_t off, const void *buf, size_t len)
+/* Slices spread over the extent: do they shrink by a sixteenth? */
+static bool probe(ZSTD_CCtx *cc, const uint8_t *buf, size_t len)
+{
+	uint8_t sample[REP_PROBE_SLICES * REP_PROBE_SLICE], out[sizeof(sample)];
+	size_t step = len / REP_PROBE_SLICES;
+
+	for (unsigned i = 0; i < REP_PROBE_SLICES; i++)
+		memcpy(sample + i * REP_PROBE_SLICE, buf + i * step, REP_PROBE_SLICE);
+	return zstd_try(cc, out, sizeof(sample) - sizeof(sample) / 16, sample, sizeof(sample)) > 0;
+}
+
+enum rep_plan rep_enc_plan(ZSTD_CCtx *cc, const void *buf, size_t len)
+{
+	if (all_zero(buf, len))
+		return REP_PLAN_ZERO;
+	if (!cc || (len >= REP_PROBE_MIN && !probe(cc, buf, len)))
+		return REP_PLAN_RAW;
+	return REP_PLAN_ZSTD;
+}
+
+int rep_enc_extent(struct rep_enc *en, enum rep_plan plan, ZSTD_CCtx *cc, uint8_t *scratch,
+		   uint64_t seq, uint32_t disk, uint64_t off, const void *buf, size_t len)
 {
 	size_t z = 0;
 
-	if (!len || len > REP_EXTENT_MAX || !buf)
+	if (!len || len > REP_EXTENT_MAX || !buf || (plan == REP_PLAN_ZSTD && (!cc || !scratch)))
 		return -EINVAL;
-	if (all_zero(buf, len)) {
+	if (plan == REP_PLAN_ZERO) {
 		rep_enc_zero(en, seq, disk, off, len);
 		return 0;
 	}
@@ -383,8 +404,8 @@ int rep_enc_extent(struct rep_enc *en, ZSTD_CCtx *cc, uint8_t *scratch, uint64_t
 	en->f.codec = REP_CODEC_NONE;
 	en->data = buf;
 	en->dlen = len;
-	if (cc && scratch)
-		z = zstd_try(cc, scratch, buf, len);
+	if (plan == REP_PLAN_ZSTD)
+		z = zstd_try(cc, scratch, REP_ZSTD_KEEP(len), buf, len);
 	if (z) {
 		en->f.codec = REP_CODEC_ZSTD;
 		en->data = scratch;
@@ -425,7 +446,7 @@ static int framer_size(struct rep_framer *fr, struct rep_err *e)
 			    REP_FRAME_MAX);
 	if (!len)
 		return fail(e, -EPROTO, "an empty frame");
-	if (fr->cap < len) {
+	if (fr->cap < len && !fr->fixed) {
 		p = realloc(fr->buf, len);
 		if (!p)
 			return fail(e, -ENOMEM, "no memory for a frame of %u bytes", len);
@@ -453,11 +474,18 @@ ssize_t rep_framer_feed(struct rep_framer *fr, const uint8_t *p, size_t n, struc
 		if (rc < 0)
 			return rc;
 	}
+	if (fr->cap < fr->need)
+		return (ssize_t)used; /* fixed: the caller installs a buffer */
 	k = n - used < fr->need - fr->have ? n - used : fr->need - fr->have;
 	memcpy(fr->buf + fr->have, p + used, k);
 	fr->have += k;
 	fr->whole = fr->have == fr->need;
 	return (ssize_t)(used + k);
+}
+
+bool rep_framer_wants(const struct rep_framer *fr)
+{
+	return fr->npfx == REP_PREFIX_LEN && fr->need && fr->cap < fr->need;
 }
 
 void rep_framer_next(struct rep_framer *fr)

@@ -18,8 +18,12 @@
  * Measured here (EPYC, one core, 1 MiB extents): zstd's decompression costs
  * 0.9-1.6 ns per byte it saves at ratios up to 0.8 but 2-3.4 ns between 0.85
  * and 0.93, while a byte through TLS costs ~1.6 ns (both ends): past 7/8 the
- * receiver would spend more CPU than the wire saves. Random data fails fast
- * (zstd stops once the output is full: ~4 GB/s).
+ * receiver would spend more CPU than the wire saves. Whether to try at all
+ * is decided first (rep_enc_plan): an extent of REP_PROBE_MIN bytes or more
+ * is tried only if REP_PROBE_SLICES slices spread over it shrink by a
+ * sixteenth (half the keeping margin, so the probe errs towards trying). On
+ * random data zstd "fails" at ~4 GB/s, but by copying the input into its
+ * output as raw blocks: the probe saves that pass and the buffer.
  *
  * Digest: CRC32C, per extent over its raw bytes (checked as each frame is
  * decoded, before anything is written) and chained over every frame in
@@ -68,6 +72,9 @@
 #define REP_ZSTD_LEVEL 1
 /* The most bytes zstd may produce for @raw bytes and still be kept. */
 #define REP_ZSTD_KEEP(raw) ((raw) - (raw) / 8)
+#define REP_PROBE_MIN (64u << 10)	/* smaller extents are simply tried */
+#define REP_PROBE_SLICES 8u
+#define REP_PROBE_SLICE 512u
 /* An encoded frame's bytes before its data: prefix, metadata, data key. */
 #define REP_ENC_HDR_MAX 96u
 
@@ -179,15 +186,30 @@ struct rep_enc {
 	struct rep_frame f;  /* what was encoded: an extent may have become a zero range */
 };
 
+/* How an extent goes (rep_enc_plan). */
+enum rep_plan {
+	REP_PLAN_ZERO, /* all zeros: a zero range */
+	REP_PLAN_RAW,  /* as it is */
+	REP_PLAN_ZSTD, /* worth a zstd attempt */
+};
+
 /*
- * Encode extent @seq: @len (1 to REP_EXTENT_MAX) bytes of @buf (borrowed,
- * and referenced by @en->data if they go raw) at @off of disk @disk. All
- * zeros become a zero range; else with @cc (NULL: never compress) zstd
- * writes into @scratch (REP_ZSTD_KEEP(@len) bytes at least), used when it
- * saves an eighth. Deterministic. 0 or -EINVAL (bad length). Any thread.
+ * The plan for @len (1 to REP_EXTENT_MAX) bytes of @buf: zeros, raw (no
+ * @cc, or the probe found too little to gain: top of file), or a zstd
+ * attempt. Deterministic. Any thread.
  */
-int rep_enc_extent(struct rep_enc *en, ZSTD_CCtx *cc, uint8_t *scratch, uint64_t seq,
-		   uint32_t disk, uint64_t off, const void *buf, size_t len);
+enum rep_plan rep_enc_plan(ZSTD_CCtx *cc, const void *buf, size_t len);
+
+/*
+ * Encode extent @seq, @len (1 to REP_EXTENT_MAX) bytes of @buf (borrowed,
+ * and referenced by @en->data if they go raw) at @off of disk @disk, as
+ * @plan says; for REP_PLAN_ZSTD, @cc writes into @scratch
+ * (REP_ZSTD_KEEP(@len) bytes at least), which is used when that saves an
+ * eighth. Deterministic. 0 or -EINVAL (a bad length, or no @cc or
+ * @scratch for REP_PLAN_ZSTD). Any thread.
+ */
+int rep_enc_extent(struct rep_enc *en, enum rep_plan plan, ZSTD_CCtx *cc, uint8_t *scratch,
+		   uint64_t seq, uint32_t disk, uint64_t off, const void *buf, size_t len);
 
 /* Encode zero range @seq of @len bytes at @off of disk @disk. */
 void rep_enc_zero(struct rep_enc *en, uint64_t seq, uint32_t disk, uint64_t off, uint64_t len);
@@ -199,8 +221,10 @@ void rep_enc_end(struct rep_enc *en, const struct rep_tally *t);
 
 /*
  * Splits the stream's bytes into frame payloads. @buf holds the frame being
- * received (capacity @cap); rep_framer_feed() grows it as needed unless the
- * caller gave one of REP_FRAME_MAX bytes.
+ * received (capacity @cap). rep_framer_feed() grows it as needed, unless
+ * @fixed: then it stops once a frame's length is known and @buf is too
+ * small (rep_framer_wants()), and the caller installs one of at least
+ * @need bytes (and takes back the old one) before feeding on.
  */
 struct rep_framer {
 	uint8_t pfx[REP_PREFIX_LEN];
@@ -209,15 +233,20 @@ struct rep_framer {
 	size_t cap;
 	size_t need, have; /* payload bytes: expected, received */
 	bool whole;	   /* buf[0..need) is a complete payload */
+	bool fixed;
 };
 
 /*
- * Take bytes of @p (@n) until one frame is whole (*@whole true: its payload
- * is fr->buf[0..fr->need)); returns the bytes used, or -EMSGSIZE (a length
- * over REP_FRAME_MAX) or -ENOMEM. Call rep_framer_next() before feeding
- * again once a frame was whole.
+ * Take bytes of @p (@n) until one frame is whole (fr->whole: its payload
+ * is fr->buf[0..fr->need)), or, @fixed, a bigger buffer is wanted; returns
+ * the bytes used, or -EMSGSIZE (a length over REP_FRAME_MAX), -EPROTO (an
+ * empty frame) or -ENOMEM. Call rep_framer_next() before feeding again
+ * once a frame was whole.
  */
 ssize_t rep_framer_feed(struct rep_framer *fr, const uint8_t *p, size_t n, struct rep_err *e);
+
+/* @fixed: the frame's length is known and @buf cannot hold it. */
+bool rep_framer_wants(const struct rep_framer *fr);
 
 /* Forget the whole frame; its buffer is kept for the next one. */
 void rep_framer_next(struct rep_framer *fr);

@@ -150,3 +150,5 @@ echo
 "$(dirname "$0")"/ownership.sh "$BUILD"
 "$(dirname "$0")"/migration.sh "$BUILD"
 "$(dirname "$0")"/migration_storage.sh "$BUILD"
+echo
+"$BUILD/tools/rep_bench"

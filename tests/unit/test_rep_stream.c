@@ -533,7 +533,7 @@ static void raw_cycle(struct h *h, void (*mangle)(uint8_t *p, size_t *n, const s
 		if (i == 3)
 			rep_enc_zero(&en, i + 1, 1, 0, 4096);
 		else if (i < 3)
-			rep_enc_extent(&en, NULL, NULL, i + 1, 0, (uint64_t)i << 16,
+			rep_enc_extent(&en, REP_PLAN_RAW, NULL, NULL, i + 1, 0, (uint64_t)i << 16,
 				       src_disk[0] + (65536u * 3), 65536);
 		else
 			rep_enc_end(&en, &t);

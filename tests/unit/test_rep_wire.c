@@ -155,6 +155,15 @@ static int decode(const struct bytes *h, const struct bytes *s, size_t step, str
 	return rc;
 }
 
+/* What the stream's worker does: plan, then encode. */
+static int enc(struct rep_enc *en, ZSTD_CCtx *cc, uint8_t *scratch, uint64_t seq, uint32_t disk,
+	       uint64_t off, const void *buf, size_t len)
+{
+	enum rep_plan plan = rep_enc_plan(cc, buf, len);
+
+	return rep_enc_extent(en, plan, cc, scratch, seq, disk, off, buf, len);
+}
+
 /* The test cycle: text, random, zeros, a zero range, random again, the end. */
 struct sample {
 	uint8_t text[200000], rnd[70000], zeros[8192], small[3];
@@ -186,19 +195,19 @@ static struct sample *sample_make(void)
 	memcpy(s->small, "abc", 3);
 	header_make(&s->hdr);
 	rep_tally_init(&s->t, s->hdr.p, s->hdr.n);
-	assert_int_equal(rep_enc_extent(&en, cc, scratch, 1, 0, 4096, s->text, sizeof(s->text)), 0);
+	assert_int_equal(enc(&en, cc, scratch, 1, 0, 4096, s->text, sizeof(s->text)), 0);
 	assert_int_equal(en.f.codec, REP_CODEC_ZSTD);
 	sample_add(s, &en);
-	assert_int_equal(rep_enc_extent(&en, cc, scratch, 2, 1, DISK1 - sizeof(s->rnd), s->rnd,
+	assert_int_equal(enc(&en, cc, scratch, 2, 1, DISK1 - sizeof(s->rnd), s->rnd,
 					sizeof(s->rnd)), 0);
 	assert_int_equal(en.f.codec, REP_CODEC_NONE);
 	sample_add(s, &en);
-	assert_int_equal(rep_enc_extent(&en, cc, scratch, 3, 0, 0, s->zeros, sizeof(s->zeros)), 0);
+	assert_int_equal(enc(&en, cc, scratch, 3, 0, 0, s->zeros, sizeof(s->zeros)), 0);
 	assert_int_equal(en.f.kind, REP_KIND_ZERO);
 	sample_add(s, &en);
 	rep_enc_zero(&en, 4, 1, 1ull << 30, 1ull << 32);
 	sample_add(s, &en);
-	assert_int_equal(rep_enc_extent(&en, cc, scratch, 5, 0, 7, s->small, 3), 0);
+	assert_int_equal(enc(&en, cc, scratch, 5, 0, 7, s->small, 3), 0);
 	sample_add(s, &en);
 	rep_enc_end(&en, &s->t);
 	s->frame_at[s->nframes++] = s->stream.n;
@@ -423,46 +432,53 @@ static void compression_decision(void **state)
 	size_t page = 4096;
 
 	fill_text(buf, REP_EXTENT_MAX);
-	assert_int_equal(rep_enc_extent(&en, cc, scratch, 1, 0, 0, buf, REP_EXTENT_MAX), 0);
+	assert_int_equal(enc(&en, cc, scratch, 1, 0, 0, buf, REP_EXTENT_MAX), 0);
 	assert_int_equal(en.f.codec, REP_CODEC_ZSTD);
 	assert_true(en.dlen <= REP_ZSTD_KEEP(REP_EXTENT_MAX));
 	assert_ptr_equal(en.data, scratch);
 	/* deterministic: the same bytes twice */
-	assert_int_equal(rep_enc_extent(&en2, cc, scratch + 0, 1, 0, 0, buf, REP_EXTENT_MAX), 0);
+	assert_int_equal(enc(&en2, cc, scratch, 1, 0, 0, buf, REP_EXTENT_MAX), 0);
 	assert_true(en.hlen == en2.hlen && en.dlen == en2.dlen);
 	assert_memory_equal(en.hdr, en2.hdr, en.hlen);
 	/* no context: raw */
-	assert_int_equal(rep_enc_extent(&en, NULL, NULL, 1, 0, 0, buf, REP_EXTENT_MAX), 0);
+	assert_int_equal(enc(&en, NULL, NULL, 1, 0, 0, buf, REP_EXTENT_MAX), 0);
 	assert_int_equal(en.f.codec, REP_CODEC_NONE);
 
 	fill_random(buf, REP_EXTENT_MAX);
-	assert_int_equal(rep_enc_extent(&en, cc, scratch, 1, 0, 0, buf, REP_EXTENT_MAX), 0);
+	assert_int_equal(rep_enc_plan(cc, buf, REP_EXTENT_MAX), REP_PLAN_RAW); /* not even tried */
+	assert_int_equal(rep_enc_plan(cc, buf, REP_PROBE_MIN - 1), REP_PLAN_ZSTD); /* small: tried */
+	assert_int_equal(enc(&en, cc, scratch, 1, 0, 0, buf, REP_EXTENT_MAX), 0);
 	assert_int_equal(en.f.codec, REP_CODEC_NONE);
 	assert_ptr_equal(en.data, buf);
-	/* one page in ten compressible: saves less than an eighth, goes raw */
+	assert_int_equal(enc(&en, cc, scratch, 1, 0, 0, buf, REP_PROBE_MIN - 1), 0);
+	assert_int_equal(en.f.codec, REP_CODEC_NONE);
+	/* one page in ten compressible: the probe says try, but it saves less
+	 * than an eighth: raw */
 	for (size_t o = 0; o < REP_EXTENT_MAX; o += page)
 		if ((o / page) % 10 == 0)
 			fill_text(buf + o, page);
-	assert_int_equal(rep_enc_extent(&en, cc, scratch, 1, 0, 0, buf, REP_EXTENT_MAX), 0);
+	assert_int_equal(rep_enc_plan(cc, buf, REP_EXTENT_MAX), REP_PLAN_ZSTD);
+	assert_int_equal(enc(&en, cc, scratch, 1, 0, 0, buf, REP_EXTENT_MAX), 0);
 	assert_int_equal(en.f.codec, REP_CODEC_NONE);
 	/* half of them: compressed */
 	for (size_t o = 0; o < REP_EXTENT_MAX; o += page)
 		if ((o / page) % 2 == 0)
 			fill_text(buf + o, page);
-	assert_int_equal(rep_enc_extent(&en, cc, scratch, 1, 0, 0, buf, REP_EXTENT_MAX), 0);
+	assert_int_equal(enc(&en, cc, scratch, 1, 0, 0, buf, REP_EXTENT_MAX), 0);
 	assert_int_equal(en.f.codec, REP_CODEC_ZSTD);
 
 	memset(buf, 0, REP_EXTENT_MAX);
-	assert_int_equal(rep_enc_extent(&en, cc, scratch, 9, 1, 8192, buf, REP_EXTENT_MAX), 0);
+	assert_int_equal(enc(&en, cc, scratch, 9, 1, 8192, buf, REP_EXTENT_MAX), 0);
 	assert_int_equal(en.f.kind, REP_KIND_ZERO);
 	assert_true(en.f.length == REP_EXTENT_MAX && en.f.offset == 8192 && en.dlen == 0);
 	buf[REP_EXTENT_MAX - 1] = 1; /* the last byte counts */
-	assert_int_equal(rep_enc_extent(&en, cc, scratch, 9, 1, 8192, buf, REP_EXTENT_MAX), 0);
+	assert_int_equal(enc(&en, cc, scratch, 9, 1, 8192, buf, REP_EXTENT_MAX), 0);
 	assert_int_equal(en.f.kind, REP_KIND_EXTENT);
 
-	assert_int_equal(rep_enc_extent(&en, cc, scratch, 1, 0, 0, buf, 0), -EINVAL);
-	assert_int_equal(rep_enc_extent(&en, cc, scratch, 1, 0, 0, buf, REP_EXTENT_MAX + 1),
-			 -EINVAL);
+	assert_int_equal(rep_enc_extent(&en, REP_PLAN_RAW, cc, scratch, 1, 0, 0, buf, 0), -EINVAL);
+	assert_int_equal(rep_enc_extent(&en, REP_PLAN_RAW, cc, scratch, 1, 0, 0, buf,
+					REP_EXTENT_MAX + 1), -EINVAL);
+	assert_int_equal(rep_enc_extent(&en, REP_PLAN_ZSTD, cc, NULL, 1, 0, 0, buf, 100), -EINVAL);
 	ZSTD_freeCCtx(cc);
 	free(buf);
 	free(scratch);
@@ -706,7 +722,7 @@ static void golden_cycle(void **state)
 	header_make(&h);
 	o = hex_line(o, "header", h.p, h.n);
 	rep_tally_init(&t, h.p, h.n);
-	assert_int_equal(rep_enc_extent(&en, NULL, NULL, 1, 0, 512, raw, sizeof(raw)), 0);
+	assert_int_equal(rep_enc_extent(&en, REP_PLAN_RAW, NULL, NULL, 1, 0, 512, raw, sizeof(raw)), 0);
 	assert_int_equal(rep_tally_add(&t, &en.f, &e), 0);
 	o = hex_line(o, "extent", en.hdr, en.hlen);
 	o = hex_line(o, "  data", en.data, en.dlen);
