@@ -122,8 +122,11 @@ def instances(prefix, uuid):
             parent = ""
         if k is None or state in ("Z", "X", "T", "t") or parent == "hcad":
             continue
-        found.append((k, int(d)))
-    return sorted(found)
+        found.append((k, int(d), int(ppid)))
+    # -daemonize forks twice: while the middle process lives, a QEMU's
+    # parent is another process of the same VM; count the last of a chain
+    parents = {pp for _, _, pp in found}
+    return sorted((k, p) for k, p, _ in found if p not in parents)
 
 
 def watch(prefix, uuid, dc, name, out):

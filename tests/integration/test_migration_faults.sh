@@ -60,15 +60,21 @@ hcad_restart() {
 # -daemonize launcher, whose parent is hcad; not zombies).
 qemu_list() {
 	local u=$1 k p st
+	local -A parent=()
+	local found=()
 	for k in 1 2 3; do
 		for p in $(ip netns pids "$HCA_DC_NETNS-node$k" 2>/dev/null); do
 			tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline" | grep -q -- "-uuid $u" || continue
 			st=$(awk '{print $3, $4}' "/proc/$p/stat" 2>/dev/null)
 			case "${st% *}" in Z | X | '') continue ;; esac
 			[ "$(cat "/proc/${st#* }/comm" 2>/dev/null)" = hcad ] && continue
-			echo "node$k:$p"
+			parent[${st#* }]=1
+			found+=("node$k:$p")
 		done
 	done
+	# -daemonize forks twice: while the middle process lives, a QEMU's
+	# parent is another process of the same VM; the last of a chain counts
+	for k in "${found[@]}"; do [ -n "${parent[${k#*:}]:-}" ] || echo "$k"; done
 }
 # CPU ticks of a QEMU's vCPU threads ("CPU 0/TCG", "CPU 0/KVM").
 vcpu_ticks() {
