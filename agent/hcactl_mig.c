@@ -47,7 +47,7 @@ const char migrate_detail[] =
 	"                       volume is mirrored over TLS (only what it holds), the\n"
 	"                       source's copy removed once the VM runs there\n"
 	"  --target-storage W   with --with-storage: local (default: the node's own\n"
-	"                       storage); rbd is not supported yet\n"
+	"                       storage) or rbd (the cluster's pool, raw images)\n"
 	"\n"
 	"The progress line shows the phase, % done, what was sent and what is left,\n"
 	"the send and dirty rates in MiB/s, the ETA and the pass over memory. At the\n"

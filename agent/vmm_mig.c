@@ -88,6 +88,7 @@ static int tls_dir_make(struct vmm *m, char *dir, size_t len, char *err, size_t 
 /* ---- volumes that move: the notes and the clean-up ---- */
 
 #define NOTE_VOLS HV_MAX_DISKS
+#define RM_RETRY_S 5u
 
 struct note {
 	char peer[64];
@@ -145,7 +146,8 @@ static int note_read(const char *path, struct note *n)
 	n->epoch = e;
 	while (fgets(line, sizeof(line), f)) {
 		line[strcspn(line, "\n")] = '\0';
-		if (n->n >= NOTE_VOLS || !sto_vol_name_valid(line)) {
+		if (n->n >= NOTE_VOLS ||
+		    !sto_vol_name_valid(strncmp(line, "rbd:", 4) ? line : line + 4)) {
 			rc = -EBADMSG;
 			break;
 		}
@@ -153,6 +155,16 @@ static int note_read(const char *path, struct note *n)
 	}
 	fclose(f);
 	return rc;
+}
+
+/* A note's entry is VOLUME (this node's file storage) or rbd:VOLUME (the
+ * pool): its backend, and *@name moved past the prefix. */
+static struct sto_vols *note_vols(struct vmm *m, const char **name)
+{
+	if (strncmp(*name, "rbd:", 4))
+		return m->vols;
+	*name += 4;
+	return m->rbd;
 }
 
 struct vols_rm {
@@ -170,26 +182,53 @@ static void rm_fn(struct exec_item *it)
 {
 	struct vols_rm *r = EXEC_CONTAINER_OF(it, struct vols_rm, item);
 
-	for (size_t i = 0; !r->keep && i < r->n.n; i++)
-		if ((r->rc = sto_vol_remove(r->vm->m->vols, r->n.vols[i], r->err,
-					    sizeof(r->err))) < 0)
+	for (size_t i = 0; !r->keep && i < r->n.n; i++) {
+		const char *name = r->n.vols[i];
+		struct sto_vols *vols = note_vols(r->vm->m, &name);
+		if (!vols) {
+			r->rc = -ENODEV;
+			snprintf(r->err, sizeof(r->err), "no %s backend here", r->n.vols[i]);
+			return;
+		}
+		if ((r->rc = sto_vol_remove(vols, name, r->err, sizeof(r->err))) < 0)
 			return; /* the note stays: the next start tries again */
+	}
 	if (unlink(r->note) < 0 && errno != ENOENT)
 		r->rc = -errno;
+}
+
+static void leftovers(struct vmm *m, struct vm *v);
+
+static void rm_retry(void *data)
+{
+	struct vm *v = data;
+
+	if (!vmm_vm_put(v))
+		leftovers(v->m, v);
 }
 
 static void rm_done(struct exec_item *it)
 {
 	struct vols_rm *r = EXEC_CONTAINER_OF(it, struct vols_rm, item);
+	qb_loop_timer_handle t;
 
-	if (r->rc < 0)
-		qb_log(LOG_WARNING, "vm %s: volume left behind after a migration (%s): %s",
-		       r->vm->name, r->note, r->err[0] ? r->err : strerror(-r->rc));
-	else if (!r->keep && r->n.n)
-		qb_log(LOG_NOTICE, "vm %s: %zu local volume%s removed here: the migration %s",
-		       r->vm->name, r->n.n, r->n.n == 1 ? "" : "s",
-		       strstr(r->note, ".out") ? "committed on the destination"
-					       : "did not commit here");
+	if (r->rc < 0 && !exec_item_cancelled(it)) {
+		/* an RBD image a killed QEMU had open stays "in use" until Ceph
+		 * drops that client's watch (about 30 s): try again, quietly */
+		qb_log(r->vm->mig_rm_tries++ ? LOG_DEBUG : LOG_WARNING, "vm %s: volume left behind "
+		       "after a migration (%s): %s; trying again in %u s", r->vm->name, r->note,
+		       r->err[0] ? r->err : strerror(-r->rc), RM_RETRY_S);
+		r->vm->refs++;
+		qb_loop_timer_add(r->vm->m->loop, QB_LOOP_LOW, RM_RETRY_S * QB_TIME_NS_IN_SEC,
+				  r->vm, rm_retry, &t);
+	} else if (r->rc == 0) {
+		r->vm->mig_rm_tries = 0;
+		if (!r->keep && r->n.n)
+			qb_log(LOG_NOTICE, "vm %s: %zu volume%s removed here: the migration %s",
+			       r->vm->name, r->n.n, r->n.n == 1 ? "" : "s",
+			       strstr(r->note, ".out") ? "committed on the destination"
+						       : "did not commit here");
+	}
 	r->vm->mig_notes &= ~r->bit;
 	vmm_vm_put(r->vm);
 	free(r);
@@ -287,6 +326,7 @@ struct incoming {
 	uint64_t size[NOTE_VOLS];
 	enum sto_fmt fmt[NOTE_VOLS];
 	size_t made;
+	uint32_t rbd;   /* spec disks that come into the pool */
 	int rc;
 	char err[300];
 };
@@ -320,8 +360,11 @@ static void make_fn(struct exec_item *it)
 	note_path(m, in->vm->name, "in", path, sizeof(path));
 	done.n = 0;
 	for (in->made = 0; in->made < in->n.n; in->made++) {
-		in->rc = sto_vol_create(m->vols, in->n.vols[in->made], in->size[in->made],
-					in->fmt[in->made], in->err, sizeof(in->err));
+		const char *name = in->n.vols[in->made];
+		struct sto_vols *vols = note_vols(m, &name);
+		in->rc = vols ? sto_vol_create(vols, name, in->size[in->made], in->fmt[in->made],
+					       in->err, sizeof(in->err))
+			      : -ENODEV;
 		if (in->rc == -EEXIST)
 			snprintf(in->err, sizeof(in->err), "volume %s already exists on node %s "
 				 "(left by an earlier attempt?): remove it, or find out whose it is",
@@ -351,6 +394,7 @@ static void make_done(struct exec_item *it)
 	if (!rc) {
 		qb_log(LOG_INFO, "vm %s: %zu volume%s made for the incoming migration", v->name,
 		       in->made, in->made == 1 ? "" : "s");
+		v->mig_rbd = in->rbd; /* opened from the pool until the commit says so */
 		v->refs++;
 		rc = vmm_launch(v->m, v, "defer", incoming_started, in);
 		if (rc == 0)
@@ -395,6 +439,23 @@ static int incoming_disks(struct vmm *m, struct vm *v, const Hca__MigDisk *const
 		}
 		if (in->n.n >= NOTE_VOLS)
 			return -E2BIG;
+		if (!strcmp(md->target_backend, "rbd")) {
+			char want[STO_VOL_NAME_MAX + 80];
+			snprintf(want, sizeof(want), "rbd:%s/%s", m->conf->rados_pool, vr->volume);
+			if (!m->rbd || strcmp(md->target_path, want)) {
+				snprintf(err, errlen, "vm %s: disk %s cannot go to the pool here (node "
+					 "%s's pool is %s)", v->name, d->name, m->conf->node_name,
+					 m->rbd ? m->conf->rados_pool : "not configured");
+				return -EINVAL;
+			}
+			/* the pool keeps raw images; Ceph says if it is full */
+			in->rbd |= 1u << i;
+			snprintf(in->n.vols[in->n.n], sizeof(in->n.vols[0]), "rbd:%.90s", vr->volume);
+			in->size[in->n.n] = md->size_bytes;
+			in->fmt[in->n.n] = STO_FMT_RAW;
+			in->n.n++;
+			continue;
+		}
 		snprintf(in->n.vols[in->n.n], sizeof(in->n.vols[0]), "%s", vr->volume);
 		in->size[in->n.n] = md->size_bytes;
 		in->fmt[in->n.n] = md->format == HCA__DISK_FORMAT__DISK_FORMAT_RAW ? STO_FMT_RAW
@@ -408,7 +469,7 @@ static int incoming_disks(struct vmm *m, struct vm *v, const Hca__MigDisk *const
 			 v->name);
 		return -EXDEV;
 	}
-	if (!in->n.n)
+	if (!in->n.n || !need)
 		return 0;
 	if (!m->vols) {
 		snprintf(err, errlen, "node %s has no local volume storage", m->conf->node_name);
@@ -527,6 +588,8 @@ static void let_go(void *data)
 		hv_vm_free(v->hv);
 		v->hv = NULL;
 	}
+	if (!vmm_owned(v->m, v) && !vmm_mig_busy(v->m, v->name))
+		v->mig_rbd = 0; /* the incoming QEMU that opened them is gone */
 	leftovers(v->m, v);
 }
 
@@ -554,7 +617,10 @@ static void incoming_discard(void *ctx, const char *name)
 	if (!v || !v->hv || vmm_owned(m, v))
 		return; /* never the owner's QEMU */
 	v->refs++;
-	if (hv_vm_stop(v->hv, true, discarded, v) < 0) {
+	/* quit, not SIGKILL (which comes anyway if it does not end soon): a
+	 * killed QEMU's RBD images stay "in use" until Ceph drops its watch,
+	 * and one made for this migration could not be removed until then */
+	if (hv_vm_stop(v->hv, false, discarded, v) < 0) {
 		qb_loop_timer_handle t;
 		qb_loop_timer_add(m->loop, QB_LOOP_LOW, 0, v, let_go, &t);
 	}
@@ -586,6 +652,11 @@ static void committed(void *ctx, const char *name, const char *owner, uint64_t e
 	if (vmm_owned(m, v)) {
 		vmm_state_publish(m, v);
 		leftovers(m, v); /* the volumes made for it are its own now */
+	}
+	if (v->mig_rbd) {
+		/* the commit wrote where its disks are now: read it */
+		v->mig_rbd = 0;
+		vmm_sync_refresh(m, v->name);
 	}
 }
 
@@ -944,11 +1015,17 @@ void vmm_migrate(struct vmm *m, const Hca__MigrateRequest *q, const char *via, v
 			return;
 		}
 	}
-	if (q->target_storage[0] && strcmp(q->target_storage, "local")) {
+	if (q->target_storage[0] && strcmp(q->target_storage, "local") &&
+	    strcmp(q->target_storage, "rbd")) {
 		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_INVALID, "vm %s: --target-storage "
-				"%s is not supported yet: the volumes move to node %s's local "
-				"storage (--target-storage local)", v->name, q->target_storage,
-				q->target);
+				"%s: local (node %s's own storage) or rbd (the cluster's pool)",
+				v->name, q->target_storage, q->target);
+		return;
+	}
+	if (!strcmp(q->target_storage, "rbd") && !m->rbd) {
+		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_BAD_STATE, "vm %s: --target-storage "
+				"rbd: node %s has no RBD pool configured (store = rados)", v->name,
+				m->conf->node_name);
 		return;
 	}
 	if (!strcmp(q->target, m->conf->node_name)) {
@@ -1004,6 +1081,13 @@ void vmm_migrate(struct vmm *m, const Hca__MigrateRequest *q, const char *via, v
 			md->disk = op->mdisk_name[op->n_mdisks];
 			md->volume = op->mvol_name[op->n_mdisks];
 			md->format = vr->format;
+			if (!strcmp(q->target_storage, "rbd")) {
+				/* same name in the pool (the path hv_argv opens) */
+				snprintf(op->mpath[op->n_mdisks], sizeof(op->mpath[0]), "rbd:%s/%s",
+					 m->conf->rados_pool, vr->volume);
+				md->target_backend = "rbd";
+				md->target_path = op->mpath[op->n_mdisks];
+			}
 			op->n_mdisks++;
 		}
 	}

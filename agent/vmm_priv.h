@@ -29,6 +29,10 @@ struct vm {
 	bool publishing, publish_again;
 	uint64_t publish_seq;
 	unsigned mig_notes;   /* vmm_mig.c: notes being acted on (1: in, 2: out) */
+	unsigned mig_rm_tries; /* vmm_mig.c: removals of a note's volumes that failed */
+	uint32_t mig_rbd;     /* vmm_mig.c: disks (by spec index) an incoming
+			       * migration brings into the pool: opened from
+			       * there (raw) until the commit names them */
 };
 
 struct vmm {
@@ -105,6 +109,7 @@ struct op {
 	 * the loop, sizes read on a worker) */
 	Hca__MigDisk mdisks[HV_MAX_DISKS];
 	char mdisk_name[HV_MAX_DISKS][64], mvol_name[HV_MAX_DISKS][STO_VOL_NAME_MAX + 1];
+	char mpath[HV_MAX_DISKS][STO_VOL_NAME_MAX + 80];
 	size_t n_mdisks;
 	uint64_t mig_epoch;
 };

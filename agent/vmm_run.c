@@ -355,6 +355,18 @@ int vmm_launch(struct vmm *m, struct vm *v, const char *incoming, hv_done_fn don
 	for (size_t i = 0; i < v->rec->spec->n_disks; i++) {
 		const Hca__DiskSpec *d = v->rec->spec->disks[i];
 		bool vol = !d->path[0];
+		if (v->mig_rbd & (1u << i)) {
+			/* an incoming migration into the pool: the image it made, raw,
+			 * named as the record will name it at the commit */
+			const char *vn = "";
+			for (size_t k = 0; k < v->rec->n_volumes; k++)
+				if (!strcmp(v->rec->volumes[k]->disk, d->name))
+					vn = v->rec->volumes[k]->volume;
+			snprintf(paths[i], sizeof(paths[i]), "rbd:%s/%s", m->conf->rados_pool, vn);
+			disks[i] = (struct hv_disk){ paths[i], HCA__DISK_FORMAT__DISK_FORMAT_RAW,
+						     d->readonly, false };
+			continue;
+		}
 		disks[i] = (struct hv_disk){ vmm_disk_local_path(m, v->rec, i, paths[i],
 								 sizeof(paths[i])),
 					     d->format, d->readonly, vol };

@@ -518,7 +518,10 @@ static void on_prepare(struct chan_reply *r, const void *body, size_t len, void 
 		    !d->size_bytes || d->size_bytes > MIG_DISK_SIZE_MAX ||
 		    d->allocated > d->size_bytes + (d->size_bytes >> 3) + (64ull << 20) ||
 		    (d->format != HCA__DISK_FORMAT__DISK_FORMAT_QCOW2 &&
-		     d->format != HCA__DISK_FORMAT__DISK_FORMAT_RAW)) {
+		     d->format != HCA__DISK_FORMAT__DISK_FORMAT_RAW) ||
+		    (d->target_backend[0] && strcmp(d->target_backend, "file") &&
+		     strcmp(d->target_backend, "rbd")) ||
+		    strlen(d->target_path) > 200) {
 			chan_reply_error(r, -EINVAL, "mig.prepare: disk %zu is malformed (name, size "
 					 "or format)", i);
 			goto out;

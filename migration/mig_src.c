@@ -126,6 +126,7 @@ struct mig_out {
 	/* --with-storage: the volumes, their mirrors, the destination's NBD */
 	Hca__MigDisk disks[MIG_DISKS_MAX];
 	char disk_names[MIG_DISKS_MAX][64], vol_names[MIG_DISKS_MAX][128];
+	char tgt_backend[MIG_DISKS_MAX][8], tgt_path[MIG_DISKS_MAX][160];
 	size_t n_disks;
 	struct mig_mirrors mm;
 	unsigned nbd_port;
@@ -555,17 +556,26 @@ static void cas_fn(struct exec_item *it)
 	struct sto_owner cur = { o->m->env->node, o->epoch, true, o->incarnation };
 	struct sto_owner next = { o->target, 0, true, 0 };
 	struct sto_owner want = { o->target, o->epoch + 1, true, o->incarnation };
+	struct sto_vol_move mv[MIG_DISKS_MAX];
+	size_t n = 0;
 
+	/* volumes that go into the pool change place in the commit itself */
+	for (size_t i = 0; i < o->n_disks; i++)
+		if (!strcmp(o->tgt_backend[i], "rbd"))
+			mv[n++] = (struct sto_vol_move){ o->disk_names[i], "rbd", o->vol_names[i],
+							 o->tgt_path[i],
+							 HCA__DISK_FORMAT__DISK_FORMAT_RAW };
 	if (!st) {
 		o->cas_rc = -ENOTCONN;
 		snprintf(o->cas_err, sizeof(o->cas_err), "no connection to the store");
 		return;
 	}
-	o->cas_rc = sto_owner_cas(st, o->vm, &cur, &next, &o->new_epoch, &o->new_version,
-				  o->cas_err, sizeof(o->cas_err));
+	o->cas_rc = sto_owner_cas_moving(st, o->vm, &cur, &next, mv, n, &o->new_epoch,
+					 &o->new_version, o->cas_err, sizeof(o->cas_err));
 	if (o->cas_rc == -ECANCELED) /* moved between read and write: once more */
-		o->cas_rc = sto_owner_cas(st, o->vm, &cur, &next, &o->new_epoch, &o->new_version,
-					  o->cas_err, sizeof(o->cas_err));
+		o->cas_rc = sto_owner_cas_moving(st, o->vm, &cur, &next, mv, n, &o->new_epoch,
+						 &o->new_version, o->cas_err,
+						 sizeof(o->cas_err));
 	if (o->cas_rc == -ESTALE && o->step > 0 &&
 	    sto_owner_confirm(st, o->vm, &want, o->cas_err, sizeof(o->cas_err)) == 0) {
 		o->cas_rc = 0; /* the earlier write landed */
@@ -983,8 +993,13 @@ static void disks_synced(struct mig_out *o)
 	mig_mirrors_jobs(&o->mm, NULL, &done, &total);
 	o->rep.disk_done = done;
 	o->rep.disk_total = total;
-	snprintf(o->disk_mode, sizeof(o->disk_mode), "NBD mirror over TLS: background copy, "
-		 "write-blocking from %.1f s", (double)o->rep.disk_ready_ms / 1000.0);
+	bool pool = false;
+
+	for (size_t i = 0; i < o->n_disks; i++)
+		pool = pool || !strcmp(o->tgt_backend[i], "rbd");
+	snprintf(o->disk_mode, sizeof(o->disk_mode), "NBD mirror over TLS%s: background copy, "
+		 "write-blocking from %.1f s", pool ? " into the RBD pool" : "",
+		 (double)o->rep.disk_ready_ms / 1000.0);
 	qb_log(LOG_INFO, "vm %s: %zu disk mirror%s in sync after %llu ms: write-blocking from "
 	       "now on", o->vm, o->n_disks, o->n_disks == 1 ? "" : "s",
 	       (unsigned long long)o->rep.disk_ready_ms);
@@ -1632,6 +1647,9 @@ int mig_start(struct mig *m, struct job *j, const char *job_id, struct hv_vm *hv
 		const Hca__MigDisk *d = disks[i];
 		if (strlen(d->disk) >= sizeof(o->disk_names[i]) ||
 		    strlen(d->volume) >= sizeof(o->vol_names[i]) ||
+		    strlen(d->target_backend) >= sizeof(o->tgt_backend[i]) ||
+		    strlen(d->target_path) >= sizeof(o->tgt_path[i]) ||
+		    (!strcmp(d->target_backend, "rbd") && strncmp(d->target_path, "rbd:", 4)) ||
 		    mig_mirrors_add(&o->mm, d->disk, d->allocated) < 0) {
 			snprintf(err, errlen, "vm %s: disk %s cannot be moved (name)", vm, d->disk);
 			free(o);
@@ -1640,8 +1658,12 @@ int mig_start(struct mig *m, struct job *j, const char *job_id, struct hv_vm *hv
 		hca__mig_disk__init(&o->disks[i]);
 		snprintf(o->disk_names[i], sizeof(o->disk_names[i]), "%s", d->disk);
 		snprintf(o->vol_names[i], sizeof(o->vol_names[i]), "%s", d->volume);
+		snprintf(o->tgt_backend[i], sizeof(o->tgt_backend[i]), "%s", d->target_backend);
+		snprintf(o->tgt_path[i], sizeof(o->tgt_path[i]), "%s", d->target_path);
 		o->disks[i].disk = o->disk_names[i];
 		o->disks[i].volume = o->vol_names[i];
+		o->disks[i].target_backend = o->tgt_backend[i];
+		o->disks[i].target_path = o->tgt_path[i];
 		o->disks[i].size_bytes = d->size_bytes;
 		o->disks[i].format = d->format;
 		o->disks[i].allocated = d->allocated;

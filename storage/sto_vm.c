@@ -205,10 +205,74 @@ int sto_owner_cas(struct sto_store *st, const char *name, const struct sto_owner
 		  const struct sto_owner *next, uint64_t *out_epoch, uint64_t *out_version,
 		  char *err, size_t errlen)
 {
+	return sto_owner_cas_moving(st, name, expect, next, NULL, 0, out_epoch, out_version, err,
+				    errlen);
+}
+
+/* What sto_owner_cas_moving() swapped into a record it read, to put back
+ * before the record is freed (its strings are the caller's). */
+struct vol_saved {
+	Hca__VolumeRef *vr;
+	Hca__DiskSpec *d;
+	char *backend, *volume, *path, *d_backend;
+	Hca__DiskFormat format, d_format;
+};
+
+static int vols_move(const char *name, Hca__VmRecord *r, const struct sto_vol_move *mv,
+		     size_t n, struct vol_saved *sv, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < n; i++) {
+		Hca__VolumeRef *vr = NULL;
+		Hca__DiskSpec *d = NULL;
+
+		for (size_t k = 0; k < r->n_volumes; k++)
+			if (!strcmp(r->volumes[k]->disk, mv[i].disk))
+				vr = r->volumes[k];
+		for (size_t k = 0; r->spec && k < r->spec->n_disks; k++)
+			if (!strcmp(r->spec->disks[k]->name, mv[i].disk))
+				d = r->spec->disks[k];
+		if (!vr || !d)
+			return STO_FAIL(LOG_ERR, err, errlen, -ENOENT,
+					"vm %s: disk %s has no volume to move", name, mv[i].disk);
+		sv[i] = (struct vol_saved){ vr, d, vr->backend, vr->volume, vr->path, d->backend,
+					    vr->format, d->format };
+	}
+	for (size_t i = 0; i < n; i++) {
+		sv[i].vr->backend = (char *)mv[i].backend;
+		sv[i].vr->volume = (char *)mv[i].volume;
+		sv[i].vr->path = (char *)mv[i].path;
+		sv[i].vr->format = mv[i].format;
+		sv[i].d->backend = (char *)mv[i].backend;
+		sv[i].d->format = mv[i].format;
+	}
+	return 0;
+}
+
+static void vols_restore(struct vol_saved *sv, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		sv[i].vr->backend = sv[i].backend;
+		sv[i].vr->volume = sv[i].volume;
+		sv[i].vr->path = sv[i].path;
+		sv[i].vr->format = sv[i].format;
+		sv[i].d->backend = sv[i].d_backend;
+		sv[i].d->format = sv[i].d_format;
+	}
+}
+
+int sto_owner_cas_moving(struct sto_store *st, const char *name, const struct sto_owner *expect,
+			 const struct sto_owner *next, const struct sto_vol_move *mv, size_t n,
+			 uint64_t *out_epoch, uint64_t *out_version, char *err, size_t errlen)
+{
 	Hca__VmRecord *cur = NULL, w;
 	uint64_t version = 0, epoch = 0, nv = 0;
 	bool moves = false;
+	struct vol_saved sv[STO_VOL_MOVES_MAX];
+	size_t swapped = 0;
 	int rc = owner_args(name, expect, next, err, errlen);
+
+	if (rc == 0 && n > STO_VOL_MOVES_MAX)
+		rc = STO_FAIL(LOG_ERR, err, errlen, -E2BIG, "vm %s: %zu volumes to move", name, n);
 
 	if (rc == 0 && next->active && !next->owner[0])
 		rc = STO_FAIL(LOG_ERR, err, errlen, -EINVAL,
@@ -226,8 +290,12 @@ int sto_owner_cas(struct sto_store *st, const char *name, const struct sto_owner
 		goto out;
 	}
 	epoch = cur->owner_epoch + moves;
-	/* Shallow copy: only the owner record changes, all else (unknown
-	 * fields of a newer hca included) is written back as it was read. */
+	if (n && (rc = vols_move(name, cur, mv, n, sv, err, errlen)) < 0)
+		goto out;
+	swapped = n;
+	/* Shallow copy: only the owner record (and the volumes asked for)
+	 * change, all else (unknown fields of a newer hca included) is written
+	 * back as it was read. */
 	w = *cur;
 	w.owner = (char *)next->owner;
 	w.owner_epoch = epoch;
@@ -242,6 +310,7 @@ out:
 		*out_epoch = rc == 0 ? epoch : 0;
 	if (out_version)
 		*out_version = rc == 0 ? nv : 0;
+	vols_restore(sv, swapped);
 	if (cur)
 		hca__vm_record__free_unpacked(cur, NULL);
 	return rc;

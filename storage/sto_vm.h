@@ -128,6 +128,31 @@ int sto_owner_cas(struct sto_store *st, const char *name, const struct sto_owner
 		  char *err, size_t errlen);
 
 /*
+ * A volume that changes place with the owner (a shared-nothing migration
+ * into the cluster's pool): disk @disk's volume becomes @volume in
+ * @backend, opened as @path in @format; its DiskSpec's backend follows.
+ */
+#define STO_VOL_MOVES_MAX 16u
+
+struct sto_vol_move {
+	const char *disk;
+	const char *backend;
+	const char *volume;
+	const char *path;
+	Hca__DiskFormat format;
+};
+
+/*
+ * sto_owner_cas() that also rewrites the volumes @moves (@n) in the same
+ * write, so the owner and where its disks are change together or not at
+ * all. -ENOENT (with nothing written) if a disk has no volume in the
+ * record. With @n 0 it is sto_owner_cas().
+ */
+int sto_owner_cas_moving(struct sto_store *st, const char *name, const struct sto_owner *expect,
+			 const struct sto_owner *next, const struct sto_vol_move *moves, size_t n,
+			 uint64_t *out_epoch, uint64_t *out_version, char *err, size_t errlen);
+
+/*
  * Right before a launch: is vm/@name still owned by @want->owner at
  * @want->epoch (and @want->incarnation when non-zero), with active set if
  * @want->active (with @want->active false, active is not looked at)?

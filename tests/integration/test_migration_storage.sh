@@ -20,7 +20,11 @@
 #      the VM runs on its source, same QEMU, the destination's volume is
 #      removed, the source's is kept;
 #  (f) kill -9 of the destination's hcad in the disk phase: rolled back; its
-#      restarted hcad ends the QEMU it left and removes the volume it made.
+#      restarted hcad ends the QEMU it left and removes the volume it made;
+#  (g) --target-storage rbd: cancelled after the mirror (the image made in
+#      the pool is removed once Ceph lets go of it), then done: every node's
+#      record names a raw RBD image, no local volume left anywhere, and the
+#      VM restarts from the pool.
 # At the end each guest is shut down and its journal, read from the volume
 # where it lives now, verifies: one boot, no gap, nothing torn.
 . "$(dirname "$0")/lib.sh"
@@ -84,15 +88,21 @@ hcad_restart() {
 # launcher, whose parent is hcad; not zombies).
 qemu_list() {
 	local u=$1 k p st
+	local -A parent=()
+	local found=()
 	for k in 1 2 3; do
 		for p in $(ip netns pids "$HCA_DC_NETNS-node$k" 2>/dev/null); do
 			tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline" | grep -q -- "-uuid $u" || continue
 			st=$(awk '{print $3, $4}' "/proc/$p/stat" 2>/dev/null)
 			case "${st% *}" in Z | X | '') continue ;; esac
 			[ "$(cat "/proc/${st#* }/comm" 2>/dev/null)" = hcad ] && continue
-			echo "node$k:$p"
+			parent[${st#* }]=1
+			found+=("node$k:$p")
 		done
 	done
+	# -daemonize forks twice: while the middle process lives, a QEMU's
+	# parent is another process of the same VM; the last of a chain counts
+	for k in "${found[@]}"; do [ -n "${parent[${k#*:}]:-}" ] || echo "$k"; done
 }
 qemu_on() { qemu_list "$1" | sed -n "s/^$2://p"; }
 # define_on NODE NAME WRITTEN-MiB: 128 MiB guest, 8 GiB local disk with
@@ -122,7 +132,7 @@ after_rollback() {
 	check "$what: the guest counts on" counting_on "$src" "$vm"
 	check "$what: $dst removed the volume it made" wait_for 30 test ! -e "$(vol "$dst" "$vm")"
 	check "$what: $src keeps its volume" test -s "$(vol "$src" "$vm")"
-	check "$what: no notes left on $src and $dst" wait_for 10 bash -c \
+	check "$what: no notes left on $src and $dst" wait_for 90 bash -c \
 		"[ -z \"\$(ls -A '$HCA_DC_DIR/n${src#node}/s/mig/' '$HCA_DC_DIR/n${dst#node}/s/mig/' | grep -E '\\.(in|out)\$')\" ]"
 }
 export -f qemu_list
@@ -172,8 +182,10 @@ check "s1 counts on node1" wait_for 20 counting_on node1 s1
 P1=$(qemu_on "$U1" node1)
 expect_fail "without --with-storage: refused, naming it" "with-storage" \
 	ctl node1 vm migrate s1 node2
-expect_fail "--target-storage rbd: refused (not supported yet)" "target-storage" \
-	ctl node1 vm migrate s1 node2 --with-storage --target-storage rbd
+expect_fail "--target-storage nfs: refused, naming what it takes" "target-storage.*local or rbd" \
+	ctl node1 vm migrate s1 node2 --with-storage --target-storage nfs
+expect_fail "--target-storage without --with-storage: refused" "with-storage" \
+	ctl node1 vm migrate s1 node2 --target-storage rbd
 check "s1 untouched: same QEMU on node1" test "$(qemu_list "$U1")" = "node1:$P1"
 
 # ---- (d) a destination without room ----
@@ -243,17 +255,59 @@ check "the job ends" wait_for 120 job_ended node1 "$jid"
 check "node3's hcad restarts" hcad_restart 3
 after_rollback node1 s2 "$P2" node3 "$jid" "destination hcad killed in the disk phase"
 
+# ---- (g) into the cluster's pool: --target-storage rbd ----
+# a small one: the devcluster's memstore OSDs hold 256 MiB each
+check "define and start s3 on node1 (64 MiB written)" define_on node1 s3 64
+U3=$(field node1 s3 uuid)
+check "s3 counts on node1" wait_for 30 counting_on node1 s3
+P3=$(qemu_on "$U3" node1)
+export CUR_U=$U3
+rbd_has() { on node1 rbd -c "$HCA_DC_DIR/ceph/ceph.conf" ls hca | grep -qx "$1"; }
+rbd_gone() { ! rbd_has "$1"; }
+jid=$(ctl node1 vm migrate s3 node2 --with-storage --target-storage rbd --max-bandwidth 2 --compress none --no-wait)
+check "rbd: the migration reaches the memory phase" wait_for 120 job_in node1 "$jid" "memory phase"
+check "rbd: cancel it (after the mirror, before the commit)" quiet ctl node1 job cancel "$jid"
+check "rbd: the job ends" wait_for 60 job_ended node1 "$jid"
+after_rollback node1 s3 "$P3" node2 "$jid" "into the pool, cancelled"
+check "rbd: the image node2 made in the pool is removed" wait_for 90 rbd_gone s3-disk0
+out=$(timeout 300 "$DCSH" exec node3 "$HCACTL" vm migrate s3 node2 --with-storage --target-storage rbd 2>&1)
+rc=$?
+diag "$out"
+check "s3 moves node1 -> node2 into the RBD pool (exit $rc)" test "$rc" = 0
+check "the report says into the pool" grep -q "into the RBD pool" <<<"$out"
+shows() { ctl "$1" vm show s3 | grep -q "$2"; }
+s3_on_rbd() { shows "$1" '^owner: *node2$' && shows "$1" '^disk disk0: .* raw rbd:hca/s3-disk0'; }
+for n in node1 node2 node3; do
+	check "$n: s3 is on node2, its disk a raw RBD image" wait_for 10 s3_on_rbd "$n"
+done
+check "one QEMU of s3, on node2" test "$(qemu_list "$U3" | sed 's/:.*//')" = node2
+check "s3 counts on node2" wait_for 20 counting_on node2 s3
+check "the local volume is gone from node1, none made on node2" \
+	wait_for 20 bash -c "[ ! -e '$(vol node1 s3)' ] && [ ! -e '$(vol node2 s3)' ]"
+check "the image is in the pool" rbd_has s3-disk0
+restart_s3() { quiet ctl node2 vm shutdown s3 --timeout 60 && quiet ctl node2 vm start s3; }
+check "s3 shuts down and starts again on node2, from the pool" restart_s3
+check "s3 counts on node2 again" wait_for 30 counting_on node2 s3
+
 # ---- the journals, from where the volumes are now ----
+# journal_ok FILE BOOTS NAME
+journal_ok() {
+	local v
+	v=$("$VERIFY" "$1" --json)
+	diag "$3 journal: $v"
+	check "$3: its journal verifies: $2 boot(s), no gap, nothing torn" \
+		test "$(json "d['boots'], d['gaps'], d['corrupt'], d['ok']" <<<"$v")" = "$2 0 0 True"
+	check "$3: the data written before the start is intact" \
+		bash -c "qemu-io -f raw -c 'read -P 0x5a 1G 64M' '$1' | grep -q '^read 67108864/67108864'"
+	rm -f "$1"
+}
 for vm in s1 s2; do
 	check "shutdown $vm" quiet ctl node1 vm shutdown "$vm" --timeout 60
 	qemu-img convert -O raw "$(vol node1 $vm)" "$TMP/$vm.raw"
-	v=$("$VERIFY" "$TMP/$vm.raw" --json)
-	diag "$vm journal: $v"
-	check "$vm: its journal verifies: one boot, no gap, nothing torn" \
-		test "$(json "d['boots'], d['gaps'], d['corrupt'], d['ok']" <<<"$v")" = "1 0 0 True"
-	check "$vm: the data written before the start is intact" \
-		bash -c "qemu-io -f raw -c 'read -P 0x5a 1G 64M' '$TMP/$vm.raw' | grep -q '^read 67108864/67108864'"
-	rm -f "$TMP/$vm.raw"
+	journal_ok "$TMP/$vm.raw" 1 "$vm"
 done
+check "shutdown s3" quiet ctl node2 vm shutdown s3 --timeout 60
+on node1 qemu-img convert -O raw "rbd:hca/s3-disk0:conf=$HCA_DC_DIR/ceph/ceph.conf:id=admin" "$TMP/s3.raw"
+journal_ok "$TMP/s3.raw" 2 "s3 (from the pool; restarted once)"
 
 hca_done

@@ -599,6 +599,38 @@ static void test_cas_move_bumps_epoch(void **state)
 	expect_owner(f, "web1", "node2", 6, true, 4);
 }
 
+/* A shared-nothing migration into the pool: the owner and where the disk
+ * lives change in one write, or nothing changes. */
+static void test_cas_moving_volumes(void **state)
+{
+	struct fx *f = *state;
+	struct sto_owner expect = { "node1", 3, true, 0 }, next = { "node2", 0, true, 0 };
+	struct sto_vol_move mv = { "root", "rbd", "web1-root", "rbd:hca/web1-root",
+				   HCA__DISK_FORMAT__DISK_FORMAT_RAW };
+	struct sto_vol_move bad = { "nope", "rbd", "x", "rbd:hca/x",
+				    HCA__DISK_FORMAT__DISK_FORMAT_RAW };
+	uint64_t e = 0, v = 0;
+	Hca__VmRecord *r;
+
+	define(f, "web1", "node1", 3, true, 0);
+	assert_int_equal(sto_owner_cas_moving(f->st, "web1", &expect, &next, &bad, 1, &e, &v,
+					      f->err, sizeof(f->err)), -ENOENT);
+	expect_err_has(f->err, "nope");
+	expect_owner(f, "web1", "node1", 3, true, 1); /* nothing written */
+	assert_int_equal(sto_owner_cas_moving(f->st, "web1", &expect, &next, &mv, 1, &e, &v,
+					      f->err, sizeof(f->err)), 0);
+	assert_int_equal(e, 4);
+	r = get_ok(f, "web1", NULL);
+	assert_string_equal(r->owner, "node2");
+	assert_string_equal(r->volumes[0]->backend, "rbd");
+	assert_string_equal(r->volumes[0]->path, "rbd:hca/web1-root");
+	assert_int_equal(r->volumes[0]->format, HCA__DISK_FORMAT__DISK_FORMAT_RAW);
+	assert_string_equal(r->spec->disks[0]->backend, "rbd");
+	assert_int_equal(r->spec->disks[0]->format, HCA__DISK_FORMAT__DISK_FORMAT_RAW);
+	assert_int_equal(r->spec->disks[0]->size_bytes, 64 << 20); /* the rest kept */
+	hca__vm_record__free_unpacked(r, NULL);
+}
+
 static void test_cas_stale_owner(void **state)
 {
 	struct fx *f = *state;
@@ -1023,6 +1055,7 @@ int main(void)
 		T(test_put_is_cas),
 		T(test_cas_claim_keeps_epoch),
 		T(test_cas_move_bumps_epoch),
+		T(test_cas_moving_volumes),
 		T(test_cas_stale_owner),
 		T(test_cas_stale_active),
 		T(test_cas_incarnation_mismatch),
