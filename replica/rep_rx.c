@@ -10,9 +10,14 @@
  * the sink once every frame before it was done.
  *
  * Memory: a frame's stream bytes are granted back to the sender only when
- * the sink is done with it, so the bytes held never exceed the window. At
- * most max_frames frames are decoded and not yet done; bytes that arrive
- * beyond that wait, as they came, in the backlog (also within the window).
+ * the sink is done with it, so the stream bytes held (in frames, in the
+ * framer, in the backlog) never exceed the window. Frames decoded and not
+ * yet done are bounded too, by count (max_frames) and by the buffers they
+ * hold (another window's worth: zstd frames hold their decompressed
+ * bytes); past either, bytes wait as they came in the backlog.
+ *
+ * A raw extent of at most RX_INLINE bytes is checked on the loop: its CRC
+ * takes less than handing it to a worker and back would.
  *
  * Reentrancy: every entry point (the channel's callbacks, the workers'
  * completions, the sink's calls) runs between enter() and leave(); only
@@ -26,6 +31,8 @@
 
 #include "proto/chan.h"
 #include "replica/rep_stream_priv.h"
+
+#define RX_INLINE (64u << 10)
 
 struct rep_rx_frame {
 	struct exec_item work;
@@ -63,6 +70,7 @@ struct rep_rx {
 	struct rep_framer fr;
 	struct rep_rx_frame *head, *tail; /* decoded, not yet handed to the sink */
 	unsigned nframes;		   /* decoded and not yet done */
+	size_t held;			   /* and the buffers they hold */
 	unsigned at_sink;
 	unsigned working;
 	uint8_t *backlog;
@@ -100,6 +108,7 @@ static void frame_release(struct rep_rx *rx, struct rep_rx_frame *fr)
 	if (rx->st)
 		chan_stream_consume(rx->st, fr->wire);
 	rx->nframes--;
+	rx->held -= fr->buf_cap + fr->out_cap;
 	frame_free(rx, fr);
 }
 
@@ -174,13 +183,18 @@ static void work_done(struct exec_item *it)
 }
 
 /* An extent keeps the framer's buffer (the framer gets another), and a
- * buffer to decompress into. */
+ * buffer to decompress into; a small raw one is checked here. */
 static int extent_take(struct rep_rx *rx, struct rep_rx_frame *fr)
 {
 	fr->buf = rx->fr.buf;
 	fr->buf_cap = rx->fr.cap;
 	rx->fr.buf = NULL;
 	rx->fr.cap = 0;
+	if (fr->f.codec == REP_CODEC_NONE && fr->f.length <= RX_INLINE) {
+		fr->err = rep_frame_inflate(&fr->f, NULL, NULL, &fr->e);
+		fr->ready = !fr->err;
+		return fr->err;
+	}
 	if (fr->f.codec == REP_CODEC_ZSTD) {
 		fr->out = rep_buf_get(rx->r->x, (size_t)fr->f.length, &fr->out_cap);
 		if (!fr->out)
@@ -224,8 +238,20 @@ static void frame_take(struct rep_rx *rx)
 		rx->head = fr;
 	rx->tail = fr;
 	rx->nframes++;
-	if (f.kind == REP_KIND_EXTENT && extent_take(rx, fr) < 0)
-		fail(rx, -ENOMEM, "no memory for frame %llu", (unsigned long long)f.seq);
+	if (f.kind != REP_KIND_EXTENT)
+		return;
+	rc = extent_take(rx, fr);
+	rx->held += fr->buf_cap + fr->out_cap;
+	if (rc == -ENOMEM)
+		fail(rx, rc, "no memory for frame %llu", (unsigned long long)f.seq);
+	else if (rc < 0)
+		fail(rx, rc, "%s", fr->e.msg);
+}
+
+/* Room to decode one more frame? */
+static bool room(const struct rep_rx *rx)
+{
+	return rx->nframes < rx->r->cfg.max_frames && rx->held < rx->r->cfg.window;
 }
 
 /* The framer knows the next frame's length: a pool buffer that fits it. */
@@ -250,7 +276,7 @@ static size_t feed(struct rep_rx *rx, const uint8_t *p, size_t n)
 	size_t used = 0;
 	struct rep_err e;
 
-	while (!rx->failed && used < n && rx->nframes < rx->r->cfg.max_frames) {
+	while (!rx->failed && used < n && room(rx)) {
 		ssize_t k = rep_framer_feed(&rx->fr, p + used, n - used, &e);
 
 		if (k < 0) {
@@ -268,23 +294,28 @@ static size_t feed(struct rep_rx *rx, const uint8_t *p, size_t n)
 	return used;
 }
 
+/* Bytes that cannot be framed now, kept as they came. The credit bounds
+ * them by the window; the buffer doubles, so a stream of small pieces costs
+ * no more than one of big ones. */
 static int backlog_add(struct rep_rx *rx, const uint8_t *p, size_t n)
 {
+	size_t live = rx->blen - rx->boff, cap;
 	uint8_t *b;
 
-	if (rx->boff && rx->boff == rx->blen)
-		rx->boff = rx->blen = 0;
-	if (rx->bcap - rx->blen < n && rx->boff) {
-		memmove(rx->backlog, rx->backlog + rx->boff, rx->blen - rx->boff);
-		rx->blen -= rx->boff;
+	/* Slide down only when that moves less than it frees. */
+	if (rx->bcap - rx->blen < n && rx->boff && rx->boff >= live) {
+		memmove(rx->backlog, rx->backlog + rx->boff, live);
+		rx->blen = live;
 		rx->boff = 0;
 	}
 	if (rx->bcap - rx->blen < n) {
-		b = realloc(rx->backlog, rx->blen + n);
+		for (cap = rx->bcap ? rx->bcap * 2 : 64u << 10; cap - rx->blen < n; cap *= 2)
+			;
+		b = realloc(rx->backlog, cap);
 		if (!b)
 			return -ENOMEM;
 		rx->backlog = b;
-		rx->bcap = rx->blen + n;
+		rx->bcap = cap;
 	}
 	memcpy(rx->backlog + rx->blen, p, n);
 	rx->blen += n;
@@ -318,8 +349,10 @@ static void deliver(struct rep_rx *rx)
 
 static void drain(struct rep_rx *rx)
 {
-	while (!rx->failed && rx->blen > rx->boff && rx->nframes < rx->r->cfg.max_frames)
+	while (!rx->failed && rx->blen > rx->boff && room(rx))
 		rx->boff += feed(rx, rx->backlog + rx->boff, rx->blen - rx->boff);
+	if (rx->boff == rx->blen)
+		rx->boff = rx->blen = 0;
 }
 
 /* The sender finished: was everything there? */

@@ -33,7 +33,8 @@
  *   executor's workers, then handed to the sink in order. Memory is bounded
  *   by the channel's credit: a frame's bytes are granted back to the sender
  *   only once the sink is done with it, so at most `window` stream bytes
- *   plus `max_frames` decoded extents (REP_EXTENT_MAX each) are held.
+ *   are held, plus decoded extents' buffers up to another `window` (and
+ *   one frame) and at most `max_frames` frames.
  *
  * Errors are 0 / -errno with one line for people; rep_wire.h lists what a
  * refused frame gives. Everything here runs on the loop thread of the
@@ -61,7 +62,7 @@
 #define REP_TX_INFLIGHT (8u << 20)	/* default max_inflight */
 #define REP_RX_WINDOW (4u << 20)	/* default window */
 #define REP_RX_WINDOW_MIN (2u * (REP_FRAME_MAX + REP_PREFIX_LEN))
-#define REP_RX_FRAMES 64u		/* default max_frames */
+#define REP_RX_FRAMES 1024u		/* default max_frames */
 
 /* ---- what the cycles of a node share ---- */
 

@@ -7,6 +7,11 @@
  * frames leave in push order whatever order the workers finish in; the
  * digest is chained as each starts to be written.
  *
+ * Extents go to the workers in batches: a big one alone, small ones (below
+ * BATCH_SMALL) together up to BATCH_BYTES, or whatever the caller pushed
+ * by the end of the loop's turn (the kick sends it): a worker round trip
+ * costs more than encoding a 4 KiB extent.
+ *
  * zstd saves the wire, never at the wire's expense: while the channel takes
  * all we have and then waits for the next frame's encoding, the workers are
  * the bottleneck, and extents pushed meanwhile go without zstd (hurry);
@@ -35,9 +40,12 @@
 
 #define ITEM_COST 256u	  /* in-flight bytes an item counts besides its data */
 #define FIN_RETRY_MS 10u  /* chan_stream_finish() found the queue full */
+#define BATCH_SMALL (64u << 10)
+#define JOIN_MAX (64u << 10) /* a frame this small is written in one piece */
+#define BATCH_BYTES (256u << 10)
+#define BATCH_MAX 64u
 
 struct tx_item {
-	struct exec_item work;
 	struct rep_tx *tx;
 	struct tx_item *next;
 	enum rep_kind kind; /* as pushed: an extent may be encoded as a zero range */
@@ -51,6 +59,8 @@ struct tx_item {
 	void *buf;	    /* the caller's bytes, until released */
 	uint8_t *scratch;   /* zstd's output (a pool buffer), taken by the worker */
 	size_t scratch_cap;
+	uint8_t *whole;	    /* a small frame, header and data joined (a pool buffer) */
+	size_t whole_cap;
 	struct rep_enc enc;
 	size_t woff;	    /* bytes of hdr + data written */
 	size_t cost;	    /* counted in tx->inflight */
@@ -88,10 +98,21 @@ struct rep_tx {
 	char msg[REP_MSG_MAX];
 	qb_loop_timer_handle timer; /* the finish retry, then the answer's deadline */
 	qb_loop_timer_handle kick;
+	struct tx_batch *batch; /* extents not yet handed to the workers */
 	struct rep_tx_stats s;
 };
 
+/* Extents encoded by one worker call. */
+struct tx_batch {
+	struct exec_item work;
+	struct rep_tx *tx;
+	unsigned n;
+	size_t bytes;
+	struct tx_item *items[BATCH_MAX];
+};
+
 static void leave(struct rep_tx *tx, bool caller);
+static void batch_send(struct rep_tx *tx);
 
 static void enter(struct rep_tx *tx)
 {
@@ -122,6 +143,7 @@ static void item_free(struct rep_tx *tx, struct tx_item *i)
 {
 	buf_release(tx, i);
 	rep_buf_put(tx->x, i->scratch, i->scratch_cap);
+	rep_buf_put(tx->x, i->whole, i->whole_cap);
 	tx->inflight -= i->cost;
 	free(i);
 }
@@ -137,6 +159,13 @@ static void over(struct rep_tx *tx, int err, const char *msg)
 	tx->err = err;
 	snprintf(tx->msg, sizeof(tx->msg), "%s", msg ? msg : "");
 	timer_off(tx, &tx->timer);
+	if (tx->batch) { /* never sent: no worker has them */
+		for (unsigned k = 0; k < tx->batch->n; k++)
+			tx->batch->items[k]->on_worker = false;
+		tx->working -= tx->batch->n;
+		free(tx->batch);
+		tx->batch = NULL;
+	}
 	for (i = tx->head; i; i = next) {
 		next = i->next;
 		if (!i->on_worker)
@@ -177,7 +206,10 @@ static int item_write(struct rep_tx *tx, struct tx_item *i)
 		size_t n;
 		ssize_t w;
 
-		if (i->woff < i->enc.hlen) {
+		if (i->whole) {
+			p = i->whole + i->woff;
+			n = total - i->woff;
+		} else if (i->woff < i->enc.hlen) {
 			p = i->enc.hdr + i->woff;
 			n = i->enc.hlen - i->woff;
 		} else {
@@ -249,7 +281,10 @@ static void pump(struct rep_tx *tx)
 			i->ready = true;
 		}
 		if (!i->ready) {
-			tx->hurry = tx->hurry || !tx->chan_full;
+			if (tx->batch) /* the channel waits: send what was collected */
+				batch_send(tx);
+			else
+				tx->hurry = tx->hurry || !tx->chan_full;
 			return;
 		}
 		if (!i->counted && item_count(tx, i) < 0)
@@ -294,7 +329,15 @@ static void kick_cb(void *data)
 
 	tx->kick = 0;
 	enter(tx);
+	if (tx->batch)
+		batch_send(tx);
 	leave(tx, false);
+}
+
+static void kick_arm(struct rep_tx *tx)
+{
+	if (!tx->kick)
+		qb_loop_timer_add(tx->loop, QB_LOOP_HIGH, 0, tx, kick_cb, &tx->kick);
 }
 
 /* From the loop: more() and done() are due now; from the caller, later. */
@@ -316,9 +359,8 @@ static void leave(struct rep_tx *tx, bool caller)
 		}
 	} while (tx->again);
 	tx->depth = 0;
-	if (caller && (more_due(tx) || (tx->state == TX_OVER && !tx->working))) {
-		if (!tx->kick)
-			qb_loop_timer_add(tx->loop, QB_LOOP_HIGH, 0, tx, kick_cb, &tx->kick);
+	if (caller && (more_due(tx) || tx->batch || (tx->state == TX_OVER && !tx->working))) {
+		kick_arm(tx);
 		return;
 	}
 	if (caller || tx->state != TX_OVER || tx->working)
@@ -378,11 +420,8 @@ static const struct chan_stream_ops st_ops = {
 
 /* ---- the workers ---- */
 
-static void work_fn(struct exec_item *it)
+static void encode(struct rep_ctx *x, ZSTD_CCtx *cc, struct tx_item *i)
 {
-	struct tx_item *i = EXEC_CONTAINER_OF(it, struct tx_item, work);
-	struct rep_ctx *x = i->tx->x; /* set at open, never written again */
-	ZSTD_CCtx *cc = rep_cctx_get(x);
 	size_t len = (size_t)i->len;
 	enum rep_plan plan = rep_enc_plan(i->hurry ? NULL : cc, i->buf, len);
 
@@ -391,32 +430,69 @@ static void work_fn(struct exec_item *it)
 		plan = i->scratch ? plan : REP_PLAN_RAW;
 	}
 	rep_enc_extent(&i->enc, plan, cc, i->scratch, i->seq, i->disk, i->off, i->buf, len);
+	/* Small: one piece, one channel message, instead of a header alone. */
+	if (i->enc.dlen && i->enc.hlen + i->enc.dlen <= JOIN_MAX) {
+		i->whole = rep_buf_get(x, i->enc.hlen + i->enc.dlen, &i->whole_cap);
+		if (i->whole) {
+			memcpy(i->whole, i->enc.hdr, i->enc.hlen);
+			memcpy(i->whole + i->enc.hlen, i->enc.data, i->enc.dlen);
+		}
+	}
+}
+
+static void work_fn(struct exec_item *it)
+{
+	struct tx_batch *b = EXEC_CONTAINER_OF(it, struct tx_batch, work);
+	struct rep_ctx *x = b->tx->x; /* set at open, never written again */
+	ZSTD_CCtx *cc = rep_cctx_get(x);
+
+	for (unsigned k = 0; k < b->n; k++)
+		encode(x, cc, b->items[k]);
 	if (cc)
 		rep_cctx_put(x, cc);
 }
 
+/* An item is encoded: the bytes its frame does not need go now. */
+static void item_encoded(struct rep_tx *tx, struct tx_item *i)
+{
+	i->ready = true;
+	if (i->enc.data != i->buf || i->whole)
+		buf_release(tx, i); /* zstd, zeros or joined: not needed */
+	if (i->enc.data != i->scratch || i->whole) {
+		rep_buf_put(tx->x, i->scratch, i->scratch_cap);
+		i->scratch = NULL;
+	}
+}
+
 static void work_done(struct exec_item *it)
 {
-	struct tx_item *i = EXEC_CONTAINER_OF(it, struct tx_item, work);
-	struct rep_tx *tx = i->tx;
+	struct tx_batch *b = EXEC_CONTAINER_OF(it, struct tx_batch, work);
+	struct rep_tx *tx = b->tx;
 
 	enter(tx);
-	tx->working--;
-	i->on_worker = false;
-	if (tx->state == TX_OVER) {
-		item_free(tx, i); /* orphaned by over() */
-	} else if (exec_item_cancelled(it)) {
-		fail(tx, -ECANCELED, "the executor shut down");
-	} else {
-		i->ready = true;
-		if (i->enc.data != i->buf)
-			buf_release(tx, i); /* zstd or zeros: the bytes are not needed */
-		if (i->enc.data != i->scratch) {
-			rep_buf_put(tx->x, i->scratch, i->scratch_cap);
-			i->scratch = NULL;
-		}
+	tx->working -= b->n;
+	for (unsigned k = 0; k < b->n; k++) {
+		struct tx_item *i = b->items[k];
+
+		i->on_worker = false;
+		if (tx->state == TX_OVER)
+			item_free(tx, i); /* orphaned by over() */
+		else if (exec_item_cancelled(it))
+			fail(tx, -ECANCELED, "the executor shut down"); /* frees the rest */
+		else
+			item_encoded(tx, i);
 	}
+	free(b);
 	leave(tx, false);
+}
+
+static void batch_send(struct rep_tx *tx)
+{
+	struct tx_batch *b = tx->batch;
+
+	tx->batch = NULL;
+	exec_item_init(&b->work, work_fn, work_done);
+	exec_push(rep_ctx_queue(tx->x), &b->work, NULL);
 }
 
 /* ---- the caller's calls ---- */
@@ -517,6 +593,9 @@ int rep_tx_extent(struct rep_tx *tx, uint32_t disk, uint64_t off, void *buf, siz
 	rc = push_check(tx, disk, off, len);
 	if (rc < 0)
 		return rc;
+	if (!tx->batch && !(tx->batch = calloc(1, sizeof(*tx->batch))))
+		return -ENOMEM;
+	tx->batch->tx = tx;
 	i = item_add(tx, REP_KIND_EXTENT, len);
 	if (!i)
 		return -ENOMEM;
@@ -527,8 +606,12 @@ int rep_tx_extent(struct rep_tx *tx, uint32_t disk, uint64_t off, void *buf, siz
 	i->hurry = tx->hurry;
 	i->on_worker = true;
 	tx->working++;
-	exec_item_init(&i->work, work_fn, work_done);
-	exec_push(rep_ctx_queue(tx->x), &i->work, NULL);
+	tx->batch->items[tx->batch->n++] = i;
+	tx->batch->bytes += len;
+	if (len >= BATCH_SMALL || tx->batch->bytes >= BATCH_BYTES || tx->batch->n == BATCH_MAX)
+		batch_send(tx);
+	else
+		kick_arm(tx); /* what else the caller pushes now goes with it */
 	return 0;
 }
 

@@ -239,7 +239,7 @@ static void source_make(size_t mib, bool mix, size_t fixed)
 			fill_random(src + o, BLOCK);
 	}
 	free(ext_len);
-	ext_len = calloc(src_len / BLOCK + 1, sizeof(*ext_len));
+	ext_len = calloc(src_len / (fixed ? fixed : BLOCK) + 1, sizeof(*ext_len));
 	n_ext = 0;
 	for (size_t o = 0; o < src_len;) {
 		size_t n = fixed ? fixed : BLOCK * (1 + rnd() % 16);

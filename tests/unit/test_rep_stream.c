@@ -436,11 +436,17 @@ static void slow_sink_bounded(void **state)
 	assert_true(h->src.s.zeros > 1); /* zero extents went as ranges */
 	assert_memory_equal(h->sink.disk[0], src_disk[0], D0);
 	assert_memory_equal(h->sink.disk[1], src_disk[1], D1);
-	/* and again on the same node: the next cycle */
+	/* and again on the same node: the next cycles, big and tiny extents
+	 * (these pile up in the receiver's backlog behind the 8 frames) */
 	memset(h->sink.disk[0], 0xaa, D0);
 	run_cycle(h, 3, 1u << 20, 0);
 	assert_int_equal(h->src.err, 0);
 	assert_memory_equal(h->sink.disk[0], src_disk[0], D0);
+	memset(h->sink.disk[1], 0xaa, D1);
+	run_cycle(h, 4, 4096, 0);
+	assert_int_equal(h->src.err, 0);
+	assert_memory_equal(h->sink.disk[0], src_disk[0], D0);
+	assert_memory_equal(h->sink.disk[1], src_disk[1], D1);
 	h_free(h);
 }
 
