@@ -83,49 +83,7 @@ import json, select, socket, sys, time
 UNLIMITED = (2**63 - 1) >> 20 << 20  # libvirt's "unlimited", whole MiB
 
 
-class Qmp:
-    def __init__(self, path):
-        self.s = socket.socket(socket.AF_UNIX)
-        self.s.connect(path)
-        self.buf, self.events = b"", []
-        self.read(10)
-        self.cmd("qmp_capabilities")
-
-    def read(self, timeout):
-        while b"\n" not in self.buf:
-            if not select.select([self.s], [], [], timeout)[0]:
-                return None
-            d = self.s.recv(65536)
-            if not d:
-                raise EOFError("QMP closed")
-            self.buf += d
-        line, self.buf = self.buf.split(b"\n", 1)
-        return json.loads(line)
-
-    def cmd(self, name, **args):
-        self.s.sendall(json.dumps({"execute": name, "arguments": args}).encode() + b"\n")
-        while True:
-            m = self.read(30)
-            if m is None:
-                raise TimeoutError(name + ": no answer in 30 s")
-            if "event" in m:
-                self.events.append(m)
-            elif "error" in m:
-                raise RuntimeError(name + ": " + m["error"]["desc"])
-            else:
-                return m["return"]
-
-    def event(self, name, timeout):
-        end = time.time() + timeout
-        while True:
-            for e in self.events:
-                if e["event"] == name:
-                    return e["timestamp"]["seconds"] + e["timestamp"]["microseconds"] / 1e6
-            m = self.read(max(0, end - time.time()))
-            if m is None:
-                return None
-            if "event" in m:
-                self.events.append(m)
+from hca_qmp import Qmp
 
 
 def main():
@@ -188,7 +146,7 @@ baseline_once() {
 		echo '{"failed": "destination QEMU did not start"}' >>"$out"
 		return 1
 	fi
-	res=$(python3 "$B/qmp_migrate.py" "$CUR/qmp.sock" "$QDIR/qmp.sock" "tcp:$NET.${to#node}:$port" "$mode" 2>&1 | tail -n 1)
+	res=$(PYTHONPATH="$TOP/tests/bench" python3 "$B/qmp_migrate.py" "$CUR/qmp.sock" "$QDIR/qmp.sock" "tcp:$NET.${to#node}:$port" "$mode" 2>&1 | tail -n 1)
 	case "$res" in
 	'{"total_ms"'*) ;;
 	*) res=$(printf '%s' "$res" | python3 -c 'import json,sys; print(json.dumps({"failed": sys.stdin.read()}))') ;;

@@ -136,51 +136,7 @@ import json, select, socket, sys, time
 UNLIMITED = (2**63 - 1) >> 20 << 20
 
 
-class Qmp:
-    def __init__(self, path):
-        self.s = socket.socket(socket.AF_UNIX)
-        self.s.connect(path)
-        self.buf, self.events = b"", []
-        self.read(10)
-        self.cmd("qmp_capabilities")
-
-    def read(self, timeout):
-        while b"\n" not in self.buf:
-            if not select.select([self.s], [], [], timeout)[0]:
-                return None
-            d = self.s.recv(65536)
-            if not d:
-                raise EOFError("QMP closed")
-            self.buf += d
-        line, self.buf = self.buf.split(b"\n", 1)
-        return json.loads(line)
-
-    def cmd(self, _cmd, **args):
-        name = _cmd
-        self.s.sendall(json.dumps({"execute": name, "arguments": args}).encode() + b"\n")
-        while True:
-            m = self.read(60)
-            if m is None:
-                raise TimeoutError(name + ": no answer in 60 s")
-            if "event" in m:
-                self.events.append(m)
-            elif "error" in m:
-                raise RuntimeError(name + ": " + m["error"]["desc"])
-            else:
-                return m["return"]
-
-    def event(self, name, timeout, pred=lambda e: True):
-        end = time.time() + timeout
-        while True:
-            for e in self.events:
-                if e["event"] == name and pred(e):
-                    self.events.remove(e)
-                    return e["timestamp"]["seconds"] + e["timestamp"]["microseconds"] / 1e6
-            m = self.read(max(0, end - time.time()))
-            if m is None:
-                return None
-            if "event" in m:
-                self.events.append(m)
+from hca_qmp import Qmp
 
 
 src, dst = Qmp(sys.argv[1]), Qmp(sys.argv[2])
@@ -250,7 +206,7 @@ baseline_once() { # FROM TO OUT ARGV UUID
 		echo '{"failed": "destination QEMU did not start"}' >>"$out"
 		return 1
 	fi
-	res=$(python3 "$B/copy_storage.py" "$CUR/qmp.sock" "$QDIR/qmp.sock" "$NET.${to#node}" \
+	res=$(PYTHONPATH="$TOP/tests/bench" python3 "$B/copy_storage.py" "$CUR/qmp.sock" "$QDIR/qmp.sock" "$NET.${to#node}" \
 		$((20000 + QN)) $((21000 + QN)) 2>&1 | tail -n 1)
 	b=$(tx_bytes "$from")
 	res=$(printf '%s' "$res" | python3 -c '

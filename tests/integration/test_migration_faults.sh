@@ -17,6 +17,7 @@
 # only the commit does (a guest writing to RBD would hang in QEMU's flush
 # first, before any of hca's steps).
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lib_dc.sh"
 
 DCSH=$TOP/deploy/devcluster.sh
 export HCA_DC_DIR=/tmp/hca-dcf-$$
@@ -26,9 +27,6 @@ HUB=$HCA_DC_NETNS-hub
 G=$GUEST
 STOPPED=()
 
-dc() { "$DCSH" "$@"; }
-on() { local n=$1; shift; dc exec "$n" -- "$@"; }
-ctl() { local n=$1; shift; on "$n" "$HCACTL" "$@"; }
 cleanup() {
 	[ ${#STOPPED[@]} -eq 0 ] || kill -CONT "${STOPPED[@]}" 2>/dev/null
 	for k in 1 2 3; do ip -n "$HUB" link set "veth-n$k" up 2>/dev/null; done
@@ -36,46 +34,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
-field() { ctl "$1" vm show "$2" --json | json "d['$3']"; }
-storage_ok() { [ "$(ctl "$1" cluster status --json | json "d['storage_health']")" = ok ]; }
-job_field() { ctl "$1" job show "$2" --json | json "$3"; }
-job_phase() { job_field "$1" "$2" "d['phase']"; }
-job_ended() { case "$(job_phase "$1" "$2")" in succeeded|failed|cancelled) return 0 ;; esac; return 1; }
 job_at() { [ "$(job_phase "$1" "$2")" = "$3" ]; }
-hcad_pid() {
-	local p
-	for p in $(ip netns pids "$HCA_DC_NETNS-node$1" 2>/dev/null); do
-		[ "$(cat "/proc/$p/comm" 2>/dev/null)" = hcad ] && { echo "$p"; return 0; }
-	done
-	return 1
-}
-hcad_restart() {
-	local d=$HCA_DC_DIR/n$1
-	on "node$1" bash -c "setsid '$BUILD/hcad' -c '$d/hcad.conf' </dev/null >>'$d/hcad.out' 2>&1 &"
-	wait_for 20 storage_ok "node$1"
-}
 
-# The QEMU daemons of VM uuid $1, as "nodeK:PID" lines (not the
-# -daemonize launcher, whose parent is hcad; not zombies).
-qemu_list() {
-	local u=$1 k p st
-	local -A parent=()
-	local found=()
-	for k in 1 2 3; do
-		for p in $(ip netns pids "$HCA_DC_NETNS-node$k" 2>/dev/null); do
-			tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline" | grep -q -- "-uuid $u" || continue
-			st=$(awk '{print $3, $4}' "/proc/$p/stat" 2>/dev/null)
-			case "${st% *}" in Z | X | '') continue ;; esac
-			[ "$(cat "/proc/${st#* }/comm" 2>/dev/null)" = hcad ] && continue
-			parent[${st#* }]=1
-			found+=("node$k:$p")
-		done
-	done
-	# -daemonize forks twice: while the middle process lives, a QEMU's
-	# parent is another process of the same VM; the last of a chain counts
-	for k in "${found[@]}"; do [ -n "${parent[${k#*:}]:-}" ] || echo "$k"; done
-}
 # CPU ticks of a QEMU's vCPU threads ("CPU 0/TCG", "CPU 0/KVM").
 vcpu_ticks() {
 	local t n=0 c

@@ -28,6 +28,7 @@
 # At the end each guest is shut down and its journal, read from the volume
 # where it lives now, verifies: one boot, no gap, nothing torn.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lib_dc.sh"
 
 DCSH=$TOP/deploy/devcluster.sh
 export HCA_DC_DIR=/tmp/hca-dcs-$$
@@ -38,9 +39,6 @@ G=$GUEST
 TMP=$HCA_DC_DIR.tmp
 MOUNTED=
 
-dc() { "$DCSH" "$@"; }
-on() { local n=$1; shift; dc exec "$n" -- "$@"; }
-ctl() { local n=$1; shift; on "$n" "$HCACTL" "$@"; }
 cleanup() {
 	for k in 1 2 3; do ip -n "$HUB" link set "veth-n$k" up 2>/dev/null; done
 	[ -z "$MOUNTED" ] || on node3 umount "$MOUNTED" 2>/dev/null
@@ -51,12 +49,6 @@ trap cleanup EXIT
 mkdir -p "$TMP"
 
 quiet() { "$@" >/dev/null; }
-json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
-field() { ctl "$1" vm show "$2" --json | json "d['$3']"; }
-storage_ok() { [ "$(ctl "$1" cluster status --json | json "d['storage_health']")" = ok ]; }
-job_field() { ctl "$1" job show "$2" --json | json "$3"; }
-job_phase() { job_field "$1" "$2" "d['phase']"; }
-job_ended() { case "$(job_phase "$1" "$2")" in succeeded|failed|cancelled) return 0 ;; esac; return 1; }
 job_detail() { job_field "$1" "$2" "(d.get('progress') or {}).get('detail','')"; }
 # job_in NODE JOB WORDS: the job's progress line says WORDS ("disk phase", "memory phase")
 job_in() { case "$(job_detail "$1" "$2")" in *"$3"*) return 0 ;; esac; return 1; }
@@ -66,43 +58,11 @@ tx_bytes() {
 	ip netns exec "$HCA_DC_NETNS-$1" sh -c 'cat /sys/class/net/*/statistics/tx_bytes' |
 		awk '{s += $1} END {printf "%.0f\n", s}'
 }
-hcad_pid() {
-	local p
-	for p in $(ip netns pids "$HCA_DC_NETNS-node$1" 2>/dev/null); do
-		[ "$(cat "/proc/$p/comm" 2>/dev/null)" = hcad ] && { echo "$p"; return 0; }
-	done
-	return 1
-}
 hcad_stop() {
 	local p
 	p=$(hcad_pid "$1") || return 1
 	kill "-${2:-TERM}" "$p"
 	wait_for 20 bash -c "! kill -0 $p 2>/dev/null"
-}
-hcad_restart() {
-	local d=$HCA_DC_DIR/n$1
-	on "node$1" bash -c "setsid '$BUILD/hcad' -c '$d/hcad.conf' </dev/null >>'$d/hcad.out' 2>&1 &"
-	wait_for 20 storage_ok "node$1"
-}
-# The QEMU daemons of VM uuid $1 as "nodeK:PID" lines (not the -daemonize
-# launcher, whose parent is hcad; not zombies).
-qemu_list() {
-	local u=$1 k p st
-	local -A parent=()
-	local found=()
-	for k in 1 2 3; do
-		for p in $(ip netns pids "$HCA_DC_NETNS-node$k" 2>/dev/null); do
-			tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline" | grep -q -- "-uuid $u" || continue
-			st=$(awk '{print $3, $4}' "/proc/$p/stat" 2>/dev/null)
-			case "${st% *}" in Z | X | '') continue ;; esac
-			[ "$(cat "/proc/${st#* }/comm" 2>/dev/null)" = hcad ] && continue
-			parent[${st#* }]=1
-			found+=("node$k:$p")
-		done
-	done
-	# -daemonize forks twice: while the middle process lives, a QEMU's
-	# parent is another process of the same VM; the last of a chain counts
-	for k in "${found[@]}"; do [ -n "${parent[${k#*:}]:-}" ] || echo "$k"; done
 }
 qemu_on() { qemu_list "$1" | sed -n "s/^$2://p"; }
 # define_on NODE NAME WRITTEN-MiB: 128 MiB guest, 8 GiB local disk with
@@ -225,7 +185,7 @@ check "kill -9 the destination QEMU ($DQ) in the disk phase" kill -9 "$DQ"
 check "the job ends" wait_for 60 job_ended node1 "$jid"
 after_rollback node1 s2 "$P2" node3 "$jid" "destination QEMU killed in the disk phase"
 
-jid=$(ctl node1 vm migrate s2 node2 --with-storage --max-bandwidth 2 --compress none --no-wait)
+jid=$(ctl node1 vm migrate s2 node2 --with-storage --max-bandwidth 1 --compress none --no-wait)
 check "kill: the migration reaches the memory phase" wait_for 120 job_in node1 "$jid" "memory phase"
 DQ=$(qemu_on "$U2" node2)
 check "kill -9 the destination QEMU ($DQ) in the memory phase" kill -9 "$DQ"
@@ -240,7 +200,7 @@ ip -n "$HUB" link set veth-n3 up
 for n in 1 2 3; do check "node$n: storage ok after the heal" wait_for 90 storage_ok node$n; done
 after_rollback node1 s2 "$P2" node3 "$jid" "destination cut off during the mirror"
 
-jid=$(ctl node1 vm migrate s2 node2 --with-storage --max-bandwidth 2 --compress none --no-wait)
+jid=$(ctl node1 vm migrate s2 node2 --with-storage --max-bandwidth 1 --compress none --no-wait)
 check "cancel: the migration reaches the memory phase (mirrors in sync)" \
 	wait_for 120 job_in node1 "$jid" "memory phase"
 check "cancel it" quiet ctl node1 job cancel "$jid"
@@ -264,7 +224,7 @@ P3=$(qemu_on "$U3" node1)
 export CUR_U=$U3
 rbd_has() { on node1 rbd -c "$HCA_DC_DIR/ceph/ceph.conf" ls hca | grep -qx "$1"; }
 rbd_gone() { ! rbd_has "$1"; }
-jid=$(ctl node1 vm migrate s3 node2 --with-storage --target-storage rbd --max-bandwidth 2 --compress none --no-wait)
+jid=$(ctl node1 vm migrate s3 node2 --with-storage --target-storage rbd --max-bandwidth 0.5 --compress none --no-wait)
 check "rbd: the migration reaches the memory phase" wait_for 120 job_in node1 "$jid" "memory phase"
 check "rbd: cancel it (after the mirror, before the commit)" quiet ctl node1 job cancel "$jid"
 check "rbd: the job ends" wait_for 60 job_ended node1 "$jid"

@@ -253,14 +253,25 @@ static void error_reply(void **state)
 	h_free(h);
 }
 
+/* The server holds that many calls (a TLS handshake first: under ASan on a
+ * loaded machine that took longer than the 50 ms these tests once allowed). */
+static bool holds_one(void *arg)
+{
+	return ((struct h *)arg)->n_held == 1;
+}
+
+static bool holds_two(void *arg)
+{
+	return ((struct h *)arg)->n_held == 2;
+}
+
 static void async_reply(void **state)
 {
 	struct h *h = h_new(NULL);
 	struct result r;
 
 	call(h, "hold", "", 2000, &r);
-	loop_run_for(h->loop, 50);
-	assert_int_equal(h->n_held, 1);
+	assert_true(loop_run_until(h->loop, holds_one, h, SAFETY_MS));
 	assert_int_equal(r.calls, 0);
 	assert_int_equal(chan_reply_ok(h->held[0], "later", 5), 0);
 	h->n_held = 0;
@@ -332,19 +343,12 @@ static void unreachable_times_out(void **state)
 	h_free(h);
 }
 
-static bool holds_one(void *arg)
-{
-	return ((struct h *)arg)->n_held == 1;
-}
-
 static void free_cancels_pending(void **state)
 {
 	struct h *h = h_new(NULL);
 	struct result r;
 
 	call(h, "hold", "", 5000, &r);
-	/* until the server holds it (a TLS handshake first: under ASan on a
-	 * loaded machine that took more than the 50 ms once allowed here) */
 	assert_true(loop_run_until(h->loop, holds_one, h, SAFETY_MS));
 	assert_int_equal(h->n_held, 1);
 	chan_peer_free(h->peer);
@@ -378,7 +382,7 @@ static void callback_frees_peer(void **state)
 	freeing_h = h;
 	assert_int_equal(chan_call(h->peer, "hold", "", 0, 5000, on_reply_free_peer, &r1), 0);
 	call(h, "hold", "", 5000, &r2);
-	loop_run_for(h->loop, 50);
+	assert_true(loop_run_until(h->loop, holds_two, h, SAFETY_MS));
 	assert_int_equal(h->n_held, 2); /* answered by h_free(), to nobody */
 	chan_server_free(h->srv); /* the client's connection breaks under both calls */
 	h->srv = NULL;
