@@ -81,7 +81,7 @@ struct rep_tx {
 	void *opaque;
 	struct rep_tx_cfg cfg;
 	struct rep_cycle c;
-	char node[64];
+	char node[CHAN_NAME_MAX + 1];
 	struct rep_tally t;
 	enum tx_state state;
 	bool told;	/* done() called, or the caller aborted: no more callbacks */

@@ -8,6 +8,8 @@
  */
 #include <errno.h>
 #include <setjmp.h>
+#include <stdatomic.h>
+#include <unistd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -686,6 +688,62 @@ static void replica_gone(void **state)
 	h_free(h);
 }
 
+/* ---- zstd yields to the channel ---- */
+
+static atomic_bool unblock;
+
+static void block_fn(struct exec_item *it)
+{
+	while (!atomic_load(&unblock))
+		usleep(1000);
+}
+
+static bool sink_opened(void *arg)
+{
+	return ((struct sink *)arg)->opens > 0;
+}
+
+static bool tx_done_cond(void *arg)
+{
+	return ((struct src *)arg)->dones > 0;
+}
+
+/* The channel waits on the only worker: what is pushed meanwhile skips zstd. */
+static void compression_yields_to_the_channel(void **state)
+{
+	struct h *h = h_new(NULL);
+	struct exec_queue *q1 = exec_queue_new(h->exec, "rep-one", 1);
+	struct rep_ctx *x1 = rep_ctx_new(q1);
+	struct exec_item blocker;
+	static uint8_t text[2][256u << 10];
+	struct rep_cycle c;
+	struct rep_tx *tx;
+
+	for (size_t i = 0; i < sizeof(text[0]); i++)
+		text[0][i] = text[1][i] = (uint8_t)"journal entry 42 ok\n"[i % 20];
+	atomic_store(&unblock, false);
+	exec_item_init(&blocker, block_fn, NULL);
+	exec_push(q1, &blocker, NULL);
+	cycle_of(&c, 11);
+	tx = rep_tx_open(&h->env, x1, "node1", &c, NULL, &src_ops, &h->src);
+	assert_non_null(tx);
+	assert_int_equal(rep_tx_extent(tx, 0, 0, text[0], sizeof(text[0])), 0);
+	/* opened and credited: the channel waits for extent 1 */
+	assert_true(loop_run_until(h->loop, sink_opened, &h->sink, SAFETY_MS));
+	loop_run_for(h->loop, 200);
+	assert_int_equal(rep_tx_extent(tx, 0, 1u << 20, text[1], sizeof(text[1])), 0);
+	assert_int_equal(rep_tx_finish(tx), 0);
+	atomic_store(&unblock, true);
+	assert_true(loop_run_until(h->loop, tx_done_cond, &h->src, SAFETY_MS));
+	assert_int_equal(h->src.err, 0);
+	assert_true(h->src.s.extents == 2);
+	assert_true(h->src.s.zstd == 1);    /* the first, pushed before the wait */
+	assert_true(h->src.s.hurried == 1); /* the second went raw */
+	assert_memory_equal(h->sink.disk[0] + (1u << 20), text[1], sizeof(text[1]));
+	rep_ctx_free(x1);
+	h_free(h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -695,6 +753,7 @@ int main(void)
 		cmocka_unit_test(hand_made_streams),
 		cmocka_unit_test(pushes_checked_and_abort),
 		cmocka_unit_test(replica_gone),
+		cmocka_unit_test(compression_yields_to_the_channel),
 	};
 	int rc;
 
