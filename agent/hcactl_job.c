@@ -157,7 +157,7 @@ static void mig_progress_text(const Hca__Job *j, char *buf, size_t len)
 	buf[0] = '\0';
 	if (p && p->total)
 		hcactl_line_add(&l, ", ", "%u%%", percent(p));
-	if (m->disks && !m->transferred && !m->remaining) {
+	if (m->disks && m->disk_total && !m->transferred && !m->remaining) {
 		/* the disk phase: the mirrors copy */
 		hcactl_amount(m->disk_done, "bytes", sent, sizeof(sent));
 		hcactl_amount(m->disk_total, "bytes", left, sizeof(left));
