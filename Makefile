@@ -27,7 +27,7 @@ say = $(if $(filter 1,$(V)),,@printf '  %-7s %s\n' $(1) $(2);)
 CC ?= cc
 FUZZ_CC ?= clang
 PROTOC_C ?= protoc-c
-PKGS := libqb jansson libprotobuf-c libcpg libvotequorum libcmap libcorosync_common openssl libzstd
+PKGS := libqb jansson libprotobuf-c libcpg libvotequorum libcmap libcorosync_common openssl libzstd libnbd
 # Evaluated once, and only when a compile needs it, so `make check` can
 # install pkg-config's packages before anything asks for their flags.
 PKG_CFLAGS = $(eval PKG_CFLAGS := $$(shell pkg-config --cflags $(PKGS)))$(PKG_CFLAGS)

@@ -10,7 +10,7 @@ export DEBIAN_FRONTEND=noninteractive
 PKGS=(
   build-essential pkg-config clang llvm
   libqb-dev libprotobuf-c-dev protobuf-c-compiler libjansson-dev
-  libssl-dev libzstd-dev librados-dev librbd-dev
+  libssl-dev libzstd-dev librados-dev librbd-dev libnbd-dev
   libcorosync-common-dev libcpg-dev libquorum-dev libvotequorum-dev libcmap-dev
   libcmocka-dev
   busybox-static cpio xz-utils zstd kmod file iproute2 procps util-linux openssl
