@@ -88,6 +88,8 @@ int rep_cycle_encode(const struct rep_cycle *c, uint8_t **out, size_t *len, stru
 	h.cycle = c->cycle;
 	h.base_point = c->base;
 	h.full = c->full;
+	h.cut_ms = c->cut_ms;
+	h.app_consistent = c->app_consistent;
 	for (unsigned i = 0; i < c->ndisks; i++) {
 		hca__rep_disk__init(&d[i]);
 		d[i].name = (char *)c->disks[i].name;
@@ -123,6 +125,8 @@ static int header_copy(const Hca__RepCycleHeader *h, struct rep_cycle *c, struct
 	c->cycle = h->cycle;
 	c->base = h->base_point;
 	c->full = h->full;
+	c->cut_ms = h->cut_ms;
+	c->app_consistent = h->app_consistent;
 	c->ndisks = (unsigned)h->n_disks;
 	for (size_t i = 0; i < h->n_disks; i++) {
 		if (strlen(h->disks[i]->name) > REP_NAME_MAX)

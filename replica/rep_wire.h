@@ -97,6 +97,8 @@ struct rep_cycle {
 	uint64_t cycle;       /* from 1 */
 	uint64_t base;        /* the recovery point the changes apply on; 0 if full */
 	bool full;
+	uint64_t cut_ms;      /* the cut's wall-clock time, ms since the epoch */
+	bool app_consistent;  /* the guest's file systems were frozen for it */
 	unsigned ndisks;      /* 1 to REP_DISKS_MAX */
 	struct rep_disk disks[REP_DISKS_MAX];
 };
