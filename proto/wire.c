@@ -13,6 +13,7 @@ static const char *const type_names[WIRE_T_MAX] = {
 	[WIRE_T_VM_STATE] = "vm-state",
 	[WIRE_T_CHAN] = "chan",
 	[WIRE_T_JOB] = "job",
+	[WIRE_T_REP_RELATION] = "rep-relation",
 };
 
 const char *wire_type_name(uint16_t type)

@@ -30,6 +30,7 @@ enum wire_type {
 	WIRE_T_VM_STATE = 4,
 	WIRE_T_CHAN = 5, /* node-to-node channel: one hca.ChanMsg */
 	WIRE_T_JOB = 6,  /* a job record: one hca.Job */
+	WIRE_T_REP_RELATION = 7, /* a replication relation: one hca.RepRelation */
 	WIRE_T_MAX
 };
 
