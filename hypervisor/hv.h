@@ -19,6 +19,12 @@
 #include "proto/hca.pb-c.h"
 
 #define HV_NAME_MAX 48
+/*
+ * A disk's name: QEMU 10 limits node names to 31 characters, and the
+ * longest name made from a disk's is the replica's view, "rep-view-NAME"
+ * (replica/rep_cut.h); the guest's own is "drive-NAME".
+ */
+#define HV_DISK_NAME_MAX 22u
 #define HV_MAX_DISKS 16
 #define HV_MAX_NICS 8
 #define HV_MAX_VCPUS 64

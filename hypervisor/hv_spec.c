@@ -125,9 +125,9 @@ static int check_disk(const Hca__VmSpec *s, size_t i, unsigned flags, char *err,
 {
 	const Hca__DiskSpec *d = s->disks[i];
 
-	if (!ident_valid(d->name, 32))
-		return fail(err, len, s->name, "disk %zu: invalid name '%s' (use a-z, 0-9, -, _)",
-			    i, d->name);
+	if (!ident_valid(d->name, HV_DISK_NAME_MAX))
+		return fail(err, len, s->name, "disk %zu: invalid name '%s' (1 to %u of a-z, 0-9, "
+			    "-, _)", i, d->name, HV_DISK_NAME_MAX);
 	for (size_t j = 0; j < i; j++)
 		if (!strcmp(s->disks[j]->name, d->name))
 			return fail(err, len, s->name, "disk name '%s' used twice", d->name);

@@ -156,6 +156,19 @@ int sto_vol_path(struct sto_vols *s, const char *vol, char *buf, size_t len,
 		 char *err, size_t errlen);
 
 /*
+ * Make @vol, in format @fmt, a copy of the disk image at @src (any format
+ * qemu-img reads, a backing chain included; opened with -U, since the
+ * process that wrote it may still hold it), replacing what @vol held: a
+ * failover brings a replica's point over a stale copy. Sparse: only what
+ * @src holds is written. The new image is complete and synced before it
+ * replaces the old one, so a failure leaves @vol as it was.
+ * Returns 0; -EINVAL (bad name or format); -EIO (qemu-img failed, its first
+ * line in @err); -EOPNOTSUPP (a backend without it: rbd); other -errno.
+ */
+int sto_vol_import(struct sto_vols *s, const char *vol, const char *src, enum sto_fmt fmt,
+		   char *err, size_t errlen);
+
+/*
  * Take a point-in-time snapshot @snap (same naming rule as volumes) of @vol.
  * Crash-consistent only: the caller quiesces or pauses a running guest.
  * Returns 0; -ENOENT if @vol does not exist; -EEXIST if @snap does;

@@ -49,6 +49,9 @@ struct sto_vol_ops {
 	 * the backend has none: the front end returns -EOPNOTSUPP. */
 	int (*snapshot)(struct sto_vols *s, const char *vol, const char *snap,
 			char *err, size_t errlen);
+	/* Replace @vol by a copy of image @src. NULL: -EOPNOTSUPP. */
+	int (*import)(struct sto_vols *s, const char *vol, const char *src, enum sto_fmt fmt,
+		      char *err, size_t errlen);
 	/* Bytes new volumes may still take (free space for an unprivileged
 	 * writer). NULL if the backend cannot say: -EOPNOTSUPP. */
 	int (*room)(struct sto_vols *s, uint64_t *avail, char *err, size_t errlen);

@@ -223,6 +223,21 @@ const char *sto_vols_backend(const struct sto_vols *s)
 	return s->ops->name;
 }
 
+int sto_vol_import(struct sto_vols *s, const char *vol, const char *src, enum sto_fmt fmt,
+		   char *err, size_t errlen)
+{
+	int rc = check_name(vol, err, errlen);
+
+	if (rc == 0 && fmt != STO_FMT_QCOW2 && fmt != STO_FMT_RAW)
+		rc = STO_FAIL(LOG_ERR, err, errlen, -EINVAL,
+			      "volume %s: unknown format %d", vol, (int)fmt);
+	if (rc == 0 && !s->ops->import)
+		rc = STO_FAIL(LOG_ERR, err, errlen, -EOPNOTSUPP,
+			      "volume %s: the %s backend cannot import an image", vol,
+			      s->ops->name);
+	return rc ? rc : s->ops->import(s, vol, src, fmt, err, errlen);
+}
+
 int sto_vol_create(struct sto_vols *s, const char *vol, uint64_t size,
 		   enum sto_fmt fmt, char *err, size_t errlen)
 {

@@ -309,6 +309,52 @@ out:
 	return rc;
 }
 
+static int file_import(struct sto_vols *s, const char *vol, const char *src, enum sto_fmt fmt,
+		       char *err, size_t errlen)
+{
+	struct vols_file *f = to_file(s);
+	char tmp[NAME_MAX + 1], name[NAME_MAX + 1], other[NAME_MAX + 1], path[PATH_MAX];
+	char *argv[] = { NULL, "convert", "-q", "-U", "-O", (char *)sto_fmt_name(fmt), "-o",
+			 "cluster_size=1M,extended_l2=on", (char *)src, path, NULL };
+	int lk = lock(f, vol, err, errlen);
+	int rc = lk < 0 ? lk : 0;
+
+	if (rc < 0)
+		goto out;
+	if (fmt == STO_FMT_RAW) { /* the same layout as a created volume */
+		argv[6] = (char *)src;
+		argv[7] = path;
+		argv[8] = NULL;
+	}
+	file_name(tmp, sizeof(tmp), vol, fmt, true);
+	file_name(name, sizeof(name), vol, fmt, false);
+	file_name(other, sizeof(other), vol, fmt == STO_FMT_RAW ? STO_FMT_QCOW2 : STO_FMT_RAW,
+		  false);
+	if ((rc = path_of(f, tmp, path, sizeof(path))) < 0) {
+		rc = STO_FAIL(LOG_ERR, err, errlen, rc, "volume %s: path too long", vol);
+		goto out;
+	}
+	unlinkat(f->dirfd, tmp, 0);
+	rc = run_tool(f, vol, argv, err, errlen);
+	if (rc == 0)
+		rc = settle(f, vol, tmp, err, errlen);
+	if (rc == 0 && renameat(f->dirfd, tmp, f->dirfd, name) < 0)
+		rc = STO_FAIL(LOG_ERR, err, errlen, -errno, "volume %s: cannot put %s/%s in "
+			      "place: %s", vol, f->dir, name, sto_errstr(errno));
+	if (rc == 0) {
+		unlinkat(f->dirfd, other, 0); /* a stale copy in the other format */
+		rc = sto_fsync_dir(f->dirfd);
+		if (rc < 0)
+			rc = STO_FAIL(LOG_ERR, err, errlen, rc, "volume %s: cannot sync %s: %s",
+				      vol, f->dir, sto_errstr(-rc));
+	}
+	unlinkat(f->dirfd, tmp, 0);
+out:
+	if (lk >= 0)
+		close(lk);
+	return rc;
+}
+
 static int file_remove(struct sto_vols *s, const char *vol, char *err,
 		       size_t errlen)
 {
@@ -479,6 +525,7 @@ static void file_close(struct sto_vols *s)
 static const struct sto_vol_ops file_ops = {
 	.name = "file",
 	.create = file_create,
+	.import = file_import,
 	.remove = file_remove,
 	.resize = file_resize,
 	.info = file_info,

@@ -203,6 +203,52 @@ static void test_create_qcow2(void **state)
 	assert_int_equal(entries(f), 1);
 }
 
+/* A shell command's exit status (the test's own tools: qemu-img, qemu-io). */
+static int sh(const char *fmt, ...)
+{
+	char cmd[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	return system(cmd);
+}
+
+/* A point made of a backing chain replaces a stale volume; the old bytes
+ * go, the chain's bytes come, the copy stays sparse; a missing source
+ * leaves the volume as it was. */
+static void test_import(void **state)
+{
+	struct fx *f = *state;
+	char vol[256], src[256];
+
+	assert_int_equal(create(f, "web1", 64 * MiB, STO_FMT_QCOW2), 0);
+	file_of(f, "web1.qcow2", vol, sizeof(vol));
+	assert_int_equal(sh("qemu-io -f qcow2 -c 'write -P 0x11 0 1M' %s >/dev/null", vol), 0);
+	assert_int_equal(sh("qemu-img create -q -f qcow2 %s/base.qcow2 64M && "
+			    "qemu-io -f qcow2 -c 'write -P 0x22 1M 1M' %s/base.qcow2 >/dev/null && "
+			    "qemu-img create -q -f qcow2 -b %s/base.qcow2 -F qcow2 %s/top.qcow2 && "
+			    "qemu-io -f qcow2 -c 'write -P 0x33 2M 1M' %s/top.qcow2 >/dev/null",
+			    f->top, f->top, f->top, f->top, f->top), 0);
+	snprintf(src, sizeof(src), "%s/top.qcow2", f->top);
+	assert_int_equal(sto_vol_import(f->s, "web1", src, STO_FMT_QCOW2, f->err, sizeof(f->err)),
+			 0);
+	assert_int_equal(sh("out=$(qemu-io -f qcow2 -c 'read -P 0 0 1M' -c 'read -P 0x22 1M 1M' "
+			    "-c 'read -P 0x33 2M 1M' %s) && ! echo \"$out\" | grep -q failed && "
+			    "[ $(echo \"$out\" | grep -c '^read 1048576/') = 3 ]", vol), 0);
+	assert_int_equal(sh("qemu-img info %s | grep -q backing", vol) != 0, 1);
+	expect_info(f, "web1", STO_FMT_QCOW2, 64 * MiB);
+	assert_int_equal(entries(f), 1);
+	/* nothing to copy from: the volume is left as it was */
+	assert_int_equal(sto_vol_import(f->s, "web1", "/nonexistent.qcow2", STO_FMT_QCOW2, f->err,
+					sizeof(f->err)), -EIO);
+	assert_int_equal(sh("out=$(qemu-io -f qcow2 -c 'read -P 0x33 2M 1M' %s) && ! echo "
+			    "\"$out\" | grep -q failed && echo \"$out\" | grep -q '^read 1048576/'",
+			    vol), 0);
+	assert_int_equal(entries(f), 1);
+}
+
 static void test_create_raw(void **state)
 {
 	struct fx *f = *state;
@@ -856,6 +902,7 @@ static int run_file(void)
 		T(test_name_valid),
 		T(test_create_qcow2),
 		T(test_create_raw),
+		T(test_import),
 		T(test_create_size_limits_accepted),
 		T(test_create_existing_eexist_untouched),
 		T(test_create_bad_size_einval),
