@@ -682,7 +682,7 @@ static int check_cfg(const struct rep_store_cfg *cfg, char *err, size_t len)
 	if (!cfg->dir || cfg->dir[0] != '/' || strchr(cfg->dir, ',') ||
 	    strlen(cfg->dir) >= PATH_MAX - 64 || !cfg->vm || strlen(cfg->vm) > REP_NAME_MAX)
 		return fail(vm, err, len, -EINVAL, "bad directory or VM name");
-	if (!cfg->ndisks || cfg->ndisks > REP_DISKS_MAX)
+	if (cfg->ndisks > REP_DISKS_MAX)
 		return fail(vm, err, len, -EINVAL, "%u disks", cfg->ndisks);
 	for (unsigned i = 0; i < cfg->ndisks; i++)
 		if (!cfg->disks[i].size || !cfg->disks[i].name[0] ||
@@ -717,6 +717,14 @@ static int load(struct rep_store *s, char *err, size_t len)
 	if (!x)
 		return fail(s->vm, err, len, -ENOMEM, "out of memory");
 	rc = index_read(s->dir, x);
+	if (rc == -ENOENT && !s->ndisks) {
+		rc = fail(s->vm, err, len, rc, "no replica store in %s", s->dir);
+		goto out;
+	}
+	if (!rc && !s->ndisks) { /* the disks the store has */
+		s->ndisks = x->ndisks;
+		memcpy(s->disks, x->disks, sizeof(x->disks[0]) * x->ndisks);
+	}
 	if (rc == -ENOENT) {
 		s->next_seq = 1;
 		rc = 0;
@@ -793,7 +801,7 @@ int rep_store_open(const struct rep_store_cfg *cfg, struct rep_store **out, char
 	memcpy(s->disks, cfg->disks, sizeof(s->disks[0]) * cfg->ndisks);
 	s->keep = cfg->keep ? cfg->keep : 1;
 	s->pid = -1;
-	if ((rc = mkdirs(s->dir)) < 0) {
+	if (s->ndisks && (rc = mkdirs(s->dir)) < 0) { /* 0 disks: it must exist */
 		rc = fail(s->vm, err, len, rc, "cannot create %s: %s", s->dir, strerror(-rc));
 		goto out;
 	}
@@ -1169,4 +1177,10 @@ int rep_store_point_files(const struct rep_store *s, uint64_t point_id, char pat
 int rep_store_daemon_pid(const struct rep_store *s)
 {
 	return s->pid;
+}
+
+unsigned rep_store_disks(const struct rep_store *s, struct rep_disk *out, unsigned max)
+{
+	memcpy(out, s->disks, sizeof(*out) * (s->ndisks < max ? s->ndisks : max));
+	return s->ndisks;
 }

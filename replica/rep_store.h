@@ -49,7 +49,8 @@ struct rep_store;
 struct rep_store_cfg {
 	const char *dir;       /* the VM's directory, created if missing */
 	const char *vm;        /* for logs */
-	unsigned ndisks;       /* 1 to REP_DISKS_MAX */
+	unsigned ndisks;       /* 1 to REP_DISKS_MAX; 0: the store must exist,
+				* with the disks its index names */
 	struct rep_disk disks[REP_DISKS_MAX];
 	unsigned keep;         /* points kept, >= 1 (0: 1) */
 	const char *qsd;       /* NULL: "qemu-storage-daemon" (in PATH) */
@@ -134,6 +135,9 @@ int rep_store_point_files(const struct rep_store *s, uint64_t point_id, char pat
 
 /* The daemon's pid (tests, status), -1 if unknown. */
 int rep_store_daemon_pid(const struct rep_store *s);
+
+/* The disks of the store (as opened, or as its index names them). */
+unsigned rep_store_disks(const struct rep_store *s, struct rep_disk *out, unsigned max);
 
 /* Free @s; with @stop_daemon, quit the daemon (its files stay). NULL ok. */
 void rep_store_close(struct rep_store *s, bool stop_daemon);

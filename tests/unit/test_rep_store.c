@@ -368,10 +368,23 @@ static void other_disks_refused(void **state)
 	t->cfg.disks[1].size /= 2;
 	t->cfg.ndisks = 1;
 	assert_int_equal(rep_store_open(&t->cfg, &t->s, err, sizeof(err)), -EINVAL);
-	t->cfg.ndisks = NDISKS;
+	/* no disks given: those of the index (hold, release after an hcad restart) */
+	t->cfg.ndisks = 0;
 	store_open(t);
+	struct rep_disk dk[REP_DISKS_MAX];
+	assert_int_equal(rep_store_disks(t->s, dk, REP_DISKS_MAX), NDISKS);
+	assert_string_equal(dk[1].name, "disk1");
+	assert_int_equal(dk[1].size, disk_size[1]);
 	static const uint64_t ids[] = { 1 };
 	check_points(t, ids, 1);
+	rep_store_close(t->s, true);
+	t->s = NULL;
+	char other[600];
+	snprintf(other, sizeof(other), "%s/none", t->tmp);
+	t->cfg.dir = other;
+	assert_int_equal(rep_store_open(&t->cfg, &t->s, err, sizeof(err)), -ENOENT);
+	t->cfg.dir = t->dir;
+	t->cfg.ndisks = NDISKS;
 }
 
 static void destroy_removes_all(void **state)
