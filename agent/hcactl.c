@@ -714,6 +714,42 @@ static int cmd_migration_list(struct cli *cli, const struct args *a)
 	return hcactl_migration_list(cli);
 }
 
+static int cmd_replica_enable(struct cli *cli, const struct args *a)
+{
+	const struct replica_opts o = {
+		.to = opt_get(a, "to"), .interval = opt_get(a, "interval"),
+		.keep = opt_get(a, "keep"), .app = opt_get(a, "app-consistent"),
+		.pool = opt_get(a, "target-pool"),
+	};
+
+	return hcactl_replica_enable(cli, a->pos[0], &o);
+}
+
+static int cmd_replica_status(struct cli *cli, const struct args *a)
+{
+	return hcactl_replica_status(cli, a->npos ? a->pos[0] : NULL);
+}
+
+static int cmd_replica_points(struct cli *cli, const struct args *a)
+{
+	return hcactl_replica_points(cli, a->pos[0]);
+}
+
+static int cmd_replica_pause(struct cli *cli, const struct args *a)
+{
+	return hcactl_replica_simple(cli, a->pos[0], HCA__API_REQUEST__OP_REPLICA_PAUSE);
+}
+
+static int cmd_replica_resume(struct cli *cli, const struct args *a)
+{
+	return hcactl_replica_simple(cli, a->pos[0], HCA__API_REQUEST__OP_REPLICA_RESUME);
+}
+
+static int cmd_replica_disable(struct cli *cli, const struct args *a)
+{
+	return hcactl_replica_simple(cli, a->pos[0], HCA__API_REQUEST__OP_REPLICA_DISABLE);
+}
+
 static int cmd_version(struct cli *cli, const struct args *a)
 {
 	if (cli->json)
@@ -750,7 +786,20 @@ static const struct opt_def migrate_opts[] = {
 	{ "target-storage", true, false }, FOLLOW_OPTS,
 	{ NULL, false, false },
 };
+static const struct opt_def replica_enable_opts[] = {
+	{ "to", true, false }, { "interval", true, false }, { "keep", true, false },
+	{ "app-consistent", true, false }, { "target-pool", true, false },
+	{ NULL, false, false },
+};
 static const char follow_detail[] = FOLLOW_HELP;
+static const char replica_detail[] =
+	"Ship the VM's changed blocks to NODE every interval (--interval, 5s by\n"
+	"default: 90, 30s, 2m, 1h), compressed, over the node channel; NODE keeps the\n"
+	"newest --keep recovery points (24). The first cycle copies what the disks\n"
+	"hold (holes are not sent). Every point is crash-consistent across the VM's\n"
+	"disks. Volumes hcad created on the node's own storage are replicated; the\n"
+	"replica lives in NODE's own storage.\n"
+	"  --app-consistent every:TIME   (recorded; the guest freeze is not built yet)\n";
 
 static const char define_detail[] =
 	"From a file (FILE '-' reads stdin):\n"
@@ -902,6 +951,19 @@ static const struct cmd cmds[] = {
 	{ "migration", "list", cmd_migration_list, NULL, 0, 0, "migration list",
 	  "Live migrations (migrate jobs), newest first, with their figures.",
 	  migration_list_detail, POS_WORD },
+	{ "replica", "enable", cmd_replica_enable, replica_enable_opts, 1, 1,
+	  "replica enable NAME --to NODE [--interval T] [--keep N]",
+	  "Replicate a VM's disks to NODE every few seconds.", replica_detail, POS_VM },
+	{ "replica", "status", cmd_replica_status, NULL, 0, 1, "replica status [NAME]",
+	  "Replication relations: health, the newest point's age (RPO), bytes.", NULL, POS_VM },
+	{ "replica", "points", cmd_replica_points, NULL, 1, 1, "replica points NAME",
+	  "The recovery points the replica node keeps.", NULL, POS_VM },
+	{ "replica", "pause", cmd_replica_pause, NULL, 1, 1, "replica pause NAME",
+	  "Stop shipping (changes are still tracked).", NULL, POS_VM },
+	{ "replica", "resume", cmd_replica_resume, NULL, 1, 1, "replica resume NAME",
+	  "Ship again after a pause.", NULL, POS_VM },
+	{ "replica", "disable", cmd_replica_disable, NULL, 1, 1, "replica disable NAME",
+	  "Stop replicating; the replica and its points are removed.", NULL, POS_VM },
 	{ NULL, "version", cmd_version, NULL, 0, 0, "version", "Print hcactl's version.", NULL, POS_WORD },
 };
 #define NCMDS (sizeof(cmds) / sizeof(cmds[0]))

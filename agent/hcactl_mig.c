@@ -127,8 +127,7 @@ static int opt_bandwidth(const char *val, uint64_t *out)
 	return 0;
 }
 
-/* "90", "120s", "2m", "1h": seconds, within 1..MIG_DEADLINE_MAX_S. */
-static int parse_deadline(const char *s, uint32_t *out)
+int hcactl_parse_secs(const char *s, unsigned long max, uint32_t *out)
 {
 	static const char units[] = "smh";
 	static const unsigned long unit_s[] = { 1, 60, 3600 };
@@ -142,7 +141,7 @@ static int parse_deadline(const char *s, uint32_t *out)
 		return -EINVAL;
 	memcpy(num, s, n);
 	num[n] = '\0';
-	if (hcactl_parse_uint(num, 1, MIG_DEADLINE_MAX_S / k, &v))
+	if (hcactl_parse_uint(num, 1, max / k, &v))
 		return -EINVAL;
 	*out = (uint32_t)(v * k);
 	return 0;
@@ -159,7 +158,7 @@ int hcactl_migrate_request(const struct migrate_opts *o, Hca__MigrateRequest *re
 	    (rc = opt_count("streams", o->streams, MIG_STREAMS_MAX, "a count", &req->streams)) ||
 	    (rc = opt_bandwidth(o->max_bandwidth, &req->max_bandwidth)))
 		return rc;
-	if (o->deadline && parse_deadline(o->deadline, &req->deadline_s))
+	if (o->deadline && hcactl_parse_secs(o->deadline, MIG_DEADLINE_MAX_S, &req->deadline_s))
 		return bad("deadline", o->deadline, "1s to %uh: seconds, or a number with s, m or h, "
 			   "as 90, 120s, 2m", MIG_DEADLINE_MAX_S / 3600);
 	if (o->compress && mig_compress_parse(o->compress, &compress))

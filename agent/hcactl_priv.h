@@ -36,6 +36,9 @@ struct cli {
 /* A decimal in @min..@max, nothing else: 0, or -EINVAL. */
 int hcactl_parse_uint(const char *s, unsigned long min, unsigned long max, unsigned long *v);
 
+/* "90", "120s", "2m", "1h": seconds, 1..@max. 0, or -EINVAL. */
+int hcactl_parse_secs(const char *s, unsigned long max, uint32_t *out);
+
 /*
  * Send @req and return hcad's successful reply (free it with
  * hca__api_reply__free_unpacked), or NULL after printing why not: the
@@ -154,6 +157,17 @@ int hcactl_job_cancel(struct cli *cli, const char *id);
 
 /* `migration list`: the migrate jobs of `job list`, newest first. */
 int hcactl_migration_list(struct cli *cli);
+
+/* ---- hcactl_rep.c: `replica ...` ---- */
+
+struct replica_opts {
+	const char *to, *interval, *keep, *app, *pool;
+};
+int hcactl_replica_enable(struct cli *cli, const char *vm, const struct replica_opts *o);
+int hcactl_replica_status(struct cli *cli, const char *vm);
+int hcactl_replica_points(struct cli *cli, const char *vm);
+/* op: HCA__API_REQUEST__OP_REPLICA_PAUSE, _RESUME or _DISABLE */
+int hcactl_replica_simple(struct cli *cli, const char *vm, int op);
 
 /* @j as `job show --json` prints it: a new reference, NULL on ENOMEM. */
 json_t *hcactl_job_json(const Hca__Job *j);

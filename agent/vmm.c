@@ -482,6 +482,7 @@ static void on_event(struct hv_vm *hv, const char *name, json_t *data, void *opa
 {
 	(void)hv;
 	vmm_mig_event(opaque, name, data);
+	vmm_rep_event(opaque, name, data);
 }
 
 static const struct hv_vm_ops hv_ops = { .state_changed = on_state, .event = on_event };
@@ -711,6 +712,7 @@ void vmm_set_peers(struct vmm *m, struct peers *peers, const char *why)
 	if (peers) {
 		vmm_fwd_register(m);
 		vmm_mig_setup(m);
+		vmm_rep_setup(m);
 	}
 }
 
@@ -776,6 +778,8 @@ static bool changes_something(Hca__ApiRequest__OpCase op)
 	case HCA__API_REQUEST__OP_CLUSTER_STATUS:
 	case HCA__API_REQUEST__OP_JOB_LIST:
 	case HCA__API_REQUEST__OP_JOB_SHOW:
+	case HCA__API_REQUEST__OP_REPLICA_STATUS:
+	case HCA__API_REQUEST__OP_REPLICA_POINTS:
 		return false;
 	default:
 		return true;
@@ -811,6 +815,7 @@ int vmm_set_storage(struct vmm *m, struct sto_store *store, struct sto_vols *rbd
 	m->store = store;
 	m->rbd = rbd;
 	vmm_mig_store(m);
+	vmm_rep_store(m);
 	snprintf(m->storage_health, sizeof(m->storage_health), "ok");
 	rc = vmm_load(m, err, errlen);
 	if (rc < 0) {
@@ -940,6 +945,30 @@ void vmm_request(struct vmm *m, const Hca__ApiRequest *q, vmm_reply_fn fn, void 
 	case HCA__API_REQUEST__OP_MIGRATE:
 		vmm_migrate(m, q->migrate, via, fn, ctx);
 		break;
+	case HCA__API_REQUEST__OP_REPLICA_ENABLE:
+		vmm_replica_enable(m, q->replica_enable, fn, ctx);
+		break;
+	case HCA__API_REQUEST__OP_REPLICA_STATUS:
+		vmm_replica_status(m, q->replica_status->name, fn, ctx);
+		break;
+	case HCA__API_REQUEST__OP_REPLICA_POINTS:
+		vmm_replica_points(m, q->replica_points->name, fn, ctx);
+		break;
+	case HCA__API_REQUEST__OP_REPLICA_PAUSE:
+		vmm_replica_state(m, q->replica_pause->name, HCA__REP_STATE__REP_STATE_PAUSED, fn,
+				  ctx);
+		break;
+	case HCA__API_REQUEST__OP_REPLICA_RESUME:
+		vmm_replica_state(m, q->replica_resume->name, HCA__REP_STATE__REP_STATE_ENABLED, fn,
+				  ctx);
+		break;
+	case HCA__API_REQUEST__OP_REPLICA_DISABLE:
+		vmm_replica_state(m, q->replica_disable->name, HCA__REP_STATE__REP_STATE_NONE, fn,
+				  ctx);
+		break;
+	case HCA__API_REQUEST__OP_REPLICA_FAILOVER:
+		vmm_replica_failover(m, q->replica_failover, via, fn, ctx);
+		break;
 	default:
 		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_PROTOCOL,
 			    "unknown request (operation %d)", (int)q->op_case);
@@ -1006,6 +1035,7 @@ void vmm_free(struct vmm *m)
 		vmm_vm_free(v);
 	}
 	vmm_mig_free(m);
+	vmm_rep_free(m);
 	for (size_t i = 0; i < m->n_interrupted; i++)
 		hca__job__free_unpacked(m->interrupted[i], NULL);
 	free(m->interrupted);

@@ -79,6 +79,19 @@ const char *vmm_route(struct vmm *m, const Hca__ApiRequest *q)
 	case HCA__API_REQUEST__OP_UNDEFINE:
 		t = vm_owner_elsewhere(m, q->undefine->name);
 		break;
+	/* a relation is written by the node that owns the VM */
+	case HCA__API_REQUEST__OP_REPLICA_ENABLE:
+		t = vm_owner_elsewhere(m, q->replica_enable->name);
+		break;
+	case HCA__API_REQUEST__OP_REPLICA_PAUSE:
+		t = vm_owner_elsewhere(m, q->replica_pause->name);
+		break;
+	case HCA__API_REQUEST__OP_REPLICA_RESUME:
+		t = vm_owner_elsewhere(m, q->replica_resume->name);
+		break;
+	case HCA__API_REQUEST__OP_REPLICA_DISABLE:
+		t = vm_owner_elsewhere(m, q->replica_disable->name);
+		break;
 	case HCA__API_REQUEST__OP_SHOW:
 		/* the owner sees its QEMU; this node only what it published */
 		t = vm_owner_elsewhere(m, q->show->name);
@@ -143,6 +156,10 @@ static const char *req_vm(const Hca__ApiRequest *q)
 	case HCA__API_REQUEST__OP_UNDEFINE: return q->undefine->name;
 	case HCA__API_REQUEST__OP_SHOW: return q->show->name;
 	case HCA__API_REQUEST__OP_MIGRATE: return q->migrate->name;
+	case HCA__API_REQUEST__OP_REPLICA_ENABLE: return q->replica_enable->name;
+	case HCA__API_REQUEST__OP_REPLICA_PAUSE: return q->replica_pause->name;
+	case HCA__API_REQUEST__OP_REPLICA_RESUME: return q->replica_resume->name;
+	case HCA__API_REQUEST__OP_REPLICA_DISABLE: return q->replica_disable->name;
 	default: return "";
 	}
 }

@@ -991,6 +991,12 @@ void vmm_migrate(struct vmm *m, const Hca__MigrateRequest *q, const char *via, v
 				v->name, q->target);
 		return;
 	}
+	if (vmm_rep_busy(m, v->name)) {
+		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_BUSY, "vm %s: a replication cycle "
+				"is under way (a few seconds); try again, or pause its replication "
+				"first (hcactl replica pause %s)", v->name, v->name);
+		return;
+	}
 	if (hv_vm_state(v->hv) != HCA__VM_STATE__VM_STATE_RUNNING) {
 		/* a rollback resumes the guest, and so does the destination */
 		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_BAD_STATE, "vm %s: is %s; only a "

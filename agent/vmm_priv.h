@@ -44,6 +44,7 @@ struct vmm {
 	struct exec *exec;
 	struct exec_queue *q_store, *q_sys;
 	struct vmm_mig *migs;     /* the migration service, once the channel is up */
+	struct vmm_rep *reps;     /* the replica service, once the channel is up */
 	struct memb *memb;
 	struct peers *peers;      /* the node channel, NULL when off */
 	char peers_off[200];      /* why it is off */
@@ -112,6 +113,7 @@ struct op {
 	char mpath[HV_MAX_DISKS][STO_VOL_NAME_MAX + 80];
 	size_t n_mdisks;
 	uint64_t mig_epoch;
+	void *ext;            /* the owner of a longer operation (a failover) */
 };
 
 struct op *vmm_op_new(struct vmm *m, struct vm *v, Hca__JobKind kind, const char *requested_on,
@@ -196,6 +198,22 @@ const char *vmm_disk_local_path(struct vmm *m, const Hca__VmRecord *r, size_t i,
 void vmm_job_volumes_remove(struct vmm *m, struct job *j);
 
 /* vmm_mig.c: the migration service's host */
+/* vmm_rep.c: the replica service's host and the `replica` requests */
+void vmm_rep_setup(struct vmm *m);   /* the channel is up */
+void vmm_rep_store(struct vmm *m);   /* the store came (back) */
+void vmm_rep_free(struct vmm *m);
+void vmm_rep_event(struct vm *v, const char *event, json_t *data);
+/* A replication cycle of @name runs here now. */
+bool vmm_rep_busy(struct vmm *m, const char *name);
+void vmm_replica_enable(struct vmm *m, const Hca__ReplicaEnable *q, vmm_reply_fn fn, void *ctx);
+void vmm_replica_status(struct vmm *m, const char *name, vmm_reply_fn fn, void *ctx);
+void vmm_replica_points(struct vmm *m, const char *name, vmm_reply_fn fn, void *ctx);
+void vmm_replica_failover(struct vmm *m, const Hca__ReplicaFailover *q, const char *via,
+			  vmm_reply_fn fn, void *ctx);
+/* pause (PAUSED), resume (ENABLED), disable (NONE: the relation goes) */
+void vmm_replica_state(struct vmm *m, const char *name, Hca__RepState state, vmm_reply_fn fn,
+		       void *ctx);
+
 void vmm_mig_setup(struct vmm *m);   /* the channel is up */
 void vmm_mig_store(struct vmm *m);   /* the store came (back) */
 void vmm_mig_free(struct vmm *m);

@@ -58,12 +58,12 @@ struct rep_qmp rep_cut_tmp_add(const char *disk, const char *path)
 
 	if (rep_cut_names(disk, &n) || !path || !path[0])
 		return qmp("blockdev-add", NULL);
-	/* no backing: the filter writes whole clusters it copied, and reads
-	 * of the view fall through to the disk where nothing was copied */
+	/* raw over a sparse file: the filter writes only the clusters it
+	 * copied and reads them back only from there (its own bitmap says
+	 * which), so no format is needed and making it costs one ftruncate */
 	return qmp("blockdev-add",
-		   json_pack("{s:s, s:s, s:{s:s, s:s, s:s}, s:n}", "driver", "qcow2", "node-name",
-			     n.tmp, "file", "driver", "file", "node-name", n.tf, "filename", path,
-			     "backing"));
+		   json_pack("{s:s, s:s, s:{s:s, s:s, s:s}}", "driver", "raw", "node-name",
+			     n.tmp, "file", "driver", "file", "node-name", n.tf, "filename", path));
 }
 
 /* blockdev-del of D's view or of its temporary target. */

@@ -8,7 +8,7 @@
  * Per disk D (the guest's format node is drive-D, hypervisor/hv_argv.c) in
  * cycle N, in this order:
  *
- *   rep_cut_tmp_add        blockdev-add rep-tmp-D (qcow2) over rep-tf-D (file)
+ *   rep_cut_tmp_add        blockdev-add rep-tmp-D (raw) over rep-tf-D (file)
  *   rep_cut_transaction    all disks at once: freeze hca-rep-(N-1), start
  *                          hca-rep-N, blockdev-backup sync=none job rep-cut-D
  *                          whose copy-before-write filter is rep-cbw-D
@@ -60,7 +60,7 @@ struct rep_qmp {
 /* The names of disk D's nodes, job and export. */
 struct rep_cut_names {
 	char node[REP_CUT_NODE_MAX + 1]; /* drive-D: the guest's format node */
-	char tmp[REP_CUT_NODE_MAX + 1];	 /* rep-tmp-D: the filter's copy target (qcow2) */
+	char tmp[REP_CUT_NODE_MAX + 1];	 /* rep-tmp-D: the filter's copy target (raw) */
 	char tf[REP_CUT_NODE_MAX + 1];	 /* rep-tf-D: its file node */
 	char job[REP_CUT_NODE_MAX + 1];	 /* rep-cut-D: the blockdev-backup job */
 	char cbw[REP_CUT_NODE_MAX + 1];	 /* rep-cbw-D: the job's copy-before-write filter */
@@ -81,8 +81,8 @@ struct rep_cut_disk {
 	bool has_prev;		/* drive-D holds a usable hca-rep-(N-1); false: D ships in full */
 };
 
-/* blockdev-add of rep-tmp-D, a qcow2 without backing on @path (an image the
- * caller created, as big as the disk), its file node named rep-tf-D. */
+/* blockdev-add of rep-tmp-D, raw on @path (a sparse file the caller made,
+ * as big as the disk), its file node named rep-tf-D. */
 struct rep_qmp rep_cut_tmp_add(const char *disk, const char *path);
 /* blockdev-del rep-tmp-D; only after the job is gone. */
 struct rep_qmp rep_cut_tmp_del(const char *disk);

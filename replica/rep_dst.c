@@ -504,7 +504,8 @@ static int sink_open(struct rep_rx *rx, const struct rep_cycle *cy, void *opaque
 		return -EBUSY;
 	}
 	newest = newest_of(v);
-	if (!cy->full && cy->base != newest) {
+	/* as rep_store_begin(): a later point of the same history will do */
+	if (!cy->full && (!cy->base || cy->base > newest)) {
 		snprintf(e->msg, sizeof(e->msg),
 			 "vm %s: cycle %" PRIu64 " applies on point %" PRIu64
 			 " but the newest point here is %" PRIu64 ": a full copy is needed",

@@ -422,9 +422,16 @@ static int node_add(struct rep_store *s, unsigned disk, uint64_t seq, int64_t ba
 
 	node_of(disk, seq, node);
 	file_of(s, disk, seq, path);
-	a = json_pack("{s:s, s:s, s:s, s:{s:s, s:s, s:s}}", "driver", "qcow2", "node-name", node,
-		      "discard", "unmap", "file", "driver", "file", "filename", path, "discard",
-		      "unmap");
+	/*
+	 * detect-zeroes: block-commit (the prune) copies what the overlay
+	 * holds as data, zero clusters included: without it, a full copy's
+	 * zero ranges became gigabytes of real zeros in the base (seen: an
+	 * 8 GiB base grew past 6 GiB from 28 MiB of data). With it QEMU turns
+	 * an all-zero write into a zero cluster, unmapped.
+	 */
+	a = json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:s, s:s}}", "driver", "qcow2", "node-name",
+		      node, "discard", "unmap", "detect-zeroes", "unmap", "file", "driver", "file",
+		      "filename", path, "discard", "unmap");
 	if (a && seq && back < 0)
 		json_object_set_new(a, "backing", json_null());
 	else if (a && seq) {
@@ -870,7 +877,13 @@ int rep_store_begin(struct rep_store *s, uint64_t cycle, uint64_t base, bool ful
 
 	if (s->cycle_open)
 		return fail(s->vm, err, len, -EBUSY, "cycle %" PRIu64 " is still open", s->cycle);
-	if (!full && base != newest)
+	/*
+	 * The changes since point @base rewrite every range that changed
+	 * since then, so they apply on any later point of the same history
+	 * too (the source may not have learnt that its last cycle landed);
+	 * never on an older one, which lacks what changed in between.
+	 */
+	if (!full && (!base || base > newest))
 		return fail(s->vm, err, len, -ESTALE,
 			    "cycle %" PRIu64 " applies on point %" PRIu64
 			    " but the newest point here is %" PRIu64 ": a full copy is needed",

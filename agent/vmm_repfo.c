@@ -1,0 +1,1048 @@
+/*
+ * vmm_repfo: failover to a VM's replica, and replication the other way.
+ * Each failover is a job on the node that carries it out:
+ *
+ *   test      (the replica node) a copy of a point is booted as VM
+ *             "NAME-test", without network, on the replica node, while
+ *             replication goes on; --stop removes it;
+ *   planned   (the VM's node) the guest is paused, a last cycle ships what
+ *             it wrote, its QEMU stops, the replica node makes its volumes
+ *             from that point, and the VM starts there through the same
+ *             owner compare-and-swap as any start: nothing written is lost;
+ *   unplanned (the replica node) the VM's node is gone: the volumes are made
+ *             from a point, the owner record moves by CAS from the node
+ *             that is not a member any more, and the VM starts here.
+ *
+ * A planned failover that fails before the start on the replica node puts
+ * the VM back where it was (resumed, or started again there). The
+ * relation then says failed-over; `replica reverse` replicates back.
+ *
+ * The steps are driven by a 200 ms poll of what the agent already tracks
+ * (the VM's state, its record, the job slots), so each waits for the real
+ * outcome instead of trusting a reply.
+ */
+#include "agent/vmm_rep_priv.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <qb/qblog.h>
+
+#define POLL_MS 200u
+#define STEP_TIMEOUT_MS 120000u
+#define PROMOTE_TIMEOUT_MS 600000u /* the replica node copies the point's data */
+#define M_PROMOTE "rep.promote"
+
+enum fo_mode { FO_TEST, FO_TEST_STOP, FO_PLANNED, FO_UNPLANNED };
+
+struct fo {
+	struct exec_item item;     /* worker steps */
+	struct vmm *m;
+	struct op *op;
+	enum fo_mode mode;
+	char vm[HV_NAME_MAX + 1];
+	char clone[HV_NAME_MAX + 8]; /* test: NAME-test */
+	uint64_t point;            /* asked for (0: newest), then the one used */
+	bool force;
+	Hca__RepRelation *rel;     /* a copy */
+	int step;
+	bool busy;                 /* an action is under way: poll waits */
+	uint64_t step_ms;          /* when the step began (monotonic) */
+	qb_loop_timer_handle t;
+	Hca__ErrorCode code;
+	char err[480];
+	/* what a worker step reads or writes */
+	unsigned ndisks;
+	char (*paths)[PATH_MAX];
+	Hca__VmRecord *rec;        /* a copy of the VM's record */
+	int rc;
+	char owner[64];
+	bool running_there;
+	struct rep_src_result res;
+	bool paused_it;            /* planned: this failover paused the guest */
+	bool stopped_it;           /* planned: ... and stopped its QEMU */
+	unsigned tries;
+};
+
+static uint64_t mono(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void fo_poll(void *data);
+
+static void fo_free(struct fo *f)
+{
+	struct rrel *r = f->m->reps ? vrep_find(f->m->reps, f->vm) : NULL;
+
+	if (r && f->mode == FO_PLANNED)
+		r->failing = false;
+	if (f->t)
+		qb_loop_timer_del(f->m->loop, f->t);
+	if (f->rel)
+		hca__rep_relation__free_unpacked(f->rel, NULL);
+	if (f->rec)
+		hca__vm_record__free_unpacked(f->rec, NULL);
+	free(f->paths);
+	free(f);
+}
+
+__attribute__((format(printf, 3, 4)))
+static void fo_end(struct fo *f, Hca__ErrorCode code, const char *fmt, ...)
+{
+	char msg[600];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	qb_log(code ? LOG_WARNING : LOG_NOTICE, "replica: vm %s: failover: %s", f->vm, msg);
+	vmm_op_end(f->op, code, "%s", msg);
+	fo_free(f);
+}
+
+static void fo_next(struct fo *f)
+{
+	f->step++;
+	f->busy = false;
+	f->step_ms = mono();
+}
+
+/* The next step waits for what is started now: its callback clears busy. */
+static void fo_wait(struct fo *f)
+{
+	fo_next(f);
+	f->busy = true;
+}
+
+static void fo_arm(struct fo *f)
+{
+	qb_loop_timer_add(f->m->loop, QB_LOOP_MED, POLL_MS * QB_TIME_NS_IN_MSEC, f, fo_poll,
+			  &f->t);
+}
+
+static bool timed_out(struct fo *f, uint64_t ms)
+{
+	return mono() - f->step_ms > ms;
+}
+
+/* ---- worker steps ---- */
+
+static void fo_push(struct fo *f, exec_fn fn)
+{
+	char key[STO_KEY_MAX + 1];
+
+	f->busy = true;
+	exec_item_init(&f->item, fn, NULL);
+	vmm_key(key, sizeof(key), f->vm);
+	exec_push(f->m->q_store, &f->item, key);
+}
+
+/* where the VM's record says it is: owner and whether it runs there */
+static void read_owner_fn(struct exec_item *it)
+{
+	struct fo *f = EXEC_CONTAINER_OF(it, struct fo, item);
+	Hca__VmRecord *r = NULL;
+	uint64_t ver;
+	char err[256];
+
+	f->rc = sto_vm_get(f->m->store, f->vm, &r, &ver, err, sizeof(err));
+	if (f->rc == 0) {
+		snprintf(f->owner, sizeof(f->owner), "%s", r->owner);
+		f->running_there = r->active;
+		hca__vm_record__free_unpacked(r, NULL);
+	}
+	f->busy = false;
+}
+
+/* the volumes of this node made from the point's files */
+static void import_fn(struct exec_item *it)
+{
+	struct fo *f = EXEC_CONTAINER_OF(it, struct fo, item);
+	const Hca__DiskSpec *ds[REP_DISKS_MAX];
+	unsigned n = vrep_disks(f->rec->spec, ds, REP_DISKS_MAX);
+
+	f->rc = 0;
+	if (n != f->ndisks) {
+		snprintf(f->err, sizeof(f->err), "vm %s: the point holds %u disks, the VM has %u",
+			 f->vm, f->ndisks, n);
+		f->rc = -EINVAL;
+	}
+	for (unsigned i = 0; f->rc == 0 && i < n; i++) {
+		const Hca__VolumeRef *vr = NULL;
+		for (size_t k = 0; k < f->rec->n_volumes; k++)
+			if (!strcmp(f->rec->volumes[k]->disk, ds[i]->name))
+				vr = f->rec->volumes[k];
+		if (!vr || !strcmp(vr->backend, "rbd") || !f->m->vols) {
+			snprintf(f->err, sizeof(f->err), "vm %s: disk %s has no local volume to "
+				 "make", f->vm, ds[i]->name);
+			f->rc = -EINVAL;
+			break;
+		}
+		f->rc = sto_vol_import(f->m->vols, vr->volume, f->paths[i],
+				       vr->format == HCA__DISK_FORMAT__DISK_FORMAT_RAW
+					       ? STO_FMT_RAW : STO_FMT_QCOW2,
+				       f->err, sizeof(f->err));
+	}
+	f->busy = false;
+}
+
+/* test: copies of the point's files in a directory of their own */
+static void clone_dir(struct fo *f, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/replica-test/%s", f->m->conf->state_dir, f->vm);
+}
+
+static void copy_fn(struct exec_item *it)
+{
+	struct fo *f = EXEC_CONTAINER_OF(it, struct fo, item);
+	char dir[PATH_MAX], top[PATH_MAX];
+	struct sto_vols *vols = NULL;
+
+	clone_dir(f, dir, sizeof(dir));
+	snprintf(top, sizeof(top), "%s/replica-test", f->m->conf->state_dir);
+	mkdir(top, 0700);
+	f->rc = 0;
+	if (!(vols = sto_vols_open_file(dir, NULL, f->err, sizeof(f->err))))
+		f->rc = -EIO;
+	for (unsigned i = 0; f->rc == 0 && i < f->ndisks; i++) {
+		char vol[32];
+		snprintf(vol, sizeof(vol), "d%u", i);
+		f->rc = sto_vol_import(vols, vol, f->paths[i], STO_FMT_QCOW2, f->err,
+				       sizeof(f->err));
+	}
+	sto_vols_close(vols);
+	f->busy = false;
+}
+
+static int rm_tree(const char *dir)
+{
+	char cmd[PATH_MAX + 32];
+
+	if (!strstr(dir, "/replica-test/"))
+		return -EINVAL; /* never anything else */
+	snprintf(cmd, sizeof(cmd), "rm -rf -- '%s'", dir);
+	return system(cmd) == 0 ? 0 : -EIO;
+}
+
+static void unclone_fn(struct exec_item *it)
+{
+	struct fo *f = EXEC_CONTAINER_OF(it, struct fo, item);
+	char dir[PATH_MAX];
+
+	clone_dir(f, dir, sizeof(dir));
+	f->rc = rm_tree(dir);
+	f->busy = false;
+}
+
+/* unplanned: the owner record moves here from the node that is gone */
+static void take_fn(struct exec_item *it)
+{
+	struct fo *f = EXEC_CONTAINER_OF(it, struct fo, item);
+	struct sto_owner cur = { .owner = f->rec->owner, .epoch = f->rec->owner_epoch,
+				 .active = f->rec->active, .incarnation = f->rec->incarnation };
+	struct sto_owner next = { .owner = f->m->conf->node_name, .active = false };
+
+	f->rc = sto_owner_cas(f->m->store, f->vm, &cur, &next, NULL, NULL, f->err,
+			      sizeof(f->err));
+	f->busy = false;
+}
+
+/* ---- internal requests: the same paths as a user's ---- */
+
+static void req_answered(const Hca__ApiReply *r, void *ctx)
+{
+	struct fo *f = ctx;
+
+	f->busy = false;
+	if (r->error && r->error->code) {
+		f->code = r->error->code;
+		snprintf(f->err, sizeof(f->err), "%s", r->error->message);
+	}
+}
+
+static void ask(struct fo *f, Hca__ApiRequest *q)
+{
+	f->busy = true;
+	vmm_request(f->m, q, req_answered, f);
+}
+
+static void ask_start(struct fo *f, const char *name, const char *on)
+{
+	Hca__ApiRequest q = HCA__API_REQUEST__INIT;
+	Hca__VmRef ref = HCA__VM_REF__INIT;
+
+	ref.name = (char *)name;
+	ref.on_node = (char *)on;
+	q.op_case = HCA__API_REQUEST__OP_START;
+	q.start = &ref;
+	ask(f, &q);
+}
+
+static void ask_stop(struct fo *f, const char *name)
+{
+	Hca__ApiRequest q = HCA__API_REQUEST__INIT;
+	Hca__StopRequest s = HCA__STOP_REQUEST__INIT;
+
+	s.name = (char *)name;
+	s.force = true;
+	q.op_case = HCA__API_REQUEST__OP_STOP;
+	q.stop = &s;
+	ask(f, &q);
+}
+
+static void ask_undefine(struct fo *f, const char *name)
+{
+	Hca__ApiRequest q = HCA__API_REQUEST__INIT;
+	Hca__VmRef ref = HCA__VM_REF__INIT;
+
+	ref.name = (char *)name;
+	q.op_case = HCA__API_REQUEST__OP_UNDEFINE;
+	q.undefine = &ref;
+	ask(f, &q);
+}
+
+/* test: the clone's spec: the VM's, its own name and uuid, no network,
+ * its disks the copies */
+static void ask_define_clone(struct fo *f)
+{
+	Hca__ApiRequest q = HCA__API_REQUEST__INIT;
+	Hca__DefineRequest d = HCA__DEFINE_REQUEST__INIT;
+	Hca__VmSpec *s = vmm_spec_copy(f->rec->spec);
+	const Hca__DiskSpec *ds[REP_DISKS_MAX];
+	unsigned n, k = 0;
+	char dir[PATH_MAX - 32], path[PATH_MAX];
+
+	if (!s) {
+		f->code = HCA__ERROR_CODE__ERROR_INTERNAL;
+		snprintf(f->err, sizeof(f->err), "out of memory");
+		return;
+	}
+	clone_dir(f, dir, sizeof(dir));
+	n = vrep_disks(f->rec->spec, ds, REP_DISKS_MAX);
+	for (size_t i = 0; i < s->n_disks; i++) {
+		Hca__DiskSpec *dk = s->disks[i];
+		if (dk->readonly || k >= n)
+			continue;
+		snprintf(path, sizeof(path), "%s/d%u.qcow2", dir, k);
+		free(dk->path);
+		dk->path = strdup(path);
+		dk->format = HCA__DISK_FORMAT__DISK_FORMAT_QCOW2;
+		free(dk->backend);
+		dk->backend = strdup("");
+		k++;
+	}
+	for (size_t i = 0; i < s->n_nics; i++)
+		hca__nic_spec__free_unpacked(s->nics[i], NULL);
+	s->n_nics = 0;
+	free(s->name);
+	s->name = strdup(f->clone);
+	free(s->uuid);
+	s->uuid = strdup("");
+	d.spec = s;
+	q.op_case = HCA__API_REQUEST__OP_DEFINE;
+	q.define = &d;
+	ask(f, &q);
+	hca__vm_spec__free_unpacked(s, NULL);
+}
+
+/* ---- the replica node's part of a planned failover ---- */
+
+struct promote {
+	struct exec_item item;
+	struct vmm *m;
+	struct chan_reply *cr;
+	char vm[HV_NAME_MAX + 1];
+	uint64_t point;
+	struct fo f;               /* import_fn's fields */
+};
+
+static void promote_imported(struct exec_item *it)
+{
+	struct fo *f = EXEC_CONTAINER_OF(it, struct fo, item);
+	struct promote *p = (struct promote *)(void *)((char *)f - offsetof(struct promote, f));
+
+	if (f->rc < 0)
+		chan_reply_error(p->cr, f->rc, "%s", f->err);
+	else
+		chan_reply_ok(p->cr, NULL, 0);
+	if (f->rec)
+		hca__vm_record__free_unpacked(f->rec, NULL);
+	free(f->paths);
+	free(p);
+}
+
+static void promote_released(void *opaque, int err, const char *msg)
+{
+	struct promote *p = opaque;
+
+	if (err)
+		qb_log(LOG_WARNING, "replica: vm %s: its store did not close cleanly: %s", p->vm,
+		       msg ? msg : strerror(-err));
+	exec_item_init(&p->f.item, import_fn, promote_imported);
+	exec_push(p->m->q_store, &p->f.item, NULL);
+}
+
+static void promote_held(void *opaque, int err, const char *msg, unsigned ndisks,
+			 char (*paths)[PATH_MAX])
+{
+	struct promote *p = opaque;
+
+	if (err || !(p->f.paths = calloc(ndisks ? ndisks : 1, PATH_MAX))) {
+		chan_reply_error(p->cr, err ? err : -ENOMEM, "vm %s: point %" PRIu64 ": %s",
+				 p->vm, p->point, msg ? msg : "out of memory");
+		if (p->f.rec)
+			hca__vm_record__free_unpacked(p->f.rec, NULL);
+		free(p);
+		return;
+	}
+	memcpy(p->f.paths, paths, (size_t)ndisks * PATH_MAX);
+	p->f.ndisks = ndisks;
+	/* the daemon stops: nothing writes the chain while it is copied */
+	if (rep_dst_release(p->m->reps->rx, p->vm, promote_released, p) < 0)
+		promote_released(p, -EIO, "cannot release the store");
+}
+
+static void on_promote(struct chan_reply *cr, const void *body, size_t len, void *opaque)
+{
+	struct vmm_rep *x = opaque;
+	Hca__RepPointsRequest *q = hca__rep_points_request__unpack(NULL, len, body);
+	struct promote *p = NULL;
+	struct rrel *r;
+	struct vm *v;
+
+	if (!q || !hv_name_valid(q->vm)) {
+		chan_reply_error(cr, -EPROTO, "%s: malformed request", M_PROMOTE);
+		goto out;
+	}
+	r = vrep_find(x, q->vm);
+	v = vmm_vm_find(x->m, q->vm);
+	if (!r || !r->rec || r->rec->relation != q->relation ||
+	    strcmp(r->rec->target, x->m->conf->node_name) || !v || !v->rec) {
+		chan_reply_error(cr, -ESTALE, "vm %s: this node is not its replica", q->vm);
+		goto out;
+	}
+	if (!(p = calloc(1, sizeof(*p))) || !(p->f.rec = sto_vm_copy(v->rec))) {
+		chan_reply_error(cr, -ENOMEM, "out of memory");
+		free(p);
+		goto out;
+	}
+	p->m = x->m;
+	p->cr = cr;
+	p->f.m = x->m;
+	snprintf(p->vm, sizeof(p->vm), "%s", q->vm);
+	snprintf(p->f.vm, sizeof(p->f.vm), "%s", q->vm);
+	p->point = q->point;
+	if (rep_dst_hold(x->rx, q->vm, q->point, true, promote_held, p) < 0) {
+		chan_reply_error(cr, -EIO, "vm %s: no replica here", q->vm);
+		hca__vm_record__free_unpacked(p->f.rec, NULL);
+		free(p);
+	}
+out:
+	if (q)
+		hca__rep_points_request__free_unpacked(q, NULL);
+}
+
+void vrep_fo_setup(struct vmm_rep *x)
+{
+	x->env.handle(x->env.ctx, M_PROMOTE, on_promote, x);
+}
+
+/* ---- held points (test, unplanned) ---- */
+
+static void held(void *opaque, int err, const char *msg, unsigned ndisks,
+		 char (*paths)[PATH_MAX])
+{
+	struct fo *f = opaque;
+
+	f->busy = false;
+	if (err) {
+		f->code = HCA__ERROR_CODE__ERROR_NOT_FOUND;
+		snprintf(f->err, sizeof(f->err), "vm %s: point %" PRIu64 " on this node: %s",
+			 f->vm, f->point, msg ? msg : strerror(-err));
+		return;
+	}
+	free(f->paths);
+	if (!(f->paths = calloc(ndisks ? ndisks : 1, PATH_MAX))) {
+		f->code = HCA__ERROR_CODE__ERROR_INTERNAL;
+		snprintf(f->err, sizeof(f->err), "out of memory");
+		return;
+	}
+	memcpy(f->paths, paths, (size_t)ndisks * PATH_MAX);
+	f->ndisks = ndisks;
+}
+
+static void hold(struct fo *f, bool on)
+{
+	f->busy = on;
+	if (rep_dst_hold(f->m->reps->rx, f->vm, f->point, on, on ? held : NULL, f) < 0 && on) {
+		f->busy = false;
+		f->code = HCA__ERROR_CODE__ERROR_NOT_FOUND;
+		snprintf(f->err, sizeof(f->err), "vm %s: no replica on this node", f->vm);
+	}
+}
+
+static void released(void *opaque, int err, const char *msg)
+{
+	struct fo *f = opaque;
+
+	f->busy = false;
+	if (err)
+		qb_log(LOG_WARNING, "replica: vm %s: its store did not close cleanly: %s", f->vm,
+		       msg ? msg : strerror(-err));
+}
+
+/* ---- the planned failover's own steps on the VM's node ---- */
+
+static void final_cycle_done(void *opaque, const struct rep_src_result *res)
+{
+	struct fo *f = opaque;
+
+	f->res = *res;
+	f->busy = false;
+}
+
+static void hv_done(struct hv_vm *hv, int err, const char *msg, void *opaque)
+{
+	struct fo *f = opaque;
+
+	(void)hv;
+	f->busy = false;
+	if (err && err != -EALREADY) {
+		f->code = HCA__ERROR_CODE__ERROR_HYPERVISOR;
+		snprintf(f->err, sizeof(f->err), "%s", msg ? msg : strerror(-err));
+	}
+}
+
+static void promoted(int err, const void *body, size_t len, const char *msg, void *opaque)
+{
+	struct fo *f = opaque;
+
+	(void)body;
+	(void)len;
+	f->busy = false;
+	if (err) {
+		f->code = HCA__ERROR_CODE__ERROR_STORAGE;
+		snprintf(f->err, sizeof(f->err), "replica node %s: %s", f->rel->target,
+			 msg ? msg : strerror(-err));
+	}
+}
+
+/* Before the VM starts on the replica node: put it back as it was. */
+static void planned_rollback(struct fo *f, const char *why)
+{
+	struct vm *v = vmm_vm_find(f->m, f->vm);
+
+	qb_log(LOG_WARNING, "replica: vm %s: planned failover rolls back: %s", f->vm, why);
+	if (v && v->hv && f->paused_it && !f->stopped_it)
+		hv_vm_resume(v->hv, NULL, NULL);
+	/* a stopped VM starts again here once the job has let go of it */
+}
+
+static void planned_poll(struct fo *f)
+{
+	struct vm *v = vmm_vm_find(f->m, f->vm);
+	struct vmm_rep *x = f->m->reps;
+	struct rep_src_req q;
+	Hca__RepPointsRequest pr = HCA__REP_POINTS_REQUEST__INIT;
+	uint8_t buf[256];
+	size_t len;
+	char e[256];
+
+	if (f->code && f->step < 7) {
+		char why[sizeof(f->err)];
+		snprintf(why, sizeof(why), "%s", f->err);
+		planned_rollback(f, why);
+		fo_end(f, f->code, "vm %s: planned failover to %s failed, the VM stays on %s%s: %s",
+		       f->vm, f->rel->target, f->m->conf->node_name,
+		       f->stopped_it ? " (stopped: start it again with hcactl vm start)" : "", why);
+		return;
+	}
+	switch (f->step) {
+	case 0: /* no cycle under way any more */
+		rep_src_cancel(x->tx, f->vm, "a planned failover takes over");
+		if (!rep_src_busy(x->tx, f->vm))
+			fo_next(f);
+		break;
+	case 1: /* the guest pauses: what it wrote so far is all it wrote */
+		job_phase(f->op->job, HCA__JOB_PHASE__JOB_PHASE_PREPARE);
+		if (!v || !v->hv || !vmm_vm_running(v)) {
+			f->code = HCA__ERROR_CODE__ERROR_BAD_STATE;
+			snprintf(f->err, sizeof(f->err), "vm %s: not running here", f->vm);
+			break;
+		}
+		f->paused_it = true;
+		fo_wait(f);
+		if (hv_vm_pause(v->hv, hv_done, f) < 0)
+			hv_done(NULL, -EALREADY, NULL, f);
+		break;
+	case 2: /* the last cycle, of the paused guest */
+		job_phase(f->op->job, HCA__JOB_PHASE__JOB_PHASE_TRANSFER);
+		job_progress(f->op->job, 0, 0, "", "the last changes go to the replica");
+		{
+			struct rrel *r = vrep_find(x, f->vm);
+			e[0] = '\0';
+			if (!r || !v || vrep_cycle_req(x, r, v, &q, e, sizeof(e)) < 0) {
+				f->code = HCA__ERROR_CODE__ERROR_BAD_STATE;
+				snprintf(f->err, sizeof(f->err), "the last cycle cannot run: %s", e);
+				break;
+			}
+			fo_wait(f);
+			if (rep_src_cycle(x->tx, &q, final_cycle_done, f) < 0) {
+				f->busy = false;
+				f->code = HCA__ERROR_CODE__ERROR_BAD_STATE;
+				snprintf(f->err, sizeof(f->err), "the last cycle did not start");
+			}
+		}
+		break;
+	case 3:
+		if (f->res.err) {
+			f->code = HCA__ERROR_CODE__ERROR_STORAGE;
+			snprintf(f->err, sizeof(f->err), "the last cycle: %s", f->res.msg);
+			break;
+		}
+		f->point = f->res.cycle;
+		vrep_update(x, UPD_CYCLE, f->vm, f->rel->relation, NULL, &f->res, 0, NULL, NULL);
+		/* the QEMU stops; its owner clears the claim once it is gone */
+		job_phase(f->op->job, HCA__JOB_PHASE__JOB_PHASE_SWITCHOVER);
+		f->stopped_it = true;
+		fo_wait(f);
+		if (!v || !v->hv || hv_vm_stop(v->hv, true, hv_done, f) < 0)
+			hv_done(NULL, -EIO, "cannot stop its QEMU", f);
+		break;
+	case 4: /* the record says nothing runs */
+		fo_wait(f);
+		fo_push(f, read_owner_fn);
+		break;
+	case 5:
+		if (f->rc == 0 && !f->running_there && !strcmp(f->owner, f->m->conf->node_name)) {
+			/* the replica node makes the volumes from the last point */
+			pr.vm = f->vm;
+			pr.relation = f->rel->relation;
+			pr.point = f->point;
+			len = hca__rep_points_request__get_packed_size(&pr);
+			hca__rep_points_request__pack(&pr, buf);
+			job_progress(f->op->job, 0, 0, "", "the replica node makes the volumes");
+			fo_wait(f);
+			if (x->env.call(x->env.ctx, f->rel->target, M_PROMOTE, buf, len,
+					PROMOTE_TIMEOUT_MS, promoted, f) < 0)
+				promoted(-ENOTCONN, NULL, 0, "not reachable", f);
+			break;
+		}
+		if (timed_out(f, 30000)) {
+			f->code = HCA__ERROR_CODE__ERROR_TIMEOUT;
+			snprintf(f->err, sizeof(f->err), "its claim was not cleared in 30 s");
+			break;
+		}
+		f->step = 4;
+		break;
+	case 6: /* the VM starts there: the owner moves by the start's CAS */
+		job_phase(f->op->job, HCA__JOB_PHASE__JOB_PHASE_COMMIT);
+		fo_wait(f);
+		ask_start(f, f->vm, f->rel->target);
+		break;
+	case 7: /* running there? */
+		if (f->code == HCA__ERROR_CODE__ERROR_BAD_STATE && f->tries++ < 10 &&
+		    strstr(f->err, "claimed by")) {
+			/* its copy of the record has not seen the claim go yet */
+			f->code = 0;
+			f->step = 6;
+			break;
+		}
+		if (f->code) {
+			/* not started there: the record may still be ours */
+			planned_rollback(f, f->err);
+			fo_end(f, f->code, "vm %s: did not start on %s (%s); it is stopped on %s "
+			       "and its replica's volumes are on %s: start it where you want it",
+			       f->vm, f->rel->target, f->err, f->m->conf->node_name,
+			       f->rel->target);
+			return;
+		}
+		fo_wait(f);
+		fo_push(f, read_owner_fn);
+		break;
+	case 8:
+		if (f->rc == 0 && !strcmp(f->owner, f->rel->target) && f->running_there) {
+			vrep_update(x, UPD_STATE, f->vm, f->rel->relation, NULL, NULL,
+				    HCA__REP_STATE__REP_STATE_FAILED_OVER, NULL, NULL);
+			fo_end(f, 0, "vm %s: runs on %s from point %" PRIu64 " (the guest was paused "
+			       "for the last cycle: nothing it wrote is lost); replicate back with "
+			       "hcactl replica reverse %s", f->vm, f->rel->target, f->point, f->vm);
+			return;
+		}
+		if (timed_out(f, STEP_TIMEOUT_MS)) {
+			fo_end(f, HCA__ERROR_CODE__ERROR_TIMEOUT, "vm %s: not running on %s after "
+			       "%u s; look at hcactl vm show %s", f->vm, f->rel->target,
+			       STEP_TIMEOUT_MS / 1000, f->vm);
+			return;
+		}
+		f->step = 7;
+		break;
+	}
+	(void)len;
+	fo_arm(f);
+}
+
+/* ---- test failover, on the replica node ---- */
+
+static void test_poll(struct fo *f)
+{
+	struct vm *c = vmm_vm_find(f->m, f->clone);
+
+	if (f->code) {
+		if (f->step <= 3)
+			hold(f, false);
+		fo_end(f, f->code, "vm %s: test failover: %s", f->vm, f->err);
+		return;
+	}
+	switch (f->step) {
+	case 0:
+		if (c) {
+			fo_end(f, HCA__ERROR_CODE__ERROR_EXISTS, "vm %s: a test copy %s exists; "
+			       "remove it first: hcactl replica failover %s --test --stop", f->vm,
+			       f->clone, f->vm);
+			return;
+		}
+		job_phase(f->op->job, HCA__JOB_PHASE__JOB_PHASE_PREPARE);
+		fo_wait(f);
+		hold(f, true);
+		break;
+	case 1:
+		job_progress(f->op->job, 0, 0, "", "copying the point");
+		fo_wait(f);
+		fo_push(f, copy_fn);
+		break;
+	case 2:
+		if (f->rc < 0) {
+			f->code = HCA__ERROR_CODE__ERROR_STORAGE;
+			break;
+		}
+		hold(f, false);
+		job_phase(f->op->job, HCA__JOB_PHASE__JOB_PHASE_LAUNCH);
+		fo_wait(f);
+		ask_define_clone(f);
+		break;
+	case 3: /* defined: its record is here and its job over */
+		if (!c || !c->rec || c->job) {
+			if (timed_out(f, STEP_TIMEOUT_MS)) {
+				f->code = HCA__ERROR_CODE__ERROR_TIMEOUT;
+				snprintf(f->err, sizeof(f->err), "%s not defined in time", f->clone);
+			}
+			break;
+		}
+		fo_wait(f);
+		ask_start(f, f->clone, f->m->conf->node_name);
+		break;
+	case 4:
+		if (c && vmm_vm_running(c) && !c->job) {
+			fo_end(f, 0, "vm %s: test copy %s runs on %s from point %" PRIu64 ", without "
+			       "network; replication goes on; remove it with hcactl replica "
+			       "failover %s --test --stop", f->vm, f->clone, f->m->conf->node_name,
+			       f->point, f->vm);
+			return;
+		}
+		if (timed_out(f, STEP_TIMEOUT_MS)) {
+			f->code = HCA__ERROR_CODE__ERROR_TIMEOUT;
+			snprintf(f->err, sizeof(f->err), "%s did not start in time", f->clone);
+		}
+		break;
+	}
+	fo_arm(f);
+}
+
+static void test_stop_poll(struct fo *f)
+{
+	struct vm *c = vmm_vm_find(f->m, f->clone);
+
+	if (f->code) {
+		fo_end(f, f->code, "vm %s: removing the test copy %s: %s", f->vm, f->clone, f->err);
+		return;
+	}
+	switch (f->step) {
+	case 0:
+		if (c && vmm_vm_running(c) && !c->job) {
+			f->busy = true;
+			ask_stop(f, f->clone);
+			break;
+		}
+		if (c && c->job)
+			break;
+		fo_next(f);
+		break;
+	case 1:
+		if (c && !c->job && !vmm_vm_running(c)) {
+			fo_wait(f);
+			ask_undefine(f, f->clone);
+		} else if (!c) {
+			fo_next(f);
+		}
+		break;
+	case 2:
+		if (c) {
+			if (timed_out(f, STEP_TIMEOUT_MS)) {
+				f->code = HCA__ERROR_CODE__ERROR_TIMEOUT;
+				snprintf(f->err, sizeof(f->err), "%s not undefined in time", f->clone);
+			}
+			break;
+		}
+		fo_wait(f);
+		fo_push(f, unclone_fn);
+		break;
+	case 3:
+		fo_end(f, f->rc ? HCA__ERROR_CODE__ERROR_STORAGE : 0, "vm %s: test copy %s %s",
+		       f->vm, f->clone, f->rc ? "undefined, but its files were not removed"
+					      : "removed");
+		return;
+	}
+	fo_arm(f);
+}
+
+/* ---- unplanned failover, on the replica node ---- */
+
+static void unplanned_poll(struct fo *f)
+{
+	struct vm *v = vmm_vm_find(f->m, f->vm);
+
+	if (f->code) {
+		fo_end(f, f->code, "vm %s: unplanned failover%s: %s", f->vm,
+		       f->step > 4 ? " (it is owned by this node now)" : "", f->err);
+		return;
+	}
+	switch (f->step) {
+	case 0:
+		job_phase(f->op->job, HCA__JOB_PHASE__JOB_PHASE_PREPARE);
+		fo_wait(f);
+		hold(f, true);
+		break;
+	case 1: /* the daemon stops: the chain is read as it is */
+		fo_wait(f);
+		if (rep_dst_release(f->m->reps->rx, f->vm, released, f) < 0)
+			released(f, -EIO, "cannot release");
+		break;
+	case 2:
+		job_progress(f->op->job, 0, 0, "", "making the volumes from the point");
+		fo_wait(f);
+		fo_push(f, import_fn);
+		break;
+	case 3:
+		if (f->rc < 0) {
+			f->code = HCA__ERROR_CODE__ERROR_STORAGE;
+			break;
+		}
+		job_phase(f->op->job, HCA__JOB_PHASE__JOB_PHASE_COMMIT);
+		fo_wait(f);
+		fo_push(f, take_fn);
+		break;
+	case 4:
+		if (f->rc < 0) {
+			f->code = HCA__ERROR_CODE__ERROR_BUSY;
+			break;
+		}
+		qb_log(LOG_WARNING, "replica: vm %s: the owner record moved here from %s "
+		       "(unplanned failover from point %" PRIu64 ")", f->vm, f->rec->owner,
+		       f->point);
+		vrep_update(f->m->reps, UPD_STATE, f->vm, f->rel->relation, NULL, NULL,
+				    HCA__REP_STATE__REP_STATE_FAILED_OVER, NULL, NULL);
+		/* the VM's slot goes to the start; its record is read again */
+		if (v && v->job == f->op->job)
+			vmm_job_done(v);
+		vmm_sync_refresh(f->m, f->vm);
+		fo_next(f);
+		break;
+	case 5:
+		if (v && v->rec && !strcmp(v->rec->owner, f->m->conf->node_name) && !v->job) {
+			job_phase(f->op->job, HCA__JOB_PHASE__JOB_PHASE_LAUNCH);
+			fo_wait(f);
+			ask_start(f, f->vm, f->m->conf->node_name);
+			break;
+		}
+		if (timed_out(f, 30000)) {
+			f->code = HCA__ERROR_CODE__ERROR_TIMEOUT;
+			snprintf(f->err, sizeof(f->err), "the owner record did not arrive here");
+		}
+		break;
+	case 6:
+		if (v && vmm_vm_running(v) && !v->job) {
+			fo_end(f, 0, "vm %s: runs on %s from point %" PRIu64 " (what the primary "
+			       "wrote after it is lost); replicate back with hcactl replica reverse "
+			       "%s once %s is back", f->vm, f->m->conf->node_name, f->point, f->vm,
+			       f->rel->source);
+			return;
+		}
+		if (timed_out(f, STEP_TIMEOUT_MS)) {
+			f->code = HCA__ERROR_CODE__ERROR_TIMEOUT;
+			snprintf(f->err, sizeof(f->err), "it did not start in %u s",
+				 STEP_TIMEOUT_MS / 1000);
+		}
+		break;
+	}
+	fo_arm(f);
+}
+
+static void fo_poll(void *data)
+{
+	struct fo *f = data;
+
+	f->t = 0;
+	if (f->m->stopping) {
+		fo_end(f, HCA__ERROR_CODE__ERROR_INTERNAL, "vm %s: hcad stopped during the "
+		       "failover", f->vm);
+		return;
+	}
+	if (f->busy) {
+		fo_arm(f);
+		return;
+	}
+	switch (f->mode) {
+	case FO_TEST: test_poll(f); break;
+	case FO_TEST_STOP: test_stop_poll(f); break;
+	case FO_PLANNED: planned_poll(f); break;
+	case FO_UNPLANNED: unplanned_poll(f); break;
+	}
+}
+
+/* ---- the request ---- */
+
+static void fo_noop(struct exec_item *it)
+{
+	(void)it;
+}
+
+static void fo_begin(struct exec_item *it)
+{
+	struct op *op = vmm_op_of(it);
+	struct fo *f = op ? op->ext : NULL;
+
+	if (!op)
+		return;
+	if (op->code) {
+		vmm_op_end(op, op->code, "%s", op->err);
+		fo_free(f);
+		return;
+	}
+	f->step_ms = mono();
+	job_phase(op->job, HCA__JOB_PHASE__JOB_PHASE_CHECK);
+	fo_poll(f);
+}
+
+static int mode_parse(const char *s, enum fo_mode *m)
+{
+	static const char *const names[] = { [FO_TEST] = "test", [FO_TEST_STOP] = "test-stop",
+					     [FO_PLANNED] = "planned",
+					     [FO_UNPLANNED] = "unplanned" };
+
+	for (int i = 0; i <= FO_UNPLANNED; i++)
+		if (!strcmp(s, names[i])) {
+			*m = (enum fo_mode)i;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+void vmm_replica_failover(struct vmm *m, const Hca__ReplicaFailover *q, const char *via,
+			  vmm_reply_fn fn, void *ctx)
+{
+	struct vmm_rep *x = m->reps;
+	const char *me = m->conf->node_name, *runs_on;
+	const struct memb_node *src;
+	enum fo_mode mode;
+	struct rrel *r;
+	struct vm *v;
+	struct fo *f;
+	struct op *op;
+
+	if (!x) {
+		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_BAD_STATE, "replication needs the "
+				"node channel, which is off");
+		return;
+	}
+	if (mode_parse(q->mode, &mode) < 0) {
+		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_INVALID, "failover: mode '%s' is "
+				"not test, test-stop, planned or unplanned", q->mode);
+		return;
+	}
+	if (!(r = vrep_find(x, q->name)) || !r->rec) {
+		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_NOT_FOUND, "vm %s: not replicated "
+				"(or enabled in the last few seconds: try again)", q->name);
+		return;
+	}
+	/* where it runs: the VM's node for planned, the replica node else */
+	runs_on = mode == FO_PLANNED ? r->rec->source : r->rec->target;
+	if (strcmp(runs_on, me)) {
+		Hca__ApiRequest fw = HCA__API_REQUEST__INIT;
+		if (via[0]) {
+			vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_BUSY, "vm %s: its relation "
+					"changed meanwhile; retry", q->name);
+			return;
+		}
+		fw.op_case = HCA__API_REQUEST__OP_REPLICA_FAILOVER;
+		fw.replica_failover = (Hca__ReplicaFailover *)q;
+		vmm_forward(m, runs_on, &fw, fn, ctx);
+		return;
+	}
+	if (mode == FO_PLANNED && r->rec->state == HCA__REP_STATE__REP_STATE_FAILED_OVER) {
+		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_BAD_STATE, "vm %s: already failed "
+				"over; replicate back first (hcactl replica reverse %s)", q->name,
+				q->name);
+		return;
+	}
+	src = memb_find(memb_view(m->memb), r->rec->source);
+	if (mode == FO_UNPLANNED && src && src->online) {
+		if (!q->force) {
+			vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_BAD_STATE, "vm %s: its node "
+					"%s is a live member of the cluster: the VM may run there, "
+					"and two copies must never run; use --planned, or --force if "
+					"you know %s is dead", q->name, r->rec->source,
+					r->rec->source);
+			return;
+		}
+		qb_log(LOG_CRIT, "replica: vm %s: UNPLANNED FAILOVER FORCED while %s is a live "
+		       "member: if the VM still runs there, two copies now write", q->name,
+		       r->rec->source);
+	}
+	if (!(v = vmm_vm_for_op(m, q->name, "fail over", fn, ctx)))
+		return;
+	if (!(f = calloc(1, sizeof(*f))) || !(f->rel = sto_rep_copy(r->rec))) {
+		free(f);
+		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_INTERNAL, "out of memory");
+		return;
+	}
+	f->m = m;
+	f->mode = mode;
+	f->point = q->point;
+	f->force = q->force;
+	snprintf(f->vm, sizeof(f->vm), "%s", q->name);
+	snprintf(f->clone, sizeof(f->clone), "%s-test", q->name);
+	if (mode <= FO_TEST_STOP && strlen(f->clone) > HV_NAME_MAX) {
+		fo_free(f);
+		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_INVALID, "vm %s: its name is too "
+				"long for a test copy named NAME-test", q->name);
+		return;
+	}
+	if (mode == FO_UNPLANNED && !(f->rec = sto_vm_copy(v->rec))) {
+		fo_free(f);
+		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_INTERNAL, "out of memory");
+		return;
+	}
+	/* test copies are other VMs: the VM's own slot stays free for its
+	 * cycles; the others hold it */
+	if (!(op = vmm_op_new(m, v, HCA__JOB_KIND__JOB_KIND_FAILOVER, via, fn, ctx))) {
+		fo_free(f);
+		return;
+	}
+	f->op = op;
+	op->ext = f;
+	if (mode == FO_PLANNED)
+		r->failing = true;
+	vmm_op_push(op, fo_noop, fo_begin);
+}

@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# Asynchronous replication, for real, on a 3-node devcluster: r1 runs on
+# node1 with a local qcow2 disk the test guest writes its checksummed
+# journal to (a record every 20 ms), and replicates to node2.
+#  (a) refusals: no --to, to itself, to no node, a bad interval, a VM that
+#      does not exist; nothing is written;
+#  (b) enable (asked on node3): the first cycle copies what the disk holds
+#      (64 MiB written before the start, in an 8 GiB disk), not the disk's
+#      size; points appear every interval; node2 keeps at most --keep;
+#  (c) the newest point, read on node2 while replication goes on, is a
+#      crash-consistent journal: in order, no gap, nothing torn;
+#  (d) later cycles ship the changes only (far below the first copy);
+#  (e) pause: no new point; resume: points again;
+#  (f) node1's hcad restarted: tracking resumes from the persistent bitmap
+#      (no second full copy);
+#  (g) node2's hcad killed (-9) and restarted: cycles fail meanwhile, then
+#      go on on the same points, no full copy;
+#  (h) disable: the record goes, node2 removes its replica, the bitmaps go
+#      from the VM's volume; its journal verifies at the end.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lib_dc.sh"
+
+DCSH=$TOP/deploy/devcluster.sh
+export HCA_DC_DIR=/tmp/hca-dcr-$$
+export HCA_DC_NETNS=hcar$$
+export HCA_BUILD=$BUILD
+G=$GUEST
+TMP=$HCA_DC_DIR.tmp
+
+cleanup() {
+	dc down >/dev/null 2>&1
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+mkdir -p "$TMP"
+
+quiet() { "$@" >/dev/null; }
+vol() { echo "$HCA_DC_DIR/n${1#node}/vols/$2-disk0.qcow2"; }
+rdir() { echo "$HCA_DC_DIR/n${1#node}/s/replica/$2"; }
+hcad_stop() {
+	local p
+	p=$(hcad_pid "$1") || return 1
+	kill "-${2:-TERM}" "$p"
+	wait_for 20 bash -c "! kill -0 $p 2>/dev/null"
+}
+st() { ctl "$1" replica status "$2" --json | json "d['$3']"; }
+point_above() { [ "$(st node3 r1 last_point 2>/dev/null || echo 0)" -gt "$1" ]; }
+counting_on() {
+	local log=$HCA_DC_DIR/n${1#node}/s/vm/$2/serial.log a
+	a=$(grep -ac 'count=' "$log" 2>/dev/null)
+	sleep 1
+	[ "$(grep -ac 'count=' "$log" 2>/dev/null)" -gt "${a:-0}" ]
+}
+# newest_point_raw NODE VM OUT: the newest recovery point of VM on NODE as a
+# raw image: the backing file of the store's active overlay, the one with
+# the highest sequence number (read with -U: the store's daemon holds the
+# chain)
+newest_point_raw() {
+	local d top
+	d=$(rdir "$1" "$2")
+	top=$(ls "$d"/d0.*.qcow2 2>/dev/null | sort -t. -k2 -n | tail -1)
+	top=$(qemu-img info -U --output=json "$top" | json "d.get('full-backing-filename') or d.get('backing-filename') or ''")
+	[ -n "$top" ] || return 1
+	qemu-img convert -U -O raw "$top" "$3"
+}
+
+SECONDS=0
+if dc up 3 >/dev/null; then ok "3-node devcluster up in ${SECONDS}s"; else not_ok "devcluster up"; hca_done; exit 1; fi
+for n in 1 2 3; do check "node$n: storage ok" wait_for 20 storage_ok node$n; done
+
+define_r1() {
+	ctl node1 vm define --name r1 --memory 128M --kernel "$G/vmlinux" --initrd "$G/initramfs.cpio" \
+		--cmdline 'console=ttyS0 quiet hca.disk=/dev/vda hca.rec_ms=20' --disk 8G >/dev/null &&
+		qemu-io -f qcow2 -c 'write -P 0x5a 1G 64M' "$(vol node1 r1)" >/dev/null &&
+		ctl node1 vm start r1 >/dev/null
+}
+check "define r1 on node1 (8 GiB local disk, 64 MiB written at 1 GiB)" define_r1
+check "r1 counts on node1" wait_for 30 counting_on node1 r1
+
+# ---- (a) refusals ----
+expect_fail "enable without --to is refused" "required" ctl node3 replica enable r1
+expect_fail "enable to the node it runs on is refused" "another" ctl node1 replica enable r1 --to node1
+expect_fail "enable to no node is refused" "not a node" ctl node3 replica enable r1 --to node9
+expect_fail "a bad interval is refused" "interval" ctl node3 replica enable r1 --to node2 --interval 0
+expect_fail "an unknown VM is refused" "nosuch" ctl node3 replica enable nosuch --to node2
+expect_fail "status of a VM not replicated says so" "not replicated" ctl node3 replica status r1
+
+# ---- (b) enable, asked on node3 ----
+out=$(ctl node3 replica enable r1 --to node2 --interval 2s --keep 4 2>&1)
+check "enable r1 -> node2 every 2 s, keep 4 ($out)" grep -q "replicated to node2" <<<"$out"
+expect_fail "enable again is refused, naming the relation" "already replicated" \
+	ctl node1 replica enable r1 --to node3
+check "the first point comes" wait_for 90 point_above 0
+first=$(st node3 r1 bytes_raw)
+diag "first cycle shipped $((first >> 20)) MiB of the 8 GiB disk"
+check "the first copy ships what was written (>= 64 MiB)" test "$first" -ge $((64 << 20))
+check "the first copy is not the disk's size (< 512 MiB)" test "$first" -lt $((512 << 20))
+status4() { [ "$(ctl node2 replica status r1 --json | json "d['state'], d['health'], d['source'], d['target']")" = "enabled ok node1 node2" ]; }
+check "status (asked on node2) says enabled, health ok, from node1 to node2" wait_for 20 status4
+p=$(st node3 r1 last_point)
+check "points keep coming (4 more)" wait_for 60 point_above $((p + 3))
+np=$(ctl node3 replica points r1 --json | json "len(d['points'])")
+check "node2 keeps at most 4 points ($np)" test "$np" -ge 2 -a "$np" -le 4
+sorted_points() { [ "$(ctl node1 replica points r1 --json | json "[p['id'] for p in d['points']] == sorted(p['id'] for p in d['points'])")" = True ]; }
+table_names() { ctl node3 replica points r1 | grep -q 'on node2'; }
+check "points are listed oldest first (asked on node1, the source)" sorted_points
+check "the text table names the replica node" table_names
+
+# ---- (c) the newest point verifies ----
+check "the newest point on node2 reads out" newest_point_raw node2 r1 "$TMP/p.raw"
+v=$(journal_verify "$TMP/p.raw" 2>/dev/null)
+diag "newest point: $v"
+check "the point is a crash-consistent journal: no gap, nothing torn, one boot" test \
+	"$(json "d['gaps'], d['corrupt'], d['boots'], d['records'] > 0" <<<"$v")" = "0 0 1 True"
+rm -f "$TMP/p.raw"
+
+# ---- (d) later cycles ship changes only ----
+b0=$(st node3 r1 bytes_raw); c0=$(st node3 r1 cycles)
+cycles_above() { [ "$(st node3 r1 cycles)" -gt "$1" ]; }
+check "three more cycles" wait_for 60 cycles_above $((c0 + 2))
+b1=$(st node3 r1 bytes_raw); c1=$(st node3 r1 cycles)
+per=$(((b1 - b0) / (c1 - c0)))
+diag "$((c1 - c0)) cycles shipped $(((b1 - b0) >> 10)) KiB: $((per >> 10)) KiB a cycle"
+check "a cycle ships the changes, not the disk (< 8 MiB a cycle)" test "$per" -lt $((8 << 20))
+check "one full copy so far" test "$(st node3 r1 full_copies)" = 1
+
+# ---- (e) pause and resume ----
+check "pause" quiet ctl node3 replica pause r1
+sleep 3
+p=$(st node3 r1 last_point)
+sleep 5
+check "paused: no new point in 5 s" test "$(st node3 r1 last_point)" = "$p"
+check "paused: status says so" test "$(st node1 r1 state)" = paused
+check "resume" quiet ctl node2 replica resume r1
+check "resumed: points again" wait_for 30 point_above "$p"
+
+# ---- (f) node1's hcad restarted ----
+check "node1's hcad stops" hcad_stop 1
+check "node1's hcad starts again" hcad_restart 1
+p=$(st node3 r1 last_point)
+check "cycles go on after node1's restart" wait_for 60 point_above $((p + 1))
+check "tracking resumed from the bitmap: still one full copy" test "$(st node3 r1 full_copies)" = 1
+
+# ---- (g) node2's hcad killed ----
+check "node2's hcad killed (-9)" hcad_stop 2 KILL
+sleep 4
+check "node2's hcad starts again" hcad_restart 2
+p=$(st node3 r1 last_point)
+check "cycles go on after node2's restart" wait_for 60 point_above $((p + 1))
+check "on the same points: still one full copy" test "$(st node3 r1 full_copies)" = 1
+check "the newest point on node2 reads out" newest_point_raw node2 r1 "$TMP/p.raw"
+v=$(journal_verify "$TMP/p.raw" 2>/dev/null)
+check "and verifies ($v)" test "$(json "d['gaps'], d['corrupt'], d['boots']" <<<"$v")" = "0 0 1"
+rm -f "$TMP/p.raw"
+check "r1 still counts on node1, the same boot" counting_on node1 r1
+
+# ---- (h) disable ----
+check "disable" quiet ctl node3 replica disable r1
+expect_fail "the relation is gone" "not replicated" ctl node2 replica status r1
+check "node2 removes its replica" wait_for 30 test ! -e "$(rdir node2 r1)"
+check "r1 shuts down" quiet ctl node1 vm shutdown r1 --timeout 60
+bms=$(qemu-img info --output=json "$(vol node1 r1)" | json "[b['name'] for b in d.get('format-specific', {}).get('data', {}).get('bitmaps', [])]")
+check "no change bitmap left in r1's volume ($bms)" bash -c "! grep -q hca-rep <<<\"$bms\""
+check "r1's journal verifies on node1's volume" bash -c \
+	"qemu-img convert -O raw '$(vol node1 r1)' '$TMP/r1.raw' && '$VERIFY' '$TMP/r1.raw' >/dev/null"
+hca_done
