@@ -750,6 +750,51 @@ static int cmd_replica_disable(struct cli *cli, const struct args *a)
 	return hcactl_replica_simple(cli, a->pos[0], HCA__API_REQUEST__OP_REPLICA_DISABLE);
 }
 
+/* A failover's end: the job's note says where the VM runs and from which point. */
+static int failover_done(bool json, Hca__Job *j, const struct long_op *op)
+{
+	(void)op;
+	if (json)
+		return hcactl_print_json(hcactl_job_json(j));
+	printf("%s\n", j->note[0] ? j->note : "failover done");
+	return 0;
+}
+
+static int cmd_replica_failover(struct cli *cli, const struct args *a)
+{
+	Hca__ApiRequest req = HCA__API_REQUEST__INIT;
+	Hca__ReplicaFailover fo = HCA__REPLICA_FAILOVER__INIT;
+	bool test = opt_get(a, "test"), stop = opt_get(a, "stop");
+	bool planned = opt_get(a, "planned"), unplanned = opt_get(a, "unplanned");
+	const char *point = opt_get(a, "point");
+	struct long_op op = { .req = &req, .timeout_ms = CALL_TIMEOUT_MS, .verb = "failover",
+			      .vm = a->pos[0], .report = failover_done };
+	unsigned long pt = 0;
+
+	if (test + planned + unplanned != 1)
+		return hcactl_complain(EXIT_USAGE, "replica failover: one of --test, --planned, "
+				       "--unplanned");
+	if (stop && !test)
+		return hcactl_complain(EXIT_USAGE, "replica failover: --stop goes with --test");
+	if (point && (planned || stop || hcactl_parse_uint(point, 1, UINT64_MAX >> 1, &pt)))
+		return hcactl_complain(EXIT_USAGE, "replica failover: --point ID (a point of "
+				       "'hcactl replica points') goes with --test or --unplanned");
+	if (opt_get(a, "force") && !unplanned)
+		return hcactl_complain(EXIT_USAGE, "replica failover: --force goes with --unplanned");
+	fo.name = (char *)a->pos[0];
+	fo.mode = test ? (stop ? "test-stop" : "test") : planned ? "planned" : "unplanned";
+	fo.point = pt;
+	fo.force = opt_get(a, "force") != NULL;
+	req.op_case = HCA__API_REQUEST__OP_REPLICA_FAILOVER;
+	req.replica_failover = &fo;
+	return run_long(cli, a, &op);
+}
+
+static int cmd_replica_reverse(struct cli *cli, const struct args *a)
+{
+	return hcactl_replica_simple(cli, a->pos[0], HCA__API_REQUEST__OP_REPLICA_REVERSE);
+}
+
 static int cmd_version(struct cli *cli, const struct args *a)
 {
 	if (cli->json)
@@ -791,7 +836,23 @@ static const struct opt_def replica_enable_opts[] = {
 	{ "app-consistent", true, false }, { "target-pool", true, false },
 	{ NULL, false, false },
 };
+static const struct opt_def replica_failover_opts[] = {
+	{ "test", false, false }, { "stop", false, false }, { "planned", false, false },
+	{ "unplanned", false, false }, { "point", true, false }, { "force", false, false },
+	FOLLOW_OPTS, { NULL, false, false },
+};
 static const char follow_detail[] = FOLLOW_HELP;
+static const char replica_failover_detail[] =
+	"  --test [--point ID]   boot a copy of a point (the newest) as NAME-test on the\n"
+	"                        replica node, without network; replication goes on\n"
+	"  --test --stop         remove that copy\n"
+	"  --planned             pause the guest, ship its last changes, start it on the\n"
+	"                        replica node: nothing it wrote is lost\n"
+	"  --unplanned [--point ID] [--force]\n"
+	"                        its node is gone: start it on the replica node from a\n"
+	"                        point; refused while that node is a cluster member\n"
+	"                        (--force: you know it is dead; two copies must never run)\n"
+	FOLLOW_HELP;
 static const char replica_detail[] =
 	"Ship the VM's changed blocks to NODE every interval (--interval, 5s by\n"
 	"default: 90, 30s, 2m, 1h), compressed, over the node channel; NODE keeps the\n"
@@ -964,6 +1025,12 @@ static const struct cmd cmds[] = {
 	  "Ship again after a pause.", NULL, POS_VM },
 	{ "replica", "disable", cmd_replica_disable, NULL, 1, 1, "replica disable NAME",
 	  "Stop replicating; the replica and its points are removed.", NULL, POS_VM },
+	{ "replica", "failover", cmd_replica_failover, replica_failover_opts, 1, 1,
+	  "replica failover NAME --test|--planned|--unplanned",
+	  "Run a VM from its replica (a test copy, or for real).", replica_failover_detail,
+	  POS_VM },
+	{ "replica", "reverse", cmd_replica_reverse, NULL, 1, 1, "replica reverse NAME",
+	  "After a failover: replicate back to the old primary.", NULL, POS_VM },
 	{ NULL, "version", cmd_version, NULL, 0, 0, "version", "Print hcactl's version.", NULL, POS_WORD },
 };
 #define NCMDS (sizeof(cmds) / sizeof(cmds[0]))

@@ -166,7 +166,7 @@ struct replica_opts {
 int hcactl_replica_enable(struct cli *cli, const char *vm, const struct replica_opts *o);
 int hcactl_replica_status(struct cli *cli, const char *vm);
 int hcactl_replica_points(struct cli *cli, const char *vm);
-/* op: HCA__API_REQUEST__OP_REPLICA_PAUSE, _RESUME or _DISABLE */
+/* op: HCA__API_REQUEST__OP_REPLICA_PAUSE, _RESUME, _DISABLE or _REVERSE */
 int hcactl_replica_simple(struct cli *cli, const char *vm, int op);
 
 /* @j as `job show --json` prints it: a new reference, NULL on ENOMEM. */

@@ -117,8 +117,8 @@ static int print_status(struct cli *cli, const Hca__RepStatusList *l, bool one)
 			snprintf(buf[i][1], sizeof(buf[i][1]), "%" PRIu64, r->last_point);
 			snprintf(buf[i][2], sizeof(buf[i][2]), "%" PRIu64 "/%" PRIu64, r->cycles,
 				 r->cycles + r->failed_cycles);
-			hcactl_size(r->bytes_raw, true, buf[i][3], sizeof(buf[i][3]));
-			hcactl_size(r->bytes_wire, true, buf[i][4], sizeof(buf[i][4]));
+			hcactl_amount(r->bytes_raw, "bytes", buf[i][3], sizeof(buf[i][3]));
+			hcactl_amount(r->bytes_wire, "bytes", buf[i][4], sizeof(buf[i][4]));
 			c[0] = r->vm;
 			c[1] = r->source;
 			c[2] = r->target;
@@ -254,7 +254,7 @@ int hcactl_replica_points(struct cli *cli, const char *vm)
 				when(p->time_ms, buf[i][1], sizeof(buf[i][1]));
 				hcactl_elapsed(now > p->time_ms ? now - p->time_ms : 0, buf[i][2],
 					       sizeof(buf[i][2]));
-				hcactl_size(p->bytes, true, buf[i][3], sizeof(buf[i][3]));
+				hcactl_amount(p->bytes, "bytes", buf[i][3], sizeof(buf[i][3]));
 				c[0] = buf[i][0];
 				c[1] = buf[i][1];
 				c[2] = buf[i][2];
@@ -286,12 +286,18 @@ int hcactl_replica_simple(struct cli *cli, const char *vm, int op)
 		req.replica_pause = &ref;
 	else if (op == HCA__API_REQUEST__OP_REPLICA_RESUME)
 		req.replica_resume = &ref;
+	else if (op == HCA__API_REQUEST__OP_REPLICA_REVERSE)
+		req.replica_reverse = &ref;
 	else
 		req.replica_disable = &ref;
 	if (!(r = ask(cli, &req, HCA__API_REPLY__RESULT_REPLICAS)))
 		return EXIT_HCAD;
 	if (cli->json)
 		rc = print_status(cli, r->replicas, true);
+	else if (op == HCA__API_REQUEST__OP_REPLICA_REVERSE && r->replicas->n_replicas)
+		printf("%s: replicated from %s back to %s; the first cycle copies what the disks "
+		       "hold\n", vm, r->replicas->replicas[0]->relation->source,
+		       r->replicas->replicas[0]->relation->target);
 	else
 		printf("%s: replication %s\n", vm, op == HCA__API_REQUEST__OP_REPLICA_PAUSE ? "paused"
 		       : op == HCA__API_REQUEST__OP_REPLICA_RESUME ? "resumed"

@@ -969,6 +969,9 @@ void vmm_request(struct vmm *m, const Hca__ApiRequest *q, vmm_reply_fn fn, void 
 	case HCA__API_REQUEST__OP_REPLICA_FAILOVER:
 		vmm_replica_failover(m, q->replica_failover, via, fn, ctx);
 		break;
+	case HCA__API_REQUEST__OP_REPLICA_REVERSE:
+		vmm_replica_reverse(m, q->replica_reverse->name, fn, ctx);
+		break;
 	default:
 		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_PROTOCOL,
 			    "unknown request (operation %d)", (int)q->op_case);

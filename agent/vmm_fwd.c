@@ -92,6 +92,9 @@ const char *vmm_route(struct vmm *m, const Hca__ApiRequest *q)
 	case HCA__API_REQUEST__OP_REPLICA_DISABLE:
 		t = vm_owner_elsewhere(m, q->replica_disable->name);
 		break;
+	case HCA__API_REQUEST__OP_REPLICA_REVERSE:
+		t = vm_owner_elsewhere(m, q->replica_reverse->name);
+		break;
 	case HCA__API_REQUEST__OP_SHOW:
 		/* the owner sees its QEMU; this node only what it published */
 		t = vm_owner_elsewhere(m, q->show->name);
@@ -160,6 +163,8 @@ static const char *req_vm(const Hca__ApiRequest *q)
 	case HCA__API_REQUEST__OP_REPLICA_PAUSE: return q->replica_pause->name;
 	case HCA__API_REQUEST__OP_REPLICA_RESUME: return q->replica_resume->name;
 	case HCA__API_REQUEST__OP_REPLICA_DISABLE: return q->replica_disable->name;
+	case HCA__API_REQUEST__OP_REPLICA_REVERSE: return q->replica_reverse->name;
+	case HCA__API_REQUEST__OP_REPLICA_FAILOVER: return q->replica_failover->name;
 	default: return "";
 	}
 }

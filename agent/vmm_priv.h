@@ -210,6 +210,8 @@ void vmm_replica_status(struct vmm *m, const char *name, vmm_reply_fn fn, void *
 void vmm_replica_points(struct vmm *m, const char *name, vmm_reply_fn fn, void *ctx);
 void vmm_replica_failover(struct vmm *m, const Hca__ReplicaFailover *q, const char *via,
 			  vmm_reply_fn fn, void *ctx);
+/* after a failover, on the VM's new node: replicate back to the old one */
+void vmm_replica_reverse(struct vmm *m, const char *name, vmm_reply_fn fn, void *ctx);
 /* pause (PAUSED), resume (ENABLED), disable (NONE: the relation goes) */
 void vmm_replica_state(struct vmm *m, const char *name, Hca__RepState state, vmm_reply_fn fn,
 		       void *ctx);

@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -69,6 +70,7 @@ struct fo {
 	bool paused_it;            /* planned: this failover paused the guest */
 	bool stopped_it;           /* planned: ... and stopped its QEMU */
 	unsigned tries;
+	uint64_t loop_ms, loop_ms2; /* when a step that repeats began */
 };
 
 static uint64_t mono(void)
@@ -107,6 +109,8 @@ static void fo_end(struct fo *f, Hca__ErrorCode code, const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	qb_log(code ? LOG_WARNING : LOG_NOTICE, "replica: vm %s: failover: %s", f->vm, msg);
+	if (!code)
+		job_note(f->op->job, "%s", msg); /* what the user reads at the end */
 	vmm_op_end(f->op, code, "%s", msg);
 	fo_free(f);
 }
@@ -312,6 +316,15 @@ static void ask_undefine(struct fo *f, const char *name)
 	ask(f, &q);
 }
 
+/* Replace a string of an unpacked message (never free protobuf-c's shared
+ * empty string). */
+static void set_str(char **p, const char *v)
+{
+	if (*p && *p != protobuf_c_empty_string)
+		free(*p);
+	*p = strdup(v);
+}
+
 /* test: the clone's spec: the VM's, its own name and uuid, no network,
  * its disks the copies */
 static void ask_define_clone(struct fo *f)
@@ -335,20 +348,16 @@ static void ask_define_clone(struct fo *f)
 		if (dk->readonly || k >= n)
 			continue;
 		snprintf(path, sizeof(path), "%s/d%u.qcow2", dir, k);
-		free(dk->path);
-		dk->path = strdup(path);
+		set_str(&dk->path, path);
 		dk->format = HCA__DISK_FORMAT__DISK_FORMAT_QCOW2;
-		free(dk->backend);
-		dk->backend = strdup("");
+		set_str(&dk->backend, "");
 		k++;
 	}
 	for (size_t i = 0; i < s->n_nics; i++)
 		hca__nic_spec__free_unpacked(s->nics[i], NULL);
 	s->n_nics = 0;
-	free(s->name);
-	s->name = strdup(f->clone);
-	free(s->uuid);
-	s->uuid = strdup("");
+	set_str(&s->name, f->clone);
+	set_str(&s->uuid, "");
 	d.spec = s;
 	q.op_case = HCA__API_REQUEST__OP_DEFINE;
 	q.define = &d;
@@ -620,7 +629,12 @@ static void planned_poll(struct fo *f)
 		if (!v || !v->hv || hv_vm_stop(v->hv, true, hv_done, f) < 0)
 			hv_done(NULL, -EIO, "cannot stop its QEMU", f);
 		break;
-	case 4: /* the record says nothing runs */
+	case 4: /* the record says nothing runs: the claim is cleared (the job
+		 * holds the VM, so clearing it is the job's to do) */
+		if (!f->loop_ms)
+			f->loop_ms = mono();
+		if (v && v->rec && v->rec->active && !vmm_vm_running(v))
+			vmm_release(f->m, v);
 		fo_wait(f);
 		fo_push(f, read_owner_fn);
 		break;
@@ -639,7 +653,7 @@ static void planned_poll(struct fo *f)
 				promoted(-ENOTCONN, NULL, 0, "not reachable", f);
 			break;
 		}
-		if (timed_out(f, 30000)) {
+		if (mono() - f->loop_ms > 30000) {
 			f->code = HCA__ERROR_CODE__ERROR_TIMEOUT;
 			snprintf(f->err, sizeof(f->err), "its claim was not cleared in 30 s");
 			break;
@@ -652,6 +666,8 @@ static void planned_poll(struct fo *f)
 		ask_start(f, f->vm, f->rel->target);
 		break;
 	case 7: /* running there? */
+		if (!f->loop_ms2)
+			f->loop_ms2 = mono();
 		if (f->code == HCA__ERROR_CODE__ERROR_BAD_STATE && f->tries++ < 10 &&
 		    strstr(f->err, "claimed by")) {
 			/* its copy of the record has not seen the claim go yet */
@@ -680,7 +696,7 @@ static void planned_poll(struct fo *f)
 			       "hcactl replica reverse %s", f->vm, f->rel->target, f->point, f->vm);
 			return;
 		}
-		if (timed_out(f, STEP_TIMEOUT_MS)) {
+		if (mono() - f->loop_ms2 > STEP_TIMEOUT_MS) {
 			fo_end(f, HCA__ERROR_CODE__ERROR_TIMEOUT, "vm %s: not running on %s after "
 			       "%u s; look at hcactl vm show %s", f->vm, f->rel->target,
 			       STEP_TIMEOUT_MS / 1000, f->vm);
@@ -1029,7 +1045,28 @@ void vmm_replica_failover(struct vmm *m, const Hca__ReplicaFailover *q, const ch
 				"long for a test copy named NAME-test", q->name);
 		return;
 	}
-	if (mode == FO_UNPLANNED && !(f->rec = sto_vm_copy(v->rec))) {
+	if (mode == FO_TEST || mode == FO_UNPLANNED) {
+		/* the point, from this node's own list: the newest unless asked */
+		struct rep_store_point pts[REP_STORE_POINTS_MAX];
+		int n = rep_dst_points(x->rx, q->name, pts, REP_STORE_POINTS_MAX);
+		bool found = false;
+		for (int i = 0; i < n && !found; i++)
+			found = pts[i].id == q->point;
+		if (n <= 0 || (q->point && !found)) {
+			fo_free(f);
+			if (n <= 0)
+				vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_NOT_FOUND, "vm %s: no "
+						"recovery point on %s yet", q->name, me);
+			else
+				vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_NOT_FOUND, "vm %s: no "
+						"point %" PRIu64 " on %s (it keeps %" PRIu64 " to %"
+						PRIu64 ": hcactl replica points %s)", q->name,
+						q->point, me, pts[0].id, pts[n - 1].id, q->name);
+			return;
+		}
+		f->point = q->point ? q->point : pts[n - 1].id;
+	}
+	if ((mode == FO_UNPLANNED || mode == FO_TEST) && !(f->rec = sto_vm_copy(v->rec))) {
 		fo_free(f);
 		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_INTERNAL, "out of memory");
 		return;
@@ -1045,4 +1082,76 @@ void vmm_replica_failover(struct vmm *m, const Hca__ReplicaFailover *q, const ch
 	if (mode == FO_PLANNED)
 		r->failing = true;
 	vmm_op_push(op, fo_noop, fo_begin);
+}
+
+/* ---- reverse: the VM's node now replicates back to the old one ---- */
+
+static void dropped_old(void *opaque, int err, const char *msg)
+{
+	char *vm = opaque;
+
+	if (err)
+		qb_log(LOG_WARNING, "replica: vm %s: the replica this node kept was not removed: "
+		       "%s", vm, msg ? msg : strerror(-err));
+	free(vm);
+}
+
+void vmm_replica_reverse(struct vmm *m, const char *name, vmm_reply_fn fn, void *ctx)
+{
+	struct vmm_rep *x = m->reps;
+	const struct memb_node *old;
+	Hca__RepRelation want;
+	struct rrel *r;
+	struct vm *v;
+	uint64_t rel = 0;
+	char *vm;
+
+	if (!x) {
+		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_BAD_STATE, "replication needs the "
+				"node channel, which is off");
+		return;
+	}
+	if (!(v = vmm_vm_for_op(m, name, "reverse", fn, ctx)) || !vmm_check_owned(m, v, fn, ctx))
+		return;
+	if (!(r = vrep_find(x, name)) || !r->rec) {
+		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_NOT_FOUND, "vm %s: not replicated",
+				name);
+		return;
+	}
+	if (r->rec->state != HCA__REP_STATE__REP_STATE_FAILED_OVER ||
+	    strcmp(r->rec->target, m->conf->node_name)) {
+		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_BAD_STATE, "vm %s: replicates %s -> "
+				"%s (%s): only a relation that failed over to this node reverses",
+				name, r->rec->source, r->rec->target,
+				r->rec->state == HCA__REP_STATE__REP_STATE_FAILED_OVER ? "failed over"
+											: "not failed over");
+		return;
+	}
+	old = memb_find(memb_view(m->memb), r->rec->source);
+	if (!old || !old->online) {
+		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_BAD_STATE, "vm %s: its old node %s "
+				"is not a member now; reverse once it is back", name,
+				r->rec->source);
+		return;
+	}
+	while (!rel && getrandom(&rel, sizeof(rel), 0) != sizeof(rel))
+		;
+	want = *r->rec; /* shallow: strings borrowed for the copy vrep_update takes */
+	want.relation = rel;
+	want.source = (char *)m->conf->node_name;
+	want.target = r->rec->source;
+	want.state = HCA__REP_STATE__REP_STATE_ENABLED;
+	want.created_ms = vrep_wall_ms();
+	want.updated_ms = want.created_ms;
+	want.incarnation = v->rec->incarnation;
+	want.last_point = want.last_point_ms = 0;
+	want.cycles = want.failed_cycles = want.full_copies = 0;
+	want.bytes_raw = want.bytes_zero = want.bytes_wire = want.last_cycle_ms = 0;
+	want.last_error = "";
+	/* this node's copy of the old replica is history now */
+	if ((vm = strdup(name)) && rep_dst_drop(x->rx, vm, dropped_old, vm) < 0)
+		free(vm);
+	qb_log(LOG_NOTICE, "replica: vm %s: reversed: %s -> %s", name, m->conf->node_name,
+	       want.target);
+	vrep_update(x, UPD_REPLACE, name, 0, &want, NULL, 0, fn, ctx);
 }

@@ -16,7 +16,16 @@
 #  (g) node2's hcad killed (-9) and restarted: cycles fail meanwhile, then
 #      go on on the same points, no full copy;
 #  (h) disable: the record goes, node2 removes its replica, the bitmaps go
-#      from the VM's volume; its journal verifies at the end.
+#      from the VM's volume; its journal verifies;
+#  (i) enabled again; a test failover boots r1-test on node2 from a point
+#      while r1 runs on and replication goes on; --stop removes it;
+#  (j) planned failover (an unplanned one is refused while node1 is a
+#      member): r1 runs on node2 only, every record says so, and the point
+#      it started from holds every record node1's journal had;
+#  (k) reverse: node2 replicates to node1;
+#  (l) node2's hcad, corosync and QEMU killed (-9): unplanned failover starts
+#      r1 on node1 from a point; at the end its journal verifies across the
+#      four boots.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib_dc.sh"
 
@@ -163,4 +172,68 @@ bms=$(qemu-img info --output=json "$(vol node1 r1)" | json "[b['name'] for b in 
 check "no change bitmap left in r1's volume ($bms)" bash -c "! grep -q hca-rep <<<\"$bms\""
 check "r1's journal verifies on node1's volume" bash -c \
 	"qemu-img convert -O raw '$(vol node1 r1)' '$TMP/r1.raw' && '$VERIFY' '$TMP/r1.raw' >/dev/null"
+check "r1 starts again" quiet ctl node1 vm start r1
+
+# ---- (i) enabled again, then a test failover ----
+check "enable again (asked on node2)" quiet ctl node2 replica enable r1 --to node2 --interval 2s --keep 4
+check "a point comes" wait_for 90 point_above 0
+Q1=$(qemu_list "$(field node1 r1 uuid)")
+out=$(ctl node3 replica failover r1 --test 2>&1)
+check "test failover (asked on node3): $out" grep -q "r1-test runs on node2" <<<"$out"
+check "r1-test counts on node2" wait_for 60 counting_on node2 r1-test
+check "r1 still runs on node1, the same QEMU" test "$(qemu_list "$(field node1 r1 uuid)")" = "$Q1"
+p=$(st node3 r1 last_point)
+check "replication goes on during the test" wait_for 30 point_above "$p"
+expect_fail "a second test copy is refused" "exists" ctl node3 replica failover r1 --test
+check "test failover --stop" quiet ctl node1 replica failover r1 --test --stop
+no_clone() { ! ctl node2 vm show r1-test >/dev/null 2>&1; }
+check "r1-test is gone" no_clone
+check "its files are gone" test ! -e "$HCA_DC_DIR/n2/s/replica-test/r1"
+
+# ---- (j) planned failover: nothing lost ----
+expect_fail "unplanned failover while node1 is a member is refused" "live member" \
+	ctl node3 replica failover r1 --unplanned
+out=$(ctl node3 replica failover r1 --planned 2>&1)
+diag "$out"
+check "planned failover (asked on node3)" grep -q "runs on node2 from point" <<<"$out"
+U=$(field node1 r1 uuid)
+runs_only_on() { [ "$(qemu_list "$U" | sed 's/:.*//')" = "$1" ]; }
+owner_all() { local n; for n in node1 node2 node3; do [ "$(field $n r1 owner)" = "$1" ] || return 1; done; }
+check "one QEMU of r1, on node2" wait_for 20 runs_only_on node2
+check "every node's record says node2" owner_all node2
+check "r1 counts on node2" wait_for 60 counting_on node2 r1
+check "status says failed-over" test "$(st node3 r1 state)" = failed-over
+# what the guest wrote on node1 (its stopped volume there) is all in the point it started from
+qemu-img convert -U -O raw "$(vol node1 r1)" "$TMP/old.raw"
+old=$(journal_verify "$TMP/old.raw" 2>/dev/null | json "d['records']")
+check "the point it started from reads out" newest_point_raw node2 r1 "$TMP/p.raw"
+new=$(journal_verify "$TMP/p.raw" 2>/dev/null | json "d['records'], d['gaps'], d['corrupt']")
+diag "node1's last journal: $old records; the point: $new (records, gaps, torn)"
+check "no record lost: the point holds all $old records node1 wrote" test "$new" = "$old 0 0"
+rm -f "$TMP/old.raw" "$TMP/p.raw"
+
+# ---- (k) reverse: node2 -> node1 ----
+out=$(ctl node3 replica reverse r1 2>&1)
+check "reverse (asked on node3): $out" grep -q "from node2 back to node1" <<<"$out"
+check "points come on node1" wait_for 90 point_above 0
+check "node2's old replica is gone" wait_for 30 test ! -e "$(rdir node2 r1)"
+
+# ---- (l) unplanned failover: node2 dies ----
+p=$(st node3 r1 last_point)
+check "another point on node1" wait_for 30 point_above "$p"
+for p in $(ip netns pids "$HCA_DC_NETNS-node2"); do
+	case "$(cat /proc/$p/comm 2>/dev/null)" in hcad | corosync | qemu-system-x86*) kill -9 "$p" ;; esac
+done
+node2_gone() { [ "$(ctl node3 cluster status --json | json "[n['online'] for n in d['nodes'] if n['name']=='node2'][0]")" = False ]; }
+check "node2 leaves the membership" wait_for 30 node2_gone
+out=$(ctl node3 replica failover r1 --unplanned 2>&1)
+diag "$out"
+check "unplanned failover (asked on node3)" grep -q "runs on node1 from point" <<<"$out"
+check "one QEMU of r1, on node1" wait_for 20 runs_only_on node1
+check "r1 counts on node1" wait_for 60 counting_on node1 r1
+check "r1 shuts down on node1" quiet ctl node1 vm shutdown r1 --timeout 60
+v=$(qemu-img convert -O raw "$(vol node1 r1)" "$TMP/r1.raw" && journal_verify "$TMP/r1.raw" 2>/dev/null)
+diag "r1's journal at the end: $v"
+check "its journal verifies: four boots (start, restart, planned, unplanned), no gap, nothing torn" \
+	test "$(json "d['gaps'], d['corrupt'], d['boots']" <<<"$v")" = "0 0 4"
 hca_done
