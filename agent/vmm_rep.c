@@ -1029,7 +1029,7 @@ void vmm_replica_state(struct vmm *m, const char *name, Hca__RepState state, vmm
 	    !vmm_check_owned(m, v, fn, ctx))
 		return;
 	r = vrep_find(m->reps, name);
-	if (r && r->rec && r->rec->state == HCA__REP_STATE__REP_STATE_FAILED_OVER) {
+	if (state && r && r->rec && r->rec->state == HCA__REP_STATE__REP_STATE_FAILED_OVER) {
 		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_BAD_STATE, "vm %s: failed over; "
 				"reverse the replication first", name);
 		return;
@@ -1056,9 +1056,13 @@ void vmm_replica_state(struct vmm *m, const char *name, Hca__RepState state, vmm
 		if ((len = hca__rep_points_request__get_packed_size(&pr)) <= sizeof(buf)) {
 			hca__rep_points_request__pack(&pr, buf);
 			char *vm = strdup(name);
-			if (!vm || m->reps->env.call(m->reps->env.ctx, r->rec->target, "rep.drop",
-						     buf, len, POINTS_TIMEOUT_MS, drop_told,
-						     vm) < 0) {
+			if (vm && !strcmp(r->rec->target, m->conf->node_name)) {
+				/* failed over here: the replica this node kept goes */
+				if (rep_dst_drop(m->reps->rx, vm, gc_dropped, vm) < 0)
+					free(vm);
+			} else if (!vm || m->reps->env.call(m->reps->env.ctx, r->rec->target,
+							    "rep.drop", buf, len, POINTS_TIMEOUT_MS,
+							    drop_told, vm) < 0) {
 				free(vm);
 				qb_log(LOG_WARNING, "replica: vm %s: %s not told to drop its replica "
 				       "(it goes when its hcad next lists the relations)", name,

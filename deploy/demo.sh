@@ -6,7 +6,9 @@
 #     on node1 with an RBD disk, listed on node3, running on node2, then
 #     live-migrated to node3; its journal read back from Ceph is verified;
 #     then a VM with a local volume moves with it to node2 (--with-storage)
-#     while its journal grows, and its journal is verified there.
+#     while its journal grows; it is replicated to node3 every 5 s (recovery
+#     points, a test failover), fails over to node3 (planned: nothing lost),
+#     and its journal is verified there.
 set -euo pipefail
 
 BUILD=${1:?usage: demo.sh BUILD_DIR}
@@ -160,10 +162,36 @@ grep -a 'hca-workload boot=' "$(app1_log 2)" | tail -n 2
 echo "the volume now lives on node2 only (sparse: blocks in use on the left):"
 ls -ls "$HCA_DC_DIR"/n*/vols/app1-* 2>/dev/null
 
-step "shut it down, verify its journal on node2's volume"
-on node2 "$HCACTL" vm shutdown app1 --timeout 60 --progress
-"$GUEST/hca-journal-verify" "$HCA_DC_DIR/n2/vols/app1-disk0.qcow2"
-on node2 "$HCACTL" vm undefine app1
+step "replicate app1 (running on node2) to node3 every 5 s: changed blocks, zstd, over TLS"
+on node2 "$HCACTL" replica enable app1 --to node3 --interval 5s --keep 6
+points() { on node1 "$HCACTL" replica status app1 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["last_point"])'; }
+first=
+for _ in $(seq 600); do p=$(points 2>/dev/null || echo 0); [ -n "$first" ] || { [ "$p" -gt 0 ] && first=$p; }; [ -n "$first" ] && [ "$p" -ge $((first + 2)) ] && break; sleep 0.5; done
+echo "asked on node1 (neither source nor replica):"
+on node1 "$HCACTL" replica status app1
+on node1 "$HCACTL" replica points app1
+
+step "test failover: a copy of the newest point boots on node3, without network, while replication goes on"
+on node1 "$HCACTL" replica failover app1 --test --progress
+clone_log=$HCA_DC_DIR/n3/s/vm/app1-test/serial.log
+for _ in $(seq 300); do grep -aq 'hca-workload boot=' "$clone_log" 2>/dev/null && break; sleep 0.1; done
+sleep 1
+echo "the test copy, from the point's journal on:"
+grep -a 'hca-workload boot=' "$clone_log" | tail -n 1
+on node1 "$HCACTL" replica failover app1 --test --stop --progress
+
+step "planned failover to node3: the guest pauses, its last changes ship, it starts on node3 (nothing it wrote is lost)"
+on node1 "$HCACTL" replica failover app1 --planned --progress
+on node1 "$HCACTL" vm list
+for _ in $(seq 300); do grep -aq 'hca-workload boot=' "$(app1_log 3)" 2>/dev/null && break; sleep 0.1; done
+sleep 1
+grep -a 'hca-workload boot=' "$(app1_log 3)" | tail -n 1
+
+step "shut it down on node3, verify its journal on node3's volume (two boots: node2's, then node3's)"
+on node3 "$HCACTL" vm shutdown app1 --timeout 60 --progress
+"$GUEST/hca-journal-verify" "$HCA_DC_DIR/n3/vols/app1-disk0.qcow2"
+on node3 "$HCACTL" replica disable app1
+on node3 "$HCACTL" vm undefine app1
 
 step "tearing the cluster down"
 "$DCSH" down
