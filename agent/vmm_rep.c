@@ -537,6 +537,8 @@ static void cycle_done(void *opaque, const struct rep_src_result *res)
 			r->whole = true;
 		else if (!res->err)
 			r->whole = false;
+		if (!res->err && res->app_consistent)
+			r->app_ms = mono_ms();
 		iv = (uint64_t)(r->rec && r->rec->interval_s ? r->rec->interval_s
 							     : INTERVAL_DEFAULT_S) * 1000u;
 		if (res->err)
@@ -615,6 +617,9 @@ int vrep_cycle_req(struct vmm_rep *x, struct rrel *r, struct vm *v, struct rep_s
 	q->incarnation = v->rec->incarnation;
 	q->base = r->rec->last_point;
 	q->whole = r->whole;
+	snprintf(q->qga, sizeof(q->qga), "%s", v->paths.qga);
+	q->app_consistent = r->rec->app_every_s &&
+			    mono_ms() - r->app_ms >= (uint64_t)r->rec->app_every_s * 1000u;
 	q->min_cycle = r->rec->cycles + r->rec->failed_cycles + 1;
 	if (q->min_cycle <= r->rec->last_point)
 		q->min_cycle = r->rec->last_point + 1;

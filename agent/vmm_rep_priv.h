@@ -29,6 +29,7 @@ struct rrel {
 	const char *health;   /* the last one logged (source side) */
 	bool failing;         /* a failover has it: no cycle starts */
 	bool whole;           /* the replica refused the base: read the disks whole */
+	uint64_t app_ms;      /* the last app-consistent point (monotonic) */
 };
 
 struct vmm_rep {

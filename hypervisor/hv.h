@@ -104,6 +104,7 @@ struct hv_paths {
 	char pidfile[160];
 	char qemu_log[160];
 	char serial_log[160];
+	char qga[160];          /* the guest agent's channel (virtio-serial) */
 };
 
 /* Fill @p for @dir. Returns -ENAMETOOLONG if a unix socket path would not fit. */

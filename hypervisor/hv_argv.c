@@ -108,10 +108,10 @@ static int push_base(struct hv_argv *a, const Hca__VmSpec *s,
 static int push_chardevs(struct hv_argv *a, const struct hv_paths *p)
 {
 	char *qmp = opt_escape(p->qmp), *con = opt_escape(p->console);
-	char *log = opt_escape(p->serial_log);
+	char *log = opt_escape(p->serial_log), *qga = opt_escape(p->qga);
 	int rc = -ENOMEM;
 
-	if (!qmp || !con || !log)
+	if (!qmp || !con || !log || !qga)
 		goto out;
 	/* The serial console is a socket for `hcactl vm console`; QEMU keeps
 	 * logging it to a file whether or not anyone is attached. */
@@ -119,11 +119,19 @@ static int push_chardevs(struct hv_argv *a, const struct hv_paths *p)
 	     push(a, "-chardev") ||
 	     pushf(a, "socket,id=console0,path=%s,server=on,wait=off,logfile=%s,logappend=on",
 		   con, log) ||
-	     push(a, "-serial") || push(a, "chardev:console0") ? -ENOMEM : 0;
+	     push(a, "-serial") || push(a, "chardev:console0") ||
+	     /* the guest agent's port (qemu-ga's protocol): app-consistent
+	      * replica points freeze the guest's file systems through it */
+	     push(a, "-chardev") || pushf(a, "socket,id=qga0,path=%s,server=on,wait=off", qga) ||
+	     push(a, "-device") || push(a, "virtio-serial-pci,id=vser0") ||
+	     push(a, "-device") ||
+	     push(a, "virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0")
+		     ? -ENOMEM : 0;
 out:
 	free(qmp);
 	free(con);
 	free(log);
+	free(qga);
 	return rc;
 }
 
@@ -266,5 +274,6 @@ int hv_paths_init(struct hv_paths *p, const char *dir)
 	snprintf(p->pidfile, sizeof(p->pidfile), "%s/qemu.pid", dir);
 	snprintf(p->qemu_log, sizeof(p->qemu_log), "%s/qemu.log", dir);
 	snprintf(p->serial_log, sizeof(p->serial_log), "%s/serial.log", dir);
+	snprintf(p->qga, sizeof(p->qga), "%s/qga.sock", dir);
 	return 0;
 }

@@ -24,6 +24,7 @@
 
 #include "hypervisor/hv.h"
 #include "replica/rep_cut.h"
+#include "replica/rep_ga.h"
 #include "replica/rep_read.h"
 
 #define QMP_TIMEOUT_MS 10000u
@@ -37,6 +38,7 @@
 enum phase {
 	PH_PLAN,      /* reading the bitmaps, removing stale ones */
 	PH_PREPARE,   /* the temporary targets */
+	PH_FREEZE,    /* app-consistent: the guest agent freezes */
 	PH_CUT,
 	PH_VIEW,      /* views and exports */
 	PH_SHIP,
@@ -45,7 +47,8 @@ enum phase {
 };
 
 static const char *const phase_names[] = {
-	[PH_PLAN] = "plan", [PH_PREPARE] = "prepare", [PH_CUT] = "cut", [PH_VIEW] = "view",
+	[PH_PLAN] = "plan", [PH_PREPARE] = "prepare", [PH_FREEZE] = "freeze", [PH_CUT] = "cut",
+	[PH_VIEW] = "view",
 	[PH_SHIP] = "ship", [PH_TEARDOWN] = "teardown", [PH_SETTLE] = "settle",
 };
 
@@ -93,6 +96,13 @@ struct cyc {
 	qb_loop_timer_handle wait_timer;
 	struct rep_tx *tx;
 	struct rd *rd;             /* the read under way or being pushed */
+	/* the guest agent: freeze before the cut, thaw after it, on a worker */
+	struct exec_item ga;
+	bool ga_busy;              /* a freeze or thaw runs */
+	bool done_pending;         /* finish() waits for the thaw */
+	bool frozen;               /* a freeze was asked: a thaw must follow */
+	int ga_rc;
+	char ga_err[200];
 	bool reading;
 	struct cyc *next;
 };
@@ -397,7 +407,7 @@ static void prepare_next(struct cyc *c)
 	int rc;
 
 	if (c->i >= c->q.ndisks) {
-		c->ph = PH_CUT;
+		c->ph = c->q.app_consistent && c->q.qga[0] ? PH_FREEZE : PH_CUT;
 		step(c);
 		return;
 	}
@@ -425,9 +435,66 @@ static void prepared(struct cyc *c, int err, json_t *ret, const char *desc)
 	prepare_next(c);
 }
 
+static void freeze_fn(struct exec_item *it)
+{
+	struct cyc *c = EXEC_CONTAINER_OF(it, struct cyc, ga);
+
+	c->ga_rc = rep_ga_freeze(c->q.qga, REP_GA_FREEZE_MS, c->ga_err, sizeof(c->ga_err));
+}
+
+static void freeze_done(struct exec_item *it)
+{
+	struct cyc *c = EXEC_CONTAINER_OF(it, struct cyc, ga);
+
+	c->ga_busy = false;
+	if (c->ga_rc >= 0) {
+		c->res.app_consistent = true;
+	} else {
+		/* a crash-consistent point all the same */
+		qb_log(LOG_WARNING, "replica: vm %s: cycle %" PRIu64 ": the guest's file systems "
+		       "were not frozen (%s): the point is crash-consistent", c->q.vm,
+		       c->res.cycle, c->ga_err);
+	}
+	c->ph = PH_CUT;
+	step(c);
+}
+
+static void thaw_fn(struct exec_item *it)
+{
+	struct cyc *c = EXEC_CONTAINER_OF(it, struct cyc, ga);
+
+	c->ga_rc = rep_ga_thaw(c->q.qga, 3 * REP_GA_FREEZE_MS, c->ga_err, sizeof(c->ga_err));
+}
+
+static void finish(struct cyc *c);
+
+static void thaw_done(struct exec_item *it)
+{
+	struct cyc *c = EXEC_CONTAINER_OF(it, struct cyc, ga);
+
+	c->ga_busy = false;
+	c->frozen = false;
+	if (c->ga_rc < 0 && c->ga_rc != -ENOENT && c->ga_rc != -ECONNREFUSED)
+		qb_log(LOG_ERR, "replica: vm %s: the guest's file systems may still be FROZEN: "
+		       "%s (thaw it: the guest agent's guest-fsfreeze-thaw)", c->q.vm, c->ga_err);
+	if (c->ph == PH_SETTLE && c->done_pending)
+		finish(c);
+}
+
+/* Thaw after the cut, whatever happened: never leave a guest frozen. */
+static void thaw(struct cyc *c)
+{
+	if (!c->frozen || c->ga_busy)
+		return;
+	c->ga_busy = true;
+	exec_item_init(&c->ga, thaw_fn, thaw_done);
+	exec_push(c->s->q, &c->ga, NULL);
+}
+
 static void cut_done(struct cyc *c, int err, json_t *ret, const char *desc)
 {
 	(void)ret;
+	thaw(c);
 	if (err) {
 		fail(c, err, "vm %s: the cut: %s", c->q.vm, desc);
 		teardown(c);
@@ -786,7 +853,6 @@ static void torn(struct cyc *c, int err, json_t *ret, const char *desc)
 	teardown(c);
 }
 
-static void finish(struct cyc *c);
 
 static void settled(struct cyc *c, int err, json_t *ret, const char *desc)
 {
@@ -812,7 +878,15 @@ static void settle(struct cyc *c)
 
 static void finish(struct cyc *c)
 {
-	struct rep_src_result res = c->res;
+	struct rep_src_result res;
+
+	/* a freeze or thaw under way holds the cycle; a freeze asked is thawed */
+	thaw(c);
+	if (c->ga_busy) {
+		c->done_pending = true;
+		return;
+	}
+	res = c->res;
 
 	res.dur_ms = now_ms(CLOCK_MONOTONIC) - c->start_ms;
 	if (c->rd) {
@@ -843,6 +917,11 @@ static void step(struct cyc *c)
 		break;
 	case PH_PREPARE:
 		prepare_next(c);
+		break;
+	case PH_FREEZE:
+		c->frozen = c->ga_busy = true;
+		exec_item_init(&c->ga, freeze_fn, freeze_done);
+		exec_push(c->s->q, &c->ga, NULL);
 		break;
 	case PH_CUT:
 		qmp(c, rep_cut_transaction(c->res.cycle, c->cd, c->q.ndisks), cut_done);
@@ -882,8 +961,9 @@ void rep_src_free(struct rep_src *s)
 			qb_loop_timer_del(s->env->loop, c->wait_timer);
 		if (c->tx)
 			rep_tx_abort(c->tx, -ESHUTDOWN, "hcad is stopping");
-		/* a read under way still holds c: let it go with the process */
-		if (!c->reading) {
+		/* a read or a guest agent call under way still holds c: let it
+		 * go with the process */
+		if (!c->reading && !c->ga_busy) {
 			if (c->rd && c->rd->r)
 				rep_reader_close(c->rd->r);
 			free(c->rd);

@@ -7,6 +7,9 @@
  *            whole this cycle (first replication, QEMU restarted);
  *   prepare  a temporary qcow2 target per disk (qemu-img, on a worker) and
  *            its node in QEMU;
+ *   freeze   (app-consistent points) the guest agent freezes the file
+ *            systems (rep_ga.h); whatever it answers, they are thawed
+ *            right after the cut, on every path;
  *   cut      ONE QMP transaction over every disk: the old bitmap frozen, a
  *            new one started, a copy-before-write filter placed: the point
  *            in time, crash-consistent across the VM's disks;
@@ -62,6 +65,7 @@ struct rep_src_req {
 	uint64_t base;               /* the newest point the replica acknowledged; 0: none */
 	bool app_consistent;         /* freeze the guest's file systems for the cut */
 	bool whole;                  /* read every disk whole (the replica lost its base) */
+	char qga[160];               /* the guest agent's socket (app_consistent) */
 	unsigned ndisks;
 	struct rep_src_disk disks[REP_DISKS_MAX];
 };
