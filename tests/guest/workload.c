@@ -15,11 +15,15 @@
  *   hca.dirty_rate=N MiB/s written into it, 0 = none            (default 4)
  *   hca.disk=PATH    journal device; absent or "none" = no journal (default none)
  *   hca.rec_ms=N     journal record interval, ms                (default 100)
+ *   hca.wr_mib=N     MiB/s of random 4 KiB synchronous writes to the disk,
+ *                    0 = none                                    (default 0)
+ *   hca.wr_area_mib=N size of the area they go to, from 1 GiB  (default 256)
  *
  * Console lines (stable, parsed by tests):
  *   hca-workload start boot=<id> dirty_mib=<n> rate=<n> disk=<path|none> resume_seq=<n> boot_num=<n> rec_ms=<n>
  *   hca-workload boot=<id> count=<n> seq=<last durable journal seq>
  *   hca-workload poweroff seq=<n>
+ *   hca-workload wr: n=<n> p50_us=<n> p99_us=<n> max_us=<n> mib_s=<x>  (each second, with hca.wr_mib)
  * plus one-off "hca-workload journal ..." and "hca-workload mem-corrupt ..." lines.
  *
  * An ACPI power button press (KEY_POWER on any /dev/input/event*), SIGTERM,
@@ -32,6 +36,7 @@
 #include <inttypes.h>
 #include <linux/input.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -55,11 +60,17 @@
 #define PAGE           4096u
 #define MAX_BUTTONS    8
 #define MAX_MEM_REPORTS 10
+/* The writer's area starts far beyond where the journal (from block 0, 4 KiB
+ * a record) gets in any test, and the journal is stopped short of it. */
+#define WR_AREA_OFF    (UINT64_C(1) << 30)
+#define WR_SLICE_NS    (10 * NS_PER_MS)
 
 struct config {
 	unsigned dirty_mib;
 	unsigned dirty_rate;
 	unsigned rec_ms;
+	unsigned wr_mib;
+	unsigned wr_area_mib;
 	char disk[256];
 };
 
@@ -82,6 +93,21 @@ struct dirtier {
 	uint64_t start_ns;
 	uint64_t done;      /* pages rewritten since start_ns */
 	uint64_t errors;
+};
+
+/* A second thread doing paced synchronous writes, so their latency is
+ * measured apart from the journal's own timing. */
+struct writer {
+	int fd;             /* -1 when off */
+	bool direct;
+	bool running;       /* the thread was started */
+	uint64_t blocks;    /* 4 KiB blocks in the area */
+	uint64_t per_s;     /* writes a second */
+	uint64_t rng;
+	uint64_t *buf;      /* O_DIRECT-aligned block */
+	uint32_t *lat_us;   /* this second's latencies */
+	size_t n, cap;
+	pthread_t thread;
 };
 
 struct buttons {
@@ -110,12 +136,15 @@ static void say(const char *fmt, ...)
 {
 	va_list ap;
 
+	/* the writer thread prints too: keep each line whole */
+	flockfile(stdout);
 	fputs("hca-workload ", stdout);
 	va_start(ap, fmt);
 	vprintf(fmt, ap);
 	va_end(ap);
 	fputc('\n', stdout);
 	fflush(stdout);
+	funlockfile(stdout);
 }
 
 /* Flush everything and power off. Only PID 1 may do that: run by hand on a
@@ -171,6 +200,10 @@ static void parse_param(struct config *cfg, char *tok)
 		set_uint(tok, val, &cfg->dirty_rate, 0, 1u << 20);
 	else if (!strcmp(tok, "hca.rec_ms"))
 		set_uint(tok, val, &cfg->rec_ms, 1, 3600u * 1000u);
+	else if (!strcmp(tok, "hca.wr_mib"))
+		set_uint(tok, val, &cfg->wr_mib, 0, 1024);
+	else if (!strcmp(tok, "hca.wr_area_mib"))
+		set_uint(tok, val, &cfg->wr_area_mib, 1, 1u << 20);
 	else if (!strcmp(tok, "hca.disk"))
 		snprintf(cfg->disk, sizeof(cfg->disk), "%s", val);
 }
@@ -180,7 +213,7 @@ static void parse_cmdline(struct config *cfg, const char *override)
 	char line[4096] = "";
 	FILE *f;
 
-	*cfg = (struct config){ .dirty_mib = 16, .dirty_rate = 4, .rec_ms = 100 };
+	*cfg = (struct config){ .dirty_mib = 16, .dirty_rate = 4, .rec_ms = 100, .wr_area_mib = 256 };
 	if (override) {
 		snprintf(line, sizeof(line), "%s", override);
 	} else if ((f = fopen("/proc/cmdline", "r"))) {
@@ -315,7 +348,8 @@ static bool journal_resume(struct journal *j)
 	return false;
 }
 
-static void journal_open(struct journal *j, const char *path)
+/* limit: bytes the journal may use (the writer's area lies beyond). */
+static void journal_open(struct journal *j, const char *path, uint64_t limit)
 {
 	off_t end;
 
@@ -333,6 +367,8 @@ static void journal_open(struct journal *j, const char *path)
 	}
 	end = lseek(j->fd, 0, SEEK_END);
 	j->size = end > 0 ? (uint64_t)end / HCA_JREC_SIZE * HCA_JREC_SIZE : 0;
+	if (j->size > limit)
+		j->size = limit;
 	if (!journal_resume(j)) {
 		close(j->fd);
 		j->fd = -1;
@@ -449,6 +485,143 @@ static void dirtier_run(struct dirtier *d, uint64_t now)
 			d->gen++;
 		}
 	}
+}
+
+/* ---- disk writer ---- */
+
+static uint64_t xorshift(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void writer_report(struct writer *w, uint64_t elapsed_ns)
+{
+	uint32_t p50 = 0, p99 = 0, max = 0;
+
+	if (w->n) {
+		qsort(w->lat_us, w->n, sizeof(w->lat_us[0]), cmp_u32);
+		p50 = w->lat_us[(w->n - 1) * 50 / 100];
+		p99 = w->lat_us[(w->n - 1) * 99 / 100];
+		max = w->lat_us[w->n - 1];
+	}
+	printf("hca-workload wr: n=%zu p50_us=%" PRIu32 " p99_us=%" PRIu32 " max_us=%" PRIu32 " mib_s=%.2f\n",
+	       w->n, p50, p99, max, (double)w->n * PAGE / (1u << 20) * NS_PER_S / (double)elapsed_ns);
+	fflush(stdout);
+	w->n = 0;
+}
+
+/* One block of fresh pseudo-random data (incompressible: the worst case for
+ * a replication stream) at a random block of the area, made durable. */
+static bool writer_write(struct writer *w)
+{
+	uint64_t off = WR_AREA_OFF + xorshift(&w->rng) % w->blocks * PAGE, t0;
+
+	for (size_t k = 0; k < PAGE / 8; k++)
+		w->buf[k] = xorshift(&w->rng);
+	t0 = mono_ns();
+	if (pwrite(w->fd, w->buf, PAGE, (off_t)off) != (ssize_t)PAGE || fdatasync(w->fd)) {
+		say("wr error at offset %" PRIu64 ": %s; writer stopped", off, strerror(errno));
+		return false;
+	}
+	if (w->n < w->cap)
+		w->lat_us[w->n++] = (uint32_t)((mono_ns() - t0) / 1000);
+	return true;
+}
+
+/* Paced like the dirtier: after a stall it does not catch up more than a
+ * slice, so a rate the disk cannot reach shows as fewer writes a second. */
+static void *writer_main(void *arg)
+{
+	struct writer *w = arg;
+	uint64_t start = mono_ns(), win = start, done = 0;
+	uint64_t slice = w->per_s * WR_SLICE_NS / NS_PER_S + 1;
+
+	while (!stop_requested) {
+		uint64_t now = mono_ns(), due = (now - start) / 1000 * w->per_s / 1000000;
+
+		if (now - win >= NS_PER_S) {
+			writer_report(w, now - win);
+			win = now;
+		}
+		if (due > done + slice)
+			done = due - slice;
+		if (done < due) {
+			if (!writer_write(w))
+				break;
+			done++;
+			continue;
+		}
+		uint64_t next = start + (done + 1) * NS_PER_S / w->per_s;
+		struct timespec ts;
+
+		if (next > win + NS_PER_S)
+			next = win + NS_PER_S;
+		if (next > now + PRINT_NS) /* see a stop request soon */
+			next = now + PRINT_NS;
+		ts = (struct timespec){ .tv_sec = (time_t)(next / NS_PER_S), .tv_nsec = (long)(next % NS_PER_S) };
+		clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+	}
+	return NULL;
+}
+
+static void writer_start(struct writer *w, const struct config *cfg)
+{
+	uint64_t area = (uint64_t)cfg->wr_area_mib << 20;
+	sigset_t all, old;
+	off_t end;
+
+	*w = (struct writer){ .fd = -1 };
+	if (!cfg->wr_mib)
+		return;
+	if (!cfg->disk[0] || (w->fd = open_disk(cfg->disk)) < 0) {
+		say("wr disabled: %s", cfg->disk[0] ? strerror(errno) : "no hca.disk given");
+		return;
+	}
+	end = lseek(w->fd, 0, SEEK_END);
+	if (end < 0 || (uint64_t)end < WR_AREA_OFF + area) {
+		say("wr disabled: %s is smaller than %" PRIu64 " MiB", cfg->disk, (WR_AREA_OFF + area) >> 20);
+		goto fail;
+	}
+	w->direct = fcntl(w->fd, F_GETFL) & O_DIRECT;
+	w->blocks = area / PAGE;
+	w->per_s = (uint64_t)cfg->wr_mib * ((1u << 20) / PAGE);
+	w->cap = w->per_s * 2 + 64;
+	w->rng = boot_id | 1;
+	w->lat_us = calloc(w->cap, sizeof(w->lat_us[0]));
+	if (!w->lat_us || posix_memalign((void **)&w->buf, PAGE, PAGE))
+		fatal("writer buffers");
+	say("wr start mib_s=%u area_off_mib=%" PRIu64 " area_mib=%u direct=%d", cfg->wr_mib,
+	    WR_AREA_OFF >> 20, cfg->wr_area_mib, w->direct);
+	/* signals go to the main loop, which polls for them */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	w->running = !pthread_create(&w->thread, NULL, writer_main, w);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (w->running)
+		return;
+	say("wr disabled: cannot start its thread");
+fail:
+	close(w->fd);
+	w->fd = -1;
+}
+
+static void writer_stop(struct writer *w)
+{
+	if (w->running)
+		pthread_join(w->thread, NULL);
+	if (w->fd >= 0)
+		close(w->fd);
+	w->fd = -1;
 }
 
 /* ---- power button ---- */
@@ -576,17 +749,20 @@ int main(int argc, char **argv)
 	struct config cfg;
 	struct journal j;
 	struct dirtier d;
+	struct writer w;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	install_signals();
 	parse_cmdline(&cfg, argc > 1 ? argv[1] : NULL);
 	boot_id = make_boot_id();
-	journal_open(&j, cfg.disk);
+	journal_open(&j, cfg.disk, cfg.wr_mib ? WR_AREA_OFF : UINT64_MAX);
 	dirtier_init(&d, &cfg);
 	say("start boot=%016" PRIx64 " dirty_mib=%u rate=%u disk=%s resume_seq=%" PRIu64 " boot_num=%" PRIu64 " rec_ms=%u",
 	    boot_id, cfg.dirty_mib, cfg.dirty_rate, j.fd >= 0 ? cfg.disk : "none", j.seq, j.boot_num,
 	    cfg.rec_ms);
+	writer_start(&w, &cfg);
 	run(&cfg, &j, &d);
+	writer_stop(&w);
 	journal_close(&j);
 	sync();
 	say("poweroff seq=%" PRIu64, j.seq);
