@@ -17,6 +17,7 @@
  *   hca.rec_ms=N     journal record interval, ms                (default 100)
  *   hca.wr_mib=N     MiB/s of random 4 KiB synchronous writes to the disk,
  *                    0 = none                                    (default 0)
+ *   hca.wr_kib=N     the same in KiB/s, for rates below 1 MiB/s
  *   hca.wr_area_mib=N size of the area they go to, from 1 GiB  (default 256)
  *
  * Console lines (stable, parsed by tests):
@@ -69,7 +70,7 @@ struct config {
 	unsigned dirty_mib;
 	unsigned dirty_rate;
 	unsigned rec_ms;
-	unsigned wr_mib;
+	unsigned wr_kib;    /* hca.wr_mib or hca.wr_kib */
 	unsigned wr_area_mib;
 	char disk[256];
 };
@@ -173,7 +174,8 @@ static _Noreturn void fatal(const char *what)
 
 /* ---- parameters ---- */
 
-static void set_uint(const char *key, const char *val, unsigned *out, unsigned min, unsigned max)
+/* Returns 0 when *out was set. */
+static int set_uint(const char *key, const char *val, unsigned *out, unsigned min, unsigned max)
 {
 	char *end;
 	unsigned long long v;
@@ -182,9 +184,10 @@ static void set_uint(const char *key, const char *val, unsigned *out, unsigned m
 	v = strtoull(val, &end, 10);
 	if (errno || end == val || *end || v < min || v > max) {
 		say("ignoring bad %s=%s (want %u..%u)", key, val, min, max);
-		return;
+		return -EINVAL;
 	}
 	*out = (unsigned)v;
+	return 0;
 }
 
 static void parse_param(struct config *cfg, char *tok)
@@ -200,8 +203,10 @@ static void parse_param(struct config *cfg, char *tok)
 		set_uint(tok, val, &cfg->dirty_rate, 0, 1u << 20);
 	else if (!strcmp(tok, "hca.rec_ms"))
 		set_uint(tok, val, &cfg->rec_ms, 1, 3600u * 1000u);
-	else if (!strcmp(tok, "hca.wr_mib"))
-		set_uint(tok, val, &cfg->wr_mib, 0, 1024);
+	else if (!strcmp(tok, "hca.wr_mib") && !set_uint(tok, val, &cfg->wr_kib, 0, 1024))
+		cfg->wr_kib *= 1024;
+	else if (!strcmp(tok, "hca.wr_kib"))
+		set_uint(tok, val, &cfg->wr_kib, 0, 1u << 20);
 	else if (!strcmp(tok, "hca.wr_area_mib"))
 		set_uint(tok, val, &cfg->wr_area_mib, 1, 1u << 20);
 	else if (!strcmp(tok, "hca.disk"))
@@ -581,7 +586,7 @@ static void writer_start(struct writer *w, const struct config *cfg)
 	off_t end;
 
 	*w = (struct writer){ .fd = -1 };
-	if (!cfg->wr_mib)
+	if (!cfg->wr_kib)
 		return;
 	if (!cfg->disk[0] || (w->fd = open_disk(cfg->disk)) < 0) {
 		say("wr disabled: %s", cfg->disk[0] ? strerror(errno) : "no hca.disk given");
@@ -594,13 +599,13 @@ static void writer_start(struct writer *w, const struct config *cfg)
 	}
 	w->direct = fcntl(w->fd, F_GETFL) & O_DIRECT;
 	w->blocks = area / PAGE;
-	w->per_s = (uint64_t)cfg->wr_mib * ((1u << 20) / PAGE);
+	w->per_s = ((uint64_t)cfg->wr_kib * 1024 + PAGE - 1) / PAGE;
 	w->cap = w->per_s * 2 + 64;
 	w->rng = boot_id | 1;
 	w->lat_us = calloc(w->cap, sizeof(w->lat_us[0]));
 	if (!w->lat_us || posix_memalign((void **)&w->buf, PAGE, PAGE))
 		fatal("writer buffers");
-	say("wr start mib_s=%u area_off_mib=%" PRIu64 " area_mib=%u direct=%d", cfg->wr_mib,
+	say("wr start kib_s=%u area_off_mib=%" PRIu64 " area_mib=%u direct=%d", cfg->wr_kib,
 	    WR_AREA_OFF >> 20, cfg->wr_area_mib, w->direct);
 	/* signals go to the main loop, which polls for them */
 	sigfillset(&all);
@@ -755,7 +760,7 @@ int main(int argc, char **argv)
 	install_signals();
 	parse_cmdline(&cfg, argc > 1 ? argv[1] : NULL);
 	boot_id = make_boot_id();
-	journal_open(&j, cfg.disk, cfg.wr_mib ? WR_AREA_OFF : UINT64_MAX);
+	journal_open(&j, cfg.disk, cfg.wr_kib ? WR_AREA_OFF : UINT64_MAX);
 	dirtier_init(&d, &cfg);
 	say("start boot=%016" PRIx64 " dirty_mib=%u rate=%u disk=%s resume_seq=%" PRIu64 " boot_num=%" PRIu64 " rec_ms=%u",
 	    boot_id, cfg.dirty_mib, cfg.dirty_rate, j.fd >= 0 ? cfg.disk : "none", j.seq, j.boot_num,
