@@ -152,3 +152,4 @@ echo
 "$(dirname "$0")"/migration_storage.sh "$BUILD"
 echo
 "$BUILD/tools/rep_bench"
+"$(dirname "$0")"/replica.sh "$BUILD"
