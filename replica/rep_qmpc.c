@@ -97,7 +97,7 @@ static int read_msg(struct rep_qmpc *c, int64_t deadline, json_t **msg, char *er
 		    size_t errlen)
 {
 	for (;;) {
-		char *nl = memchr(c->buf, '\n', c->len);
+		char *nl = c->len ? memchr(c->buf, '\n', c->len) : NULL;
 		ssize_t r;
 		int rc;
 
