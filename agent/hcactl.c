@@ -860,7 +860,10 @@ static const char replica_detail[] =
 	"hold (holes are not sent). Every point is crash-consistent across the VM's\n"
 	"disks. Volumes hcad created on the node's own storage are replicated; the\n"
 	"replica lives in NODE's own storage.\n"
-	"  --app-consistent every:TIME   (recorded; the guest freeze is not built yet)\n";
+	"  --app-consistent every:TIME   at most this often, the guest agent\n"
+	"      (org.qemu.guest_agent.0, e.g. qemu-ga) freezes the guest's file systems\n"
+	"      for the cut and thaws them right after it; a guest without an agent\n"
+	"      gets a crash-consistent point and a warning in the log\n";
 
 static const char define_detail[] =
 	"From a file (FILE '-' reads stdin):\n"

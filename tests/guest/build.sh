@@ -12,7 +12,7 @@ SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SOURCES=(build.sh init workload.c verify.c journal.h)
 REQUIRED_PKGS=(busybox-static cpio xz-utils zstd kmod gcc libc6-dev)
 # What the guest needs; their dependencies are found with modinfo.
-MODULES=(virtio_pci virtio_blk virtio_net evdev button)
+MODULES=(virtio_pci virtio_blk virtio_net virtio_console evdev button)
 CFLAGS=(-std=c11 -O2 -Wall -Wextra -Werror "-ffile-prefix-map=$SRC=.")
 BUSYBOX=/bin/busybox
 EPOCH=0 # every mtime in the initramfs, so that it is bit-for-bit reproducible

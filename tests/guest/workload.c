@@ -29,6 +29,15 @@
  *
  * An ACPI power button press (KEY_POWER on any /dev/input/event*), SIGTERM,
  * SIGINT or SIGUSR1 makes it finish the record in hand, sync and power off.
+ *
+ * It is the guest agent too, on the virtio-serial port named
+ * org.qemu.guest_agent.0 (the same protocol as qemu-ga, the commands a
+ * replication cut needs): guest-sync(-delimited), guest-ping and
+ * guest-fsfreeze-freeze/-thaw/-status. Frozen, neither the journal nor the
+ * writer writes (each of their writes is durable before the next, so the
+ * disk is quiet and whole); a freeze nobody thaws ends after 10 s. Lines:
+ *   hca-workload frozen seq=<n>
+ *   hca-workload thawed seq=<n> frozen_ms=<n>     ("thaw-timeout" when it ended itself)
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -65,6 +74,10 @@
  * a record) gets in any test, and the journal is stopped short of it. */
 #define WR_AREA_OFF    (UINT64_C(1) << 30)
 #define WR_SLICE_NS    (10 * NS_PER_MS)
+#define GA_PORT_NAME   "org.qemu.guest_agent.0"
+#define GA_LINE_MAX    4096u
+#define GA_THAW_NS     (10 * NS_PER_S) /* a freeze nobody thaws ends itself */
+#define GA_HUP_NS      (200 * NS_PER_MS) /* no host on the port: look again then */
 
 struct config {
 	unsigned dirty_mib;
@@ -117,8 +130,22 @@ struct buttons {
 	uint64_t next_scan_ns;
 };
 
+/* The guest agent: one virtio-serial port, served from the main loop. */
+struct agent {
+	int fd;             /* -1 until the port is found */
+	char line[GA_LINE_MAX];
+	size_t len;
+	bool skip;          /* the line in hand is too long: dropped up to its end */
+	uint64_t frozen_ns; /* since when frozen; 0: thawed */
+	uint64_t wait_until; /* no host, or no port yet: poll again then */
+};
+
 static volatile sig_atomic_t stop_requested;
 static uint64_t boot_id;
+/* A freeze stops the writer thread between two writes: it writes under
+ * this lock and only while not frozen. */
+static pthread_mutex_t wr_lock = PTHREAD_MUTEX_INITIALIZER;
+static bool frozen;
 
 static uint64_t now_ns(clockid_t clk)
 {
@@ -561,10 +588,19 @@ static void *writer_main(void *arg)
 		if (due > done + slice)
 			done = due - slice;
 		if (done < due) {
-			if (!writer_write(w))
+			bool ok = true, idle;
+
+			pthread_mutex_lock(&wr_lock);
+			idle = frozen;
+			if (!idle)
+				ok = writer_write(w);
+			pthread_mutex_unlock(&wr_lock);
+			if (!ok)
 				break;
-			done++;
-			continue;
+			if (!idle) {
+				done++;
+				continue;
+			}
 		}
 		uint64_t next = start + (done + 1) * NS_PER_S / w->per_s;
 		struct timespec ts;
@@ -678,6 +714,234 @@ static bool power_pressed(int fd)
 	return false;
 }
 
+/* ---- guest agent ---- */
+
+/* The device of the port named GA_PORT_NAME (/dev/vportNpM), opened. */
+static int agent_open(void)
+{
+	DIR *dir = opendir("/sys/class/virtio-ports");
+	struct dirent *de;
+	int fd = -1;
+
+	while (dir && fd < 0 && (de = readdir(dir))) {
+		char path[512], name[64] = "";
+		FILE *f;
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/sys/class/virtio-ports/%s/name", de->d_name);
+		if (!(f = fopen(path, "r")))
+			continue;
+		if (!fgets(name, sizeof(name), f))
+			name[0] = '\0';
+		fclose(f);
+		name[strcspn(name, "\n")] = '\0';
+		if (strcmp(name, GA_PORT_NAME))
+			continue;
+		snprintf(path, sizeof(path), "/dev/%s", de->d_name);
+		fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+		if (fd < 0)
+			say("agent: cannot open %s: %s", path, strerror(errno));
+		else
+			say("agent on %s", path);
+	}
+	if (dir)
+		closedir(dir);
+	return fd;
+}
+
+static void agent_init(struct agent *a)
+{
+	*a = (struct agent){ .fd = agent_open() };
+	if (a->fd < 0)
+		a->wait_until = mono_ns() + NS_PER_S;
+}
+
+/* One whole reply line; the host reads it at once, so a full port is
+ * waited for briefly and a reply that cannot go is dropped. */
+__attribute__((format(printf, 2, 3)))
+static void agent_reply(struct agent *a, const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+	int n;
+	size_t off = 0;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(buf))
+		return;
+	while (off < (size_t)n) {
+		ssize_t w = write(a->fd, buf + off, (size_t)n - off);
+		struct pollfd p = { .fd = a->fd, .events = POLLOUT };
+
+		if (w > 0) {
+			off += (size_t)w;
+			continue;
+		}
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && errno == EAGAIN && poll(&p, 1, 1000) > 0)
+			continue;
+		return;
+	}
+}
+
+/* The string value of "key" in a JSON object line, into out; false when
+ * there is none. Enough for the requests of the protocol, bounded. */
+static bool json_str(const char *line, const char *key, char *out, size_t len)
+{
+	char pat[40];
+	const char *p;
+	size_t n = 0;
+
+	snprintf(pat, sizeof(pat), "\"%s\"", key);
+	if (!(p = strstr(line, pat)))
+		return false;
+	p += strlen(pat);
+	p += strspn(p, " \t");
+	if (*p++ != ':')
+		return false;
+	p += strspn(p, " \t");
+	if (*p++ != '"')
+		return false;
+	while (*p && *p != '"' && n + 1 < len)
+		out[n++] = *p++;
+	out[n] = '\0';
+	return *p == '"';
+}
+
+static bool json_int(const char *line, const char *key, long long *out)
+{
+	char pat[40], *end;
+	const char *p;
+
+	snprintf(pat, sizeof(pat), "\"%s\"", key);
+	if (!(p = strstr(line, pat)))
+		return false;
+	p += strlen(pat);
+	p += strspn(p, " \t");
+	if (*p++ != ':')
+		return false;
+	errno = 0;
+	*out = strtoll(p, &end, 10);
+	return !errno && end != p;
+}
+
+static void agent_thaw(struct agent *a, const struct journal *j, const char *how)
+{
+	uint64_t ms = (mono_ns() - a->frozen_ns) / NS_PER_MS;
+
+	pthread_mutex_lock(&wr_lock);
+	frozen = false;
+	pthread_mutex_unlock(&wr_lock);
+	a->frozen_ns = 0;
+	say("%s seq=%" PRIu64 " frozen_ms=%" PRIu64, how, j->seq, ms);
+}
+
+static void agent_command(struct agent *a, const struct journal *j, const char *line)
+{
+	char cmd[64];
+	long long id;
+
+	if (!json_str(line, "execute", cmd, sizeof(cmd))) {
+		agent_reply(a, "{\"error\": {\"class\": \"GenericError\", \"desc\": "
+			    "\"not a command\"}}\n");
+		return;
+	}
+	if (!strcmp(cmd, "guest-sync-delimited") || !strcmp(cmd, "guest-sync")) {
+		if (!json_int(line, "id", &id))
+			agent_reply(a, "{\"error\": {\"class\": \"GenericError\", \"desc\": "
+				    "\"an integer id is needed\"}}\n");
+		else
+			agent_reply(a, "%s{\"return\": %lld}\n",
+				    !strcmp(cmd, "guest-sync") ? "" : "\xff", id);
+	} else if (!strcmp(cmd, "guest-ping")) {
+		agent_reply(a, "{\"return\": {}}\n");
+	} else if (!strcmp(cmd, "guest-fsfreeze-status")) {
+		agent_reply(a, "{\"return\": \"%s\"}\n", a->frozen_ns ? "frozen" : "thawed");
+	} else if (!strcmp(cmd, "guest-fsfreeze-freeze")) {
+		if (a->frozen_ns) {
+			agent_reply(a, "{\"error\": {\"class\": \"GenericError\", \"desc\": "
+				    "\"already frozen\"}}\n");
+			return;
+		}
+		/* the journal's last record is durable (main loop, written
+		 * synchronously); the writer finishes the write in hand */
+		pthread_mutex_lock(&wr_lock);
+		frozen = true;
+		pthread_mutex_unlock(&wr_lock);
+		a->frozen_ns = mono_ns();
+		say("frozen seq=%" PRIu64, j->seq);
+		agent_reply(a, "{\"return\": 1}\n");
+	} else if (!strcmp(cmd, "guest-fsfreeze-thaw")) {
+		bool was = a->frozen_ns;
+
+		if (was)
+			agent_thaw(a, j, "thawed");
+		agent_reply(a, "{\"return\": %d}\n", was ? 1 : 0);
+	} else {
+		agent_reply(a, "{\"error\": {\"class\": \"CommandNotFound\", \"desc\": "
+			    "\"The command %s has not been found\"}}\n", cmd);
+	}
+}
+
+/* Read what the host sent; each whole line is a command. A 0xFF byte
+ * (the host's resync) drops the line in hand. */
+static void agent_read(struct agent *a, const struct journal *j, uint64_t now)
+{
+	char buf[1024];
+	ssize_t n;
+
+	while ((n = read(a->fd, buf, sizeof(buf))) > 0) {
+		for (ssize_t i = 0; i < n; i++) {
+			char ch = buf[i];
+
+			if ((unsigned char)ch == 0xFF) {
+				a->len = 0;
+				a->skip = false;
+			} else if (ch == '\n') {
+				a->line[a->len] = '\0';
+				if (!a->skip && a->len)
+					agent_command(a, j, a->line);
+				a->len = 0;
+				a->skip = false;
+			} else if (a->len + 1 < GA_LINE_MAX) {
+				a->line[a->len++] = ch;
+			} else {
+				a->skip = true;
+			}
+		}
+	}
+	if (n == 0) /* no host on the port: reads end at once until one comes */
+		a->wait_until = now + GA_HUP_NS;
+}
+
+/* The port to poll now, or -1 (none, or no host on it for a while). */
+static int agent_poll_fd(struct agent *a, uint64_t now)
+{
+	if (a->fd < 0 && now >= a->wait_until) {
+		a->fd = agent_open();
+		a->wait_until = now + NS_PER_S;
+	}
+	return a->fd >= 0 && now >= a->wait_until ? a->fd : -1;
+}
+
+static void agent_event(struct agent *a, const struct journal *j, short revents, uint64_t now)
+{
+	if (revents & POLLIN)
+		agent_read(a, j, now);
+	else if (revents & (POLLHUP | POLLERR))
+		a->wait_until = now + GA_HUP_NS;
+}
+
+static void agent_tick(struct agent *a, const struct journal *j, uint64_t now)
+{
+	if (a->frozen_ns && now - a->frozen_ns >= GA_THAW_NS)
+		agent_thaw(a, j, "thaw-timeout");
+}
+
 /* ---- main loop ---- */
 
 static void on_signal(int sig)
@@ -713,17 +977,22 @@ static int poll_timeout_ms(uint64_t now, uint64_t next)
 static void run(const struct config *cfg, struct journal *j, struct dirtier *d)
 {
 	struct buttons b = { .n = 0 };
+	struct agent a;
 	uint64_t count = 0, now = mono_ns();
 	uint64_t next_print = now, next_rec = now, rec_ns = cfg->rec_ms * NS_PER_MS;
 
 	buttons_scan(&b, now);
+	agent_init(&a);
 	while (!stop_requested) {
-		struct pollfd pfd[MAX_BUTTONS];
+		struct pollfd pfd[MAX_BUTTONS + 1];
 		uint64_t next;
+		int nfd, gfd;
 
 		now = mono_ns();
+		agent_tick(&a, j, now);
 		if (now >= next_rec) {
-			journal_append(j, count);
+			if (!a.frozen_ns)
+				journal_append(j, count);
 			advance(&next_rec, rec_ns, now);
 		}
 		if (now >= next_print) {
@@ -741,12 +1010,19 @@ static void run(const struct config *cfg, struct journal *j, struct dirtier *d)
 			next = now + DIRTY_SLICE_NS;
 		for (int i = 0; i < b.n; i++)
 			pfd[i] = (struct pollfd){ .fd = b.fd[i], .events = POLLIN };
-		if (poll(pfd, (nfds_t)b.n, poll_timeout_ms(now, next)) <= 0)
+		nfd = b.n;
+		if ((gfd = agent_poll_fd(&a, now)) >= 0)
+			pfd[nfd++] = (struct pollfd){ .fd = gfd, .events = POLLIN };
+		if (poll(pfd, (nfds_t)nfd, poll_timeout_ms(now, next)) <= 0)
 			continue;
 		for (int i = 0; i < b.n; i++)
 			if ((pfd[i].revents & POLLIN) && power_pressed(b.fd[i]))
 				stop_requested = 1;
+		if (gfd >= 0)
+			agent_event(&a, j, pfd[b.n].revents, mono_ns());
 	}
+	if (a.frozen_ns)
+		agent_thaw(&a, j, "thawed");
 }
 
 int main(int argc, char **argv)
