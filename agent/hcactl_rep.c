@@ -58,7 +58,7 @@ static json_t *status_json(const Hca__RepStatus *st)
 
 	snprintf(id, sizeof(id), "%016" PRIx64, r->relation);
 	return json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, "
-			 "s:I, s:I, s:I, s:I, s:I, s:s, s:s, s:s, s:I}",
+			 "s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:s, s:s, s:I}",
 			 "vm", r->vm, "source", r->source, "target", r->target,
 			 "state", state_name(r->state), "interval_s", (json_int_t)r->interval_s,
 			 "keep", (json_int_t)r->keep, "app_every_s", (json_int_t)r->app_every_s,
@@ -67,6 +67,7 @@ static json_t *status_json(const Hca__RepStatus *st)
 			 "rpo_ms", (json_int_t)st->rpo_ms, "cycles", (json_int_t)r->cycles,
 			 "failed_cycles", (json_int_t)r->failed_cycles,
 			 "full_copies", (json_int_t)r->full_copies,
+			 "resyncs", (json_int_t)r->resyncs,
 			 "bytes_raw", (json_int_t)r->bytes_raw, "bytes_zero", (json_int_t)r->bytes_zero,
 			 "bytes_wire", (json_int_t)r->bytes_wire,
 			 "last_cycle_ms", (json_int_t)r->last_cycle_ms,

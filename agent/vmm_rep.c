@@ -300,6 +300,8 @@ struct upd_op {
 	uint64_t relation;           /* the relation it is about (0: any) */
 	struct rep_src_result res;   /* CYCLE */
 	Hca__RepState state;         /* STATE */
+	char from[HV_NAME_MAX + 1];  /* ADOPT: the source it had */
+	char note[300];              /* ADOPT: why it paused */
 	Hca__RepRelation *out;       /* the record written */
 	uint64_t version;
 	Hca__ErrorCode code;
@@ -321,10 +323,37 @@ static void upd_cycle(Hca__RepRelation *r, const struct rep_src_result *res)
 		return;
 	}
 	r->cycles++;
-	if (res->full)
+	if (res->resync)
+		r->resyncs++;
+	else if (res->full)
 		r->full_copies++;
 	r->last_point = res->cycle;
 	r->last_point_ms = res->cut_ms;
+	r->last_error = (char *)"";
+}
+
+/*
+ * The VM runs on this node now (a live migration moved it) and its relation
+ * still names the node it came from: this node ships from now on. Its
+ * QEMU has no change bitmap yet, so the first cycle reads the disks whole
+ * onto the replica's newest point. A VM that moved onto its replica node
+ * cannot replicate to itself: that is a failover (reverse or disable
+ * next), and the relation says so.
+ */
+static void adopt(struct vmm_rep *x, Hca__RepRelation *r, char *msg, size_t len)
+{
+	const char *me = x->m->conf->node_name;
+
+	r->updated_ms = vrep_wall_ms();
+	if (!strcmp(r->target, me)) {
+		snprintf(msg, len, "the VM moved to its replica node %s, as a failover would: "
+			 "replication stopped; reverse it (hcactl replica reverse %s: to %s) "
+			 "or disable it", me, r->vm, r->source);
+		r->state = HCA__REP_STATE__REP_STATE_FAILED_OVER;
+		r->last_error = msg;
+		return;
+	}
+	r->source = (char *)me;     /* borrowed until the put */
 	r->last_error = (char *)"";
 }
 
@@ -333,7 +362,7 @@ static void upd_fn(struct exec_item *it)
 	struct upd_op *op = EXEC_CONTAINER_OF(it, struct upd_op, item);
 	struct sto_store *st = op->x->m->store;
 	Hca__RepRelation *r = NULL;
-	char *keep_err = NULL;
+	char *keep_err = NULL, *keep_src = NULL;
 	uint64_t ver = 0;
 	int rc = 0;
 
@@ -386,10 +415,17 @@ static void upd_fn(struct exec_item *it)
 			op->code = HCA__ERROR_CODE__ERROR_BUSY;
 			goto out;
 		}
+		if (op->kind == UPD_ADOPT && (r->state != HCA__REP_STATE__REP_STATE_ENABLED ||
+					      strcmp(r->source, op->from)))
+			goto out; /* changed meanwhile (a failover, a disable): not ours */
 		if (op->kind == UPD_DELETE) {
 			rc = sto_rep_del(st, op->vm, ver, op->err, sizeof(op->err));
 		} else {
-			if (op->kind == UPD_CYCLE) {
+			if (op->kind == UPD_ADOPT) {
+				keep_err = r->last_error;
+				keep_src = r->source;
+				adopt(op->x, r, op->note, sizeof(op->note));
+			} else if (op->kind == UPD_CYCLE) {
 				keep_err = r->last_error;
 				upd_cycle(r, &op->res);
 			} else {
@@ -401,6 +437,10 @@ static void upd_fn(struct exec_item *it)
 			if (keep_err) {
 				r->last_error = keep_err; /* freed with the record */
 				keep_err = NULL;
+			}
+			if (op->kind == UPD_ADOPT && keep_src) {
+				r->source = keep_src;
+				keep_src = NULL;
 			}
 			if (rc == 0) {
 				hca__rep_relation__free_unpacked(r, NULL);
@@ -445,6 +485,18 @@ static void upd_done(struct exec_item *it)
 		       op->err);
 	if (op->kind == UPD_DELETE && !op->code && (r = vrep_find(x, op->vm)) && !r->cycling)
 		rel_drop(x, r);
+	if (op->kind == UPD_ADOPT && (r = vrep_find(x, op->vm))) {
+		r->adopting = false;
+		if (op->code)
+			qb_log(LOG_WARNING, "replica: vm %s: relation not taken over: %s", op->vm,
+			       op->err);
+		else if (op->out && op->note[0])
+			qb_log(LOG_WARNING, "replica: vm %s: %s", op->vm, op->note);
+		else if (op->out)
+			qb_log(LOG_NOTICE, "replica: vm %s moved here from %s: it replicates to %s "
+			       "from this node now (its disks are compared with the replica once)", op->vm,
+			       op->from, op->out->target);
+	}
 	if (op->fn) {
 		if (op->code)
 			vmm_reply_error(op->fn, op->ctx, op->code, "%s", op->err);
@@ -512,7 +564,17 @@ struct cyc {
 	struct vmm_rep *x;
 	char vm[HV_NAME_MAX + 1];
 	uint64_t relation;
+	uint64_t start_ms; /* monotonic */
 };
+
+/* " N MiB the replica had)" for the log line of a resync. */
+static const char *vrep_fmt_same(uint64_t same)
+{
+	static char buf[64];
+
+	snprintf(buf, sizeof(buf), "%" PRIu64 " KiB compared equal, not sent)", same >> 10);
+	return buf;
+}
 
 static void cycle_done(void *opaque, const struct rep_src_result *res)
 {
@@ -526,19 +588,40 @@ static void cycle_done(void *opaque, const struct rep_src_result *res)
 		qb_log(LOG_WARNING, "replica: vm %s: cycle %" PRIu64 " failed after %" PRIu64
 		       " ms: %s", c->vm, res->cycle, res->dur_ms, res->msg);
 	else
-		qb_log(LOG_INFO, "replica: vm %s: point %" PRIu64 " made in %" PRIu64 " ms: %" PRIu64
-		       " bytes in %" PRIu64 " extents, %" PRIu64 " zeroed, %" PRIu64 " on the wire%s",
-		       c->vm, res->cycle, res->dur_ms, res->tx.raw_bytes, res->tx.extents,
-		       res->tx.zero_bytes, res->tx.wire_bytes,
-		       res->full ? " (full copy)" : res->whole_disks ? " (a disk read whole)" : "");
+		qb_log(res->resync ? LOG_NOTICE : LOG_INFO, "replica: vm %s: point %" PRIu64
+		       " made in %" PRIu64 " ms: %" PRIu64 " bytes in %" PRIu64 " extents, %"
+		       PRIu64 " zeroed, %" PRIu64 " on the wire%s%s", c->vm, res->cycle,
+		       res->dur_ms, res->tx.raw_bytes, res->tx.extents, res->tx.zero_bytes,
+		       res->tx.wire_bytes,
+		       res->full ? " (full copy)" : res->resync ? " (resync: " : res->whole_disks
+		       ? " (a disk read whole)" : "",
+		       res->resync ? vrep_fmt_same(res->same_bytes) : "");
+	/*
+	 * -EAGAIN: not yet, e.g. the replica has not listed a relation just
+	 * enabled (it looks again on such a refusal) or an interrupted cycle's
+	 * leftovers were being removed. Nothing was shipped and the cut's
+	 * changes are folded back: try again in a tick, and record it as a
+	 * failed cycle only when it goes on.
+	 */
+	if (r && res->err == -EAGAIN && r->not_yet < NOT_YET_MAX) {
+		r->not_yet++;
+		r->cycling = false;
+		r->due_ms = mono_ms() + TICK_MS;
+		if (!r->seen)
+			r->due_ms = UINT64_MAX;
+		free(c);
+		return;
+	}
 	if (r) {
+		r->not_yet = 0;
 		r->cycling = false;
 		if (res->err == -ESTALE)
 			r->whole = true;
 		else if (!res->err)
 			r->whole = false;
+		/* from the start, as cycles are: "every 2s" is every cycle of 2 s */
 		if (!res->err && res->app_consistent)
-			r->app_ms = mono_ms();
+			r->app_ms = c->start_ms;
 		iv = (uint64_t)(r->rec && r->rec->interval_s ? r->rec->interval_s
 							     : INTERVAL_DEFAULT_S) * 1000u;
 		if (res->err)
@@ -584,6 +667,7 @@ static void cycle_start(struct vmm_rep *x, struct rrel *r)
 		return;
 	c->x = x;
 	c->relation = r->rec->relation;
+	c->start_ms = now;
 	snprintf(c->vm, sizeof(c->vm), "%s", r->vm);
 	/* the interval runs from one cut to the next */
 	r->due_ms = now + iv;
@@ -643,6 +727,27 @@ int vrep_cycle_req(struct vmm_rep *x, struct rrel *r, struct vm *v, struct rep_s
 	return 0;
 }
 
+/* Take over the relation of a VM that moved here (see adopt()). */
+static void adopt_check(struct vmm_rep *x, struct rrel *r)
+{
+	struct vm *v;
+	struct upd_op *op;
+
+	if (!r->rec || r->adopting || r->failing ||
+	    r->rec->state != HCA__REP_STATE__REP_STATE_ENABLED || !vmm_storage_ok(x->m))
+		return;
+	v = vmm_vm_find(x->m, r->vm);
+	if (!v || !v->rec || !vmm_owned(x->m, v) || !vmm_vm_running(v) || v->job)
+		return;
+	if (!(op = upd_new(x, UPD_ADOPT, r->vm)))
+		return;
+	op->relation = r->rec->relation;
+	snprintf(op->from, sizeof(op->from), "%s", r->rec->source);
+	r->adopting = true;
+	r->whole = true; /* no bitmap of the old node's QEMU here */
+	upd_push(op);
+}
+
 static void tick(void *data)
 {
 	struct vmm_rep *x = data;
@@ -656,8 +761,10 @@ static void tick(void *data)
 		list_push(x, NULL, NULL, NULL);
 	for (struct rrel *r = x->rels; r; r = r->next) {
 		const char *h;
-		if (!is_source(x, r))
+		if (!is_source(x, r)) {
+			adopt_check(x, r);
 			continue;
+		}
 		h = health(r->rec, wall, why, sizeof(why), &rpo);
 		if (!r->health || strcmp(h, r->health)) {
 			qb_log(!strcmp(h, "ok") ? LOG_NOTICE : !strcmp(h, "warn") ? LOG_WARNING
@@ -694,9 +801,11 @@ static int dst_check(void *ctx, const struct rep_cycle *c, const char *peer, cha
 		return -EPERM;
 	}
 	if (strcmp(r->rec->source, peer)) {
-		snprintf(err, len, "vm %s: replicates from %s, not from %s", c->vm,
+		/* the VM may have moved to @peer, which took the relation over */
+		list_push(x, NULL, NULL, NULL);
+		snprintf(err, len, "vm %s: replicates from %s, not from %s (yet)", c->vm,
 			 r->rec->source, peer);
-		return -EPERM;
+		return -EAGAIN;
 	}
 	return 0;
 }

@@ -12,6 +12,7 @@
 #define TICK_MS 1000u
 #define LIST_EVERY_MS 5000u
 #define RETRY_MAX_MS 5000u      /* a failed cycle is tried again this soon at most */
+#define NOT_YET_MAX 5u          /* "not yet" refusals retried at once, unrecorded */
 #define INTERVAL_DEFAULT_S 5u
 #define INTERVAL_MAX_S 86400u
 #define KEEP_DEFAULT 24u
@@ -30,6 +31,8 @@ struct rrel {
 	bool failing;         /* a failover has it: no cycle starts */
 	bool whole;           /* the replica refused the base: read the disks whole */
 	uint64_t app_ms;      /* the last app-consistent point (monotonic) */
+	unsigned not_yet;     /* cycles in a row the replica refused with "not yet" */
+	bool adopting;        /* the VM moved here: taking the relation over */
 };
 
 struct vmm_rep {
@@ -49,7 +52,7 @@ struct vmm_rep {
 };
 
 
-enum upd_kind { UPD_CREATE, UPD_CYCLE, UPD_STATE, UPD_DELETE, UPD_REPLACE };
+enum upd_kind { UPD_CREATE, UPD_CYCLE, UPD_STATE, UPD_DELETE, UPD_REPLACE, UPD_ADOPT };
 
 uint64_t vrep_wall_ms(void);
 struct rrel *vrep_find(struct vmm_rep *x, const char *vm);

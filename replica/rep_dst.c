@@ -29,6 +29,7 @@
 #include "hypervisor/hv.h"
 #include "proto/chan.h"
 #include "proto/hca.pb-c.h"
+#include "replica/rep_digest.h"
 
 #define MSG_MAX 256u
 
@@ -42,6 +43,7 @@ enum op_kind {
 	OP_DROP,    /* stop the daemon, remove the directory */
 	OP_RELEASE, /* stop the daemon, keep the files */
 	OP_HOLD,
+	OP_DIGESTS, /* a resync's source asks for the newest point's digests */
 };
 
 /* A control operation on a VM's store, keyed "rep/VM". */
@@ -61,6 +63,9 @@ struct op {
 	int rc;
 	unsigned ndisks;
 	char (*paths)[PATH_MAX]; /* HOLD: the point's files */
+	struct chan_reply *reply; /* DIGESTS */
+	Hca__RepDigestsRequest *dq;
+	struct rep_store_digests dg;
 	char msg[MSG_MAX];
 };
 
@@ -233,8 +238,8 @@ static void op_fn(struct exec_item *it)
 		if (!o->rc)
 			rep_store_set_keep(v->s, o->keep);
 		if (!o->rc)
-			o->rc = rep_store_begin(v->s, c->c.cycle, c->c.base, c->c.full, o->msg,
-						sizeof(o->msg));
+			o->rc = rep_store_begin(v->s, c->c.cycle, c->c.base, c->c.full,
+						c->c.resync, o->msg, sizeof(o->msg));
 		break;
 	case OP_COMMIT:
 		o->rc = rep_store_commit(v->s, c->c.cycle, c->c.cut_ms, c->c.app_consistent,
@@ -255,6 +260,17 @@ static void op_fn(struct exec_item *it)
 		rep_store_close(v->s, true);
 		v->s = NULL;
 		o->rc = 0;
+		break;
+	case OP_DIGESTS:
+		o->rc = store_ready(o, NULL);
+		if (o->rc == -ENOENT) { /* no store: no point to compare with */
+			o->rc = 0;
+			break;
+		}
+		if (!o->rc)
+			o->rc = rep_store_digests(v->s, o->dq->disk, o->dq->offset,
+						  o->dq->granularity, o->dq->max_blocks, &o->dg,
+						  o->msg, sizeof(o->msg));
 		break;
 	case OP_HOLD:
 		if (!(o->rc = store_ready(o, NULL)) &&
@@ -312,6 +328,8 @@ static void commit_done(struct op *o)
 		rep_rx_ack(rx, 0, "vm %s: point %" PRIu64 " made", c->c.vm, c->c.cycle);
 }
 
+static void digests_done(struct op *o);
+
 static void op_done(struct exec_item *it)
 {
 	struct op *o = EXEC_CONTAINER_OF(it, struct op, item);
@@ -347,6 +365,9 @@ static void op_done(struct exec_item *it)
 	case OP_RELEASE:
 		if (o->done)
 			o->done(o->opaque, o->rc, o->rc ? o->msg : NULL);
+		break;
+	case OP_DIGESTS:
+		digests_done(o);
 		break;
 	case OP_HOLD:
 		if (o->hold_done)
@@ -504,12 +525,14 @@ static int sink_open(struct rep_rx *rx, const struct rep_cycle *cy, void *opaque
 		return -EBUSY;
 	}
 	newest = newest_of(v);
-	/* as rep_store_begin(): a later point of the same history will do */
-	if (!cy->full && (!cy->base || cy->base > newest)) {
+	/* as rep_store_begin(): a later point of the same history will do,
+	 * but a resync compared the disks with exactly its base */
+	if (!cy->full && (!cy->base || cy->base > newest || (cy->resync && cy->base != newest))) {
 		snprintf(e->msg, sizeof(e->msg),
 			 "vm %s: cycle %" PRIu64 " applies on point %" PRIu64
-			 " but the newest point here is %" PRIu64 ": a full copy is needed",
-			 cy->vm, cy->cycle, cy->base, newest);
+			 " but the newest point here is %" PRIu64 ": %s",
+			 cy->vm, cy->cycle, cy->base, newest,
+			 cy->resync ? "the disks must be compared again" : "a full copy is needed");
 		return -ESTALE;
 	}
 	if (!(c = calloc(1, sizeof(*c))) || !(o = op_new(v, OP_BEGIN, c))) {
@@ -687,15 +710,110 @@ out:
 		hca__rep_points_request__free_unpacked(q, NULL);
 }
 
+/* ---- rep.digests ---- */
+
+static void on_digests(struct chan_reply *r, const void *body, size_t len, void *opaque)
+{
+	struct rep_dst *d = opaque;
+	Hca__RepDigestsRequest *q = hca__rep_digests_request__unpack(NULL, len, body);
+	struct rep_cycle cy = { 0 };
+	struct vmrep *v;
+	struct op *o;
+	char msg[256];
+	int rc;
+
+	if (!q || !hv_name_valid(q->vm) || strlen(q->vm) > REP_NAME_MAX ||
+	    q->granularity < REP_DIGEST_GRAN_MIN || q->granularity > REP_DIGEST_GRAN_MAX ||
+	    (q->granularity & (q->granularity - 1)) || q->offset % q->granularity ||
+	    !q->max_blocks || q->max_blocks > REP_DIGEST_REPLY_MAX || q->disk >= REP_DISKS_MAX) {
+		chan_reply_error(r, -EPROTO, "%s: malformed request", REP_M_DIGESTS);
+		goto fail;
+	}
+	snprintf(cy.vm, sizeof(cy.vm), "%s", q->vm);
+	cy.relation = q->relation;
+	if (d->stopping) {
+		chan_reply_error(r, -ESHUTDOWN, "hcad is stopping");
+		goto fail;
+	}
+	if (d->h.check && (rc = d->h.check(d->h.ctx, &cy, chan_reply_peer(r), msg,
+					   sizeof(msg))) < 0) {
+		chan_reply_error(r, rc, "%s", msg);
+		goto fail;
+	}
+	if (!(v = vm_get(d, q->vm)) || !(o = op_new(v, OP_DIGESTS, NULL))) {
+		chan_reply_error(r, -ENOMEM, "out of memory");
+		goto fail;
+	}
+	if (v->cur || v->pending) {
+		free(o);
+		chan_reply_error(r, -EBUSY, "vm %s: %s", q->vm, v->cur ? "a cycle is under way here"
+					    : "its replica is going away");
+		goto fail;
+	}
+	o->reply = r;
+	o->dq = q;
+	op_push(o);
+	return;
+fail:
+	if (q)
+		hca__rep_digests_request__free_unpacked(q, NULL);
+}
+
+static void digests_done(struct op *o)
+{
+	Hca__RepDigests m = HCA__REP_DIGESTS__INIT;
+	Hca__RepDigestRun *runs = NULL, **rp = NULL;
+	uint8_t *buf = NULL;
+	size_t n;
+
+	if (o->rc < 0) {
+		chan_reply_error(o->reply, o->rc, "vm %s: %s", o->v->vm,
+				 o->msg[0] ? o->msg : strerror(-o->rc));
+		goto out;
+	}
+	m.point = o->dg.point;
+	m.next = o->dg.next;
+	if (o->dg.nruns && (!(runs = calloc(o->dg.nruns, sizeof(*runs))) ||
+			    !(rp = calloc(o->dg.nruns, sizeof(*rp))))) {
+		chan_reply_error(o->reply, -ENOMEM, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < o->dg.nruns; i++) {
+		hca__rep_digest_run__init(&runs[i]);
+		runs[i].offset = o->dg.runs[i].off;
+		runs[i].digests.data = o->dg.dg + o->dg.runs[i].first * REP_DIGEST_LEN;
+		runs[i].digests.len = o->dg.runs[i].n * REP_DIGEST_LEN;
+		rp[i] = &runs[i];
+	}
+	m.n_runs = o->dg.nruns;
+	m.runs = rp;
+	n = hca__rep_digests__get_packed_size(&m);
+	if (!(buf = malloc(n + 1))) {
+		chan_reply_error(o->reply, -ENOMEM, "out of memory");
+		goto out;
+	}
+	chan_reply_ok(o->reply, buf, hca__rep_digests__pack(&m, buf));
+out:
+	free(buf);
+	free(rp);
+	free(runs);
+	rep_store_digests_free(&o->dg);
+	hca__rep_digests_request__free_unpacked(o->dq, NULL);
+}
+
 void rep_dst_channel_up(struct rep_dst *d)
 {
-	int rc;
+	static const char *const names[] = { REP_M_POINTS, REP_M_DIGESTS };
+	chan_handler_fn fns[] = { on_points, on_digests };
 
 	if (!d)
 		return;
-	rc = d->env->handle(d->env->ctx, REP_M_POINTS, on_points, d);
-	if (rc < 0 && rc != -EEXIST && rc != -ENOTCONN)
-		qb_log(LOG_ERR, "channel: cannot register %s: %s", REP_M_POINTS, strerror(-rc));
+	for (size_t i = 0; i < 2; i++) {
+		int rc = d->env->handle(d->env->ctx, names[i], fns[i], d);
+		if (rc < 0 && rc != -EEXIST && rc != -ENOTCONN)
+			qb_log(LOG_ERR, "channel: cannot register %s: %s", names[i],
+			       strerror(-rc));
+	}
 }
 
 /* ---- life ---- */

@@ -33,6 +33,7 @@
 #include "replica/rep_stream.h"
 
 #define REP_M_POINTS "rep.points"
+#define REP_M_DIGESTS "rep.digests" /* RepDigestsRequest -> RepDigests */
 
 struct rep_dst_host {
 	void *ctx;

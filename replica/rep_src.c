@@ -24,6 +24,8 @@
 
 #include "hypervisor/hv.h"
 #include "replica/rep_cut.h"
+#include "replica/rep_digest.h"
+#include "replica/rep_dst.h"
 #include "replica/rep_ga.h"
 #include "replica/rep_read.h"
 
@@ -41,6 +43,7 @@ enum phase {
 	PH_FREEZE,    /* app-consistent: the guest agent freezes */
 	PH_CUT,
 	PH_VIEW,      /* views and exports */
+	PH_DIGESTS,   /* resync: the replica's digests of the disks read whole */
 	PH_SHIP,
 	PH_TEARDOWN,
 	PH_SETTLE,
@@ -48,7 +51,7 @@ enum phase {
 
 static const char *const phase_names[] = {
 	[PH_PLAN] = "plan", [PH_PREPARE] = "prepare", [PH_FREEZE] = "freeze", [PH_CUT] = "cut",
-	[PH_VIEW] = "view",
+	[PH_VIEW] = "view", [PH_DIGESTS] = "digests",
 	[PH_SHIP] = "ship", [PH_TEARDOWN] = "teardown", [PH_SETTLE] = "settle",
 };
 
@@ -61,8 +64,12 @@ struct rd {
 	struct rep_reader *r;      /* opened by the first item of the disk */
 	unsigned disk;
 	char sock[256], name[REP_CUT_NODE_MAX + 1], bitmap[REP_CUT_BITMAP_LEN];
-	struct rep_chunk ch[READ_CHUNKS];
-	size_t n;                  /* chunks read */
+	const struct rep_dmap *dmap; /* resync: the replica's digests of this disk */
+	struct rep_chunk in[READ_CHUNKS];
+	size_t n_in;               /* chunks read: 0 at the disk's end */
+	struct rep_chunk ch[READ_CHUNKS * 4]; /* what goes (in[], filtered) */
+	uint64_t same;             /* bytes the filter dropped */
+	size_t n;                  /* chunks to push */
 	size_t next;               /* chunks pushed so far */
 	int rc;
 	char err[256];
@@ -104,6 +111,14 @@ struct cyc {
 	int ga_rc;
 	char ga_err[200];
 	bool reading;
+	/* resync: the replica's digests of its newest point, per disk read whole */
+	struct rep_dmap dmap[REP_DISKS_MAX];
+	uint64_t dpoint;           /* the point they are of */
+	bool dpoint_known;
+	uint64_t doff;             /* the next request's offset in disk i */
+	bool calling;              /* a rep.digests call is under way */
+	bool orphan;               /* rep_src_free ran meanwhile: the reply frees it */
+	bool resync;
 	struct cyc *next;
 };
 
@@ -510,6 +525,161 @@ static void cut_done(struct cyc *c, int err, json_t *ret, const char *desc)
 	step(c);
 }
 
+/* ---- digests: what the replica's newest point holds (a resync) ---- */
+
+#define DIGEST_CALL_MS 60000u
+#define DIGEST_CALL_BYTES (256u << 20) /* of disk a call covers, at most */
+
+static void digests_next(struct cyc *c);
+
+static void dmaps_free(struct cyc *c)
+{
+	for (unsigned i = 0; i < REP_DISKS_MAX; i++)
+		rep_dmap_free(&c->dmap[i]);
+}
+
+/* One reply's runs into disk i's map, every bound checked. */
+static int digests_take(struct cyc *c, const Hca__RepDigests *m, char *why, size_t len)
+{
+	struct rep_dmap *dm = &c->dmap[c->i];
+	uint64_t size = c->q.disks[c->i].size;
+	int rc;
+
+	if (c->dpoint_known && m->point != c->dpoint)
+		return snprintf(why, len, "its newest point changed from %" PRIu64 " to %" PRIu64
+				" meanwhile", c->dpoint, m->point), -ESTALE;
+	if (m->next <= c->doff || m->next > size)
+		return snprintf(why, len, "a reply that goes on at %" PRIu64 " after %" PRIu64,
+				m->next, c->doff), -EPROTO;
+	for (size_t k = 0; k < m->n_runs; k++) {
+		const Hca__RepDigestRun *r = m->runs[k];
+		uint64_t blocks = r->digests.len / REP_DIGEST_LEN;
+
+		if (r->offset < c->doff || r->offset > m->next ||
+		    blocks > (m->next - r->offset + dm->gran - 1) / dm->gran)
+			return snprintf(why, len, "a run of digests outside what it covers"),
+			       -EPROTO;
+		rc = rep_dmap_add(dm, r->offset, r->digests.data, r->digests.len, size);
+		if (rc == -E2BIG)
+			return snprintf(why, len, "more digests than kept"), rc;
+		if (rc < 0)
+			return snprintf(why, len, "a malformed run of digests"), rc;
+	}
+	c->dpoint = m->point;
+	c->dpoint_known = true;
+	c->doff = m->next;
+	return 0;
+}
+
+static void on_digests(int err, const void *body, size_t len, const char *msg, void *opaque)
+{
+	struct cyc *c = opaque;
+	Hca__RepDigests *m = NULL;
+	char why[200] = "";
+	int rc = err;
+
+	c->calling = false;
+	if (c->orphan) {
+		dmaps_free(c);
+		json_decref(c->fix);
+		free(c);
+		return;
+	}
+	if (c->cancelled) {
+		teardown(c);
+		return;
+	}
+	if (!rc && !(m = hca__rep_digests__unpack(NULL, len, body))) {
+		rc = -EPROTO;
+		snprintf(why, sizeof(why), "a malformed reply");
+	}
+	if (!rc)
+		rc = digests_take(c, m, why, sizeof(why));
+	if (m)
+		hca__rep_digests__free_unpacked(m, NULL);
+	if (rc < 0) {
+		fail(c, rc, "vm %s: replica %s: the digests of disk %s: %s", c->q.vm, c->q.target,
+		     c->cd[c->i].name, err ? (msg ? msg : strerror(-err)) : why);
+		teardown(c);
+		return;
+	}
+	if (!c->dpoint) { /* the replica has no point: nothing to compare with */
+		if (!c->res.full) {
+			fail(c, -ESTALE, "vm %s: replica %s has no point any more: the disks "
+			     "are read whole next", c->q.vm, c->q.target);
+			teardown(c);
+			return;
+		}
+		dmaps_free(c);
+		ship(c); /* a full copy */
+		return;
+	}
+	if (c->doff >= c->q.disks[c->i].size) {
+		c->i++;
+		c->doff = 0;
+	}
+	digests_next(c);
+}
+
+static void digests_next(struct cyc *c)
+{
+	Hca__RepDigestsRequest q = HCA__REP_DIGESTS_REQUEST__INIT;
+	uint8_t *buf;
+	size_t len;
+	uint32_t gran;
+	int rc;
+
+	if (c->cancelled) {
+		teardown(c);
+		return;
+	}
+	while (c->i < c->q.ndisks && c->cd[c->i].has_prev)
+		c->i++;
+	if (c->i >= c->q.ndisks) {
+		/* the bitmaps' changes since q.base apply on a later point only */
+		if (c->dpoint < c->q.base && c->res.whole_disks < c->q.ndisks) {
+			fail(c, -ESTALE, "vm %s: replica %s has point %" PRIu64 ", older than %"
+			     PRIu64 ": the disks are read whole next", c->q.vm, c->q.target,
+			     c->dpoint, c->q.base);
+			teardown(c);
+			return;
+		}
+		c->resync = true;
+		ship(c);
+		return;
+	}
+	gran = rep_digest_gran(c->q.disks[c->i].size);
+	if (!c->dmap[c->i].gran)
+		rep_dmap_init(&c->dmap[c->i], gran);
+	q.vm = c->q.vm;
+	q.relation = c->q.relation;
+	q.disk = c->i;
+	q.offset = c->doff;
+	q.granularity = gran;
+	q.max_blocks = DIGEST_CALL_BYTES / gran;
+	if (q.max_blocks > REP_DIGEST_REPLY_MAX)
+		q.max_blocks = REP_DIGEST_REPLY_MAX;
+	if (!q.max_blocks)
+		q.max_blocks = 1;
+	len = hca__rep_digests_request__get_packed_size(&q);
+	if (!(buf = malloc(len + 1))) {
+		fail(c, -ENOMEM, "vm %s: out of memory", c->q.vm);
+		teardown(c);
+		return;
+	}
+	hca__rep_digests_request__pack(&q, buf);
+	c->calling = true;
+	rc = c->s->env->call(c->s->env->ctx, c->q.target, REP_M_DIGESTS, buf, len,
+			     DIGEST_CALL_MS, on_digests, c);
+	free(buf);
+	if (rc < 0) {
+		c->calling = false;
+		fail(c, rc, "vm %s: cannot ask %s for digests: %s", c->q.vm, c->q.target,
+		     strerror(-rc));
+		teardown(c);
+	}
+}
+
 static void view_next(struct cyc *c)
 {
 	if (c->cancelled) {
@@ -517,7 +687,15 @@ static void view_next(struct cyc *c)
 		return;
 	}
 	if (c->i >= c->q.ndisks) {
-		ship(c);
+		/* disks read whole while the replica has a point: compare */
+		if (c->q.base && c->res.whole_disks) {
+			c->ph = PH_DIGESTS;
+			c->i = 0;
+			c->doff = 0;
+			digests_next(c);
+		} else {
+			ship(c);
+		}
 		return;
 	}
 	switch (c->sub) {
@@ -582,8 +760,23 @@ static void rd_fn(struct exec_item *it)
 		r->rc = errno ? -errno : -EIO;
 		return;
 	}
-	r->rc = rep_reader_next(r->r, READ_BATCH, r->ch, READ_CHUNKS, &r->n, r->err,
+	r->rc = rep_reader_next(r->r, READ_BATCH, r->in, READ_CHUNKS, &r->n_in, r->err,
 				sizeof(r->err));
+	r->n = 0;
+	if (r->rc < 0 || !r->n_in)
+		return;
+	if (r->dmap) {
+		struct rep_filter_stats st = { 0 };
+		r->rc = rep_digest_filter(r->dmap, r->in, r->n_in, r->ch, READ_CHUNKS * 4, &r->n,
+					  &st);
+		r->same += st.same_bytes;
+		if (r->rc < 0)
+			snprintf(r->err, sizeof(r->err), "comparing with the replica: %s",
+				 strerror(-r->rc));
+		return;
+	}
+	memcpy(r->ch, r->in, r->n_in * sizeof(r->in[0]));
+	r->n = r->n_in;
 }
 
 static void rd_done(struct exec_item *it)
@@ -592,6 +785,8 @@ static void rd_done(struct exec_item *it)
 	struct cyc *c = r->c;
 
 	c->reading = false;
+	c->res.same_bytes += r->same;
+	r->same = 0;
 	if (!c->tx || c->cancelled || exec_item_cancelled(it)) {
 		rd_free_chunks(r);
 		teardown(c);
@@ -606,7 +801,7 @@ static void rd_done(struct exec_item *it)
 		teardown(c);
 		return;
 	}
-	if (r->n == 0) {
+	if (r->n_in == 0) {
 		/* this disk is done: the next one, or the end */
 		rep_reader_close(r->r);
 		r->r = NULL;
@@ -672,6 +867,7 @@ static void read_next(struct cyc *c)
 	r->bitmap[0] = '\0';
 	if (c->cd[c->i].has_prev)
 		rep_cut_bitmap_name(c->res.cycle - 1, r->bitmap);
+	r->dmap = c->resync && !c->cd[c->i].has_prev ? &c->dmap[c->i] : NULL;
 	c->reading = true;
 	exec_push(c->s->q, &r->item, c->q.vm);
 }
@@ -714,6 +910,11 @@ static void ship(struct cyc *c)
 	rc.cycle = c->res.cycle;
 	rc.full = c->res.full;
 	rc.base = rc.full ? 0 : c->q.base;
+	if (c->resync) { /* on exactly the point the digests are of */
+		rc.full = c->res.full = false;
+		rc.base = c->dpoint;
+		rc.resync = c->res.resync = true;
+	}
 	rc.cut_ms = c->res.cut_ms;
 	rc.app_consistent = c->res.app_consistent;
 	rc.ndisks = c->q.ndisks;
@@ -896,6 +1097,7 @@ static void finish(struct cyc *c)
 		free(c->rd);
 	}
 	json_decref(c->fix);
+	dmaps_free(c);
 	cyc_unlink(c);
 	c->done(c->opaque, &res);
 	free(c);
@@ -963,11 +1165,18 @@ void rep_src_free(struct rep_src *s)
 			rep_tx_abort(c->tx, -ESHUTDOWN, "hcad is stopping");
 		/* a read or a guest agent call under way still holds c: let it
 		 * go with the process */
-		if (!c->reading && !c->ga_busy) {
+		if (c->calling && !c->reading && !c->ga_busy) {
+			c->orphan = true; /* the call's reply frees it */
+			if (c->rd && c->rd->r)
+				rep_reader_close(c->rd->r);
+			free(c->rd);
+			c->rd = NULL;
+		} else if (!c->reading && !c->ga_busy) {
 			if (c->rd && c->rd->r)
 				rep_reader_close(c->rd->r);
 			free(c->rd);
 			json_decref(c->fix);
+			dmaps_free(c);
 			free(c);
 		}
 	}

@@ -79,6 +79,8 @@ struct rep_src_result {
 	bool full;                   /* every disk read whole */
 	unsigned whole_disks;        /* disks read whole (no usable bitmap) */
 	bool app_consistent;
+	bool resync;                 /* disks read whole were compared by digests */
+	uint64_t same_bytes;         /* resync: data the replica had already, not sent */
 	struct rep_tx_stats tx;
 };
 

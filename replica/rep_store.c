@@ -35,6 +35,7 @@
 #include <libnbd.h>
 #include <qb/qblog.h>
 
+#include "replica/rep_digest.h"
 #include "replica/rep_qmpc.h"
 
 #define INDEX "points"
@@ -500,7 +501,9 @@ static int nbd_open_all(struct rep_store *s, char *err, size_t len)
 		struct nbd_handle *h = nbd_create();
 
 		snprintf(name, sizeof(name), "%u", i);
-		if (!h || nbd_set_export_name(h, name) < 0 || nbd_connect_unix(h, sock) < 0) {
+		if (!h || nbd_set_export_name(h, name) < 0 ||
+		    nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION) < 0 ||
+		    nbd_connect_unix(h, sock) < 0) {
 			int rc = fail(s->vm, err, len, -(nbd_get_errno() ? nbd_get_errno() : EIO),
 				      "NBD export of disk %u: %s", i, nbd_get_error());
 			nbd_close(h);
@@ -869,8 +872,8 @@ void rep_store_set_keep(struct rep_store *s, unsigned keep)
 	s->keep = keep ? keep : 1;
 }
 
-int rep_store_begin(struct rep_store *s, uint64_t cycle, uint64_t base, bool full, char *err,
-		    size_t len)
+int rep_store_begin(struct rep_store *s, uint64_t cycle, uint64_t base, bool full, bool exact,
+		    char *err, size_t len)
 {
 	uint64_t newest = rep_store_newest(s);
 	int rc;
@@ -883,11 +886,11 @@ int rep_store_begin(struct rep_store *s, uint64_t cycle, uint64_t base, bool ful
 	 * too (the source may not have learnt that its last cycle landed);
 	 * never on an older one, which lacks what changed in between.
 	 */
-	if (!full && (!base || base > newest))
+	if (!full && (!base || base > newest || (exact && base != newest)))
 		return fail(s->vm, err, len, -ESTALE,
 			    "cycle %" PRIu64 " applies on point %" PRIu64
-			    " but the newest point here is %" PRIu64 ": a full copy is needed",
-			    cycle, base, newest);
+			    " but the newest point here is %" PRIu64 ": the disks must be "
+			    "compared again", cycle, base, newest);
 	if (cycle <= newest)
 		return fail(s->vm, err, len, -EINVAL,
 			    "cycle %" PRIu64 " is not newer than point %" PRIu64, cycle, newest);
@@ -1139,9 +1142,22 @@ static int prune_one(struct rep_store *s)
 	return 0;
 }
 
+/*
+ * A prune writes into the bases, which every point's chain reads: while a
+ * point is held (copied out with qemu-img -U for a failover), nothing is
+ * pruned, or the copy could read a base whose metadata is half-written.
+ */
 static void prune(struct rep_store *s)
 {
-	while (s->npts > s->keep && !s->pts[0].held)
+	for (unsigned i = 0; i < s->npts; i++)
+		if (s->pts[i].held) {
+			if (s->npts > s->keep)
+				qb_log(LOG_INFO, "replica store of %s: point %" PRIu64
+				       " is held: %u points kept, pruned once it is released",
+				       s->vm, s->pts[i].id, s->npts);
+			return;
+		}
+	while (s->npts > s->keep)
 		if (prune_one(s) < 0) {
 			qb_log(LOG_WARNING, "replica store of %s: prune left for the next commit",
 			       s->vm);
@@ -1196,4 +1212,164 @@ unsigned rep_store_disks(const struct rep_store *s, struct rep_disk *out, unsign
 {
 	memcpy(out, s->disks, sizeof(*out) * (s->ndisks < max ? s->ndisks : max));
 	return s->ndisks;
+}
+
+/* ---- digests (a resync) ---- */
+
+#define DIGEST_READ (2u << 20) /* bytes read at a time */
+
+struct ext_walk {
+	uint64_t off, end;	/* the extents block status gave, [off, end) */
+	uint64_t ext_off[64], ext_len[64];
+	bool ext_data[64];
+	size_t n;
+};
+
+static int ext_cb(void *opaque, const char *ctx, uint64_t off, uint32_t *e, size_t n, int *error)
+{
+	struct ext_walk *w = opaque;
+
+	(void)error;
+	if (strcmp(ctx, LIBNBD_CONTEXT_BASE_ALLOCATION))
+		return 0;
+	w->n = 0;
+	for (size_t i = 0; i + 1 < n && w->n < 64; i += 2) {
+		w->ext_off[w->n] = off;
+		w->ext_len[w->n] = e[i];
+		/* a hole or a zero range reads as zeros: not listed */
+		w->ext_data[w->n] = !(e[i + 1] & (LIBNBD_STATE_HOLE | LIBNBD_STATE_ZERO));
+		off += e[i];
+		w->n++;
+	}
+	return 0;
+}
+
+static int drun_add(struct rep_store_digests *d, size_t *cap_runs, size_t *cap_dg,
+		    uint64_t off, const uint8_t dg[REP_DIGEST_LEN], uint32_t gran)
+{
+	size_t ndg = d->nruns ? d->runs[d->nruns - 1].first + d->runs[d->nruns - 1].n : 0;
+	struct rep_store_drun *last = d->nruns ? &d->runs[d->nruns - 1] : NULL;
+
+	if (ndg == *cap_dg) {
+		size_t c = *cap_dg ? *cap_dg * 2 : 256;
+		uint8_t *p = realloc(d->dg, c * REP_DIGEST_LEN);
+		if (!p)
+			return -ENOMEM;
+		d->dg = p;
+		*cap_dg = c;
+	}
+	if (!last || last->off + (uint64_t)last->n * gran != off) {
+		if (d->nruns == *cap_runs) {
+			size_t c = *cap_runs ? *cap_runs * 2 : 16;
+			struct rep_store_drun *p = realloc(d->runs, c * sizeof(*p));
+			if (!p)
+				return -ENOMEM;
+			d->runs = p;
+			*cap_runs = c;
+		}
+		d->runs[d->nruns++] = (struct rep_store_drun){ .off = off, .first = ndg };
+		last = &d->runs[d->nruns - 1];
+	}
+	memcpy(d->dg + ndg * REP_DIGEST_LEN, dg, REP_DIGEST_LEN);
+	last->n++;
+	return 0;
+}
+
+void rep_store_digests_free(struct rep_store_digests *d)
+{
+	free(d->runs);
+	free(d->dg);
+	memset(d, 0, sizeof(*d));
+}
+
+int rep_store_digests(struct rep_store *s, unsigned disk, uint64_t off, uint32_t gran,
+		      uint32_t max_blocks, struct rep_store_digests *out, char *err, size_t len)
+{
+	uint64_t size, pos;
+	size_t cap_runs = 0, cap_dg = 0, blocks = 0, bufsz;
+	char *buf = NULL;
+	int rc = 0;
+
+	memset(out, 0, sizeof(*out));
+	if (s->cycle_open)
+		return fail(s->vm, err, len, -EBUSY, "a cycle is open");
+	if (disk >= s->ndisks)
+		return fail(s->vm, err, len, -ERANGE, "no disk %u", disk);
+	size = s->disks[disk].size;
+	if (gran < REP_DIGEST_GRAN_MIN || gran > REP_DIGEST_GRAN_MAX || (gran & (gran - 1)) ||
+	    off % gran || off > size || !max_blocks || max_blocks > REP_DIGEST_REPLY_MAX)
+		return fail(s->vm, err, len, -EINVAL, "bad digest request (offset %" PRIu64
+			    ", granularity %u, %u blocks)", off, gran, max_blocks);
+	out->point = rep_store_newest(s);
+	out->next = size;
+	if (!out->point) /* nothing to compare with */
+		return 0;
+	if (!s->nbd[disk] && (rc = daemon_start(s, err, len)) < 0)
+		return rc;
+	bufsz = gran > DIGEST_READ ? gran : DIGEST_READ; /* a multiple of gran */
+	if (!(buf = malloc(bufsz)))
+		return fail(s->vm, err, len, -ENOMEM, "out of memory");
+	pos = off;
+	while (pos < size && blocks < max_blocks && !rc) {
+		struct ext_walk w = { 0 };
+		uint64_t count = size - pos < (1u << 30) ? size - pos : (1u << 30);
+
+		if (nbd_block_status(s->nbd[disk], count, pos,
+				     (nbd_extent_callback){ .callback = ext_cb, .user_data = &w },
+				     0) < 0 || !w.n) {
+			rc = fail(s->vm, err, len, nbd_rc(), "block status of disk %u: %s", disk,
+				  nbd_get_error() ? nbd_get_error() : "no extents");
+			break;
+		}
+		for (size_t i = 0; i < w.n && blocks < max_blocks && !rc; i++) {
+			uint64_t a = w.ext_off[i], b = a + w.ext_len[i];
+
+			if (b <= pos)
+				continue;
+			if (a < pos)
+				a = pos;
+			if (!w.ext_data[i]) {
+				pos = b;
+				continue;
+			}
+			/* every block with an allocated byte, read whole */
+			a = a / gran * gran;
+			if (a < pos)
+				a = pos;
+			while (a < b && blocks < max_blocks && !rc) {
+				uint64_t blk_end = (b + gran - 1) / gran * gran, n;
+
+				if (blk_end > size)
+					blk_end = size;
+				n = blk_end - a;
+				if (n > bufsz)
+					n = bufsz;
+				if (n > (uint64_t)(max_blocks - blocks) * gran)
+					n = (uint64_t)(max_blocks - blocks) * gran;
+				if (nbd_pread(s->nbd[disk], buf, (size_t)n, a, 0) < 0) {
+					rc = fail(s->vm, err, len, nbd_rc(), "read of disk %u: %s",
+						  disk, nbd_get_error());
+					break;
+				}
+				for (uint64_t k = 0; k < n && !rc; k += gran) {
+					uint8_t dg[REP_DIGEST_LEN];
+					size_t bl = n - k < gran ? (size_t)(n - k) : gran;
+					rep_digest(buf + k, bl, dg);
+					rc = drun_add(out, &cap_runs, &cap_dg, a + k, dg, gran);
+					blocks++;
+				}
+				a += n;
+			}
+			pos = a > b ? a : b;
+			if (a < b)
+				pos = a; /* stopped at max_blocks */
+		}
+	}
+	free(buf);
+	if (rc < 0) {
+		rep_store_digests_free(out);
+		return rc == -ENOMEM ? fail(s->vm, err, len, rc, "out of memory") : rc;
+	}
+	out->next = pos < size ? pos : size;
+	return 0;
 }

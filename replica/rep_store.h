@@ -84,12 +84,36 @@ uint64_t rep_store_newest(const struct rep_store *s);
 void rep_store_set_keep(struct rep_store *s, unsigned keep);
 
 /*
- * A cycle starts: @cycle (> the newest point) applies on point @base, or
- * on anything if @full. 0; -ESTALE (base is not the newest point: the
- * message names both), -EBUSY (a cycle is open), -EINVAL.
+ * A cycle starts: @cycle (> the newest point) applies on point @base (or a
+ * later one: its changes cover everything since; exactly @base when
+ * @exact, a resync's), or on anything if @full. 0; -ESTALE (base is not
+ * the newest point: the message names both), -EBUSY (a cycle is open),
+ * -EINVAL.
  */
-int rep_store_begin(struct rep_store *s, uint64_t cycle, uint64_t base, bool full, char *err,
-		    size_t len);
+int rep_store_begin(struct rep_store *s, uint64_t cycle, uint64_t base, bool full, bool exact,
+		    char *err, size_t len);
+
+/* What rep_store_digests() gives: runs of digests of allocated blocks. */
+struct rep_store_digests {
+	uint64_t point;	/* the newest point, whose content they are; 0: none */
+	uint64_t next;	/* where the next call starts */
+	size_t nruns;
+	struct rep_store_drun {
+		uint64_t off;	/* gran-aligned */
+		size_t first, n; /* digests dg[first .. first + n) */
+	} *runs;
+	uint8_t *dg;	/* REP_DIGEST_LEN bytes a block */
+};
+
+/*
+ * The digests of the newest point's allocated blocks of disk @disk from
+ * @off (gran-aligned), at most @max_blocks of them, into @out (free it with
+ * rep_store_digests_free). Blocks not listed read as zeros. No cycle may
+ * be open. 0; -EBUSY, -EINVAL, -ERANGE, -EIO, -ENOMEM.
+ */
+int rep_store_digests(struct rep_store *s, unsigned disk, uint64_t off, uint32_t gran,
+		      uint32_t max_blocks, struct rep_store_digests *out, char *err, size_t len);
+void rep_store_digests_free(struct rep_store_digests *d);
 
 /*
  * Write @len bytes of @buf at @off of disk @disk / make that range read as
@@ -118,8 +142,10 @@ int rep_store_abort(struct rep_store *s, char *err, size_t len);
 unsigned rep_store_points(const struct rep_store *s, struct rep_store_point *out,
 			  unsigned max);
 
-/* Hold (@on) or release a point: a held point is never pruned (a test
- * failover boots from it). Written to the index. 0, -ENOENT, -errno. */
+/* Hold (@on) or release a point while it is copied out (a failover): a
+ * held point is never pruned, and while any point is held nothing is (a
+ * prune writes the base every chain reads). Written to the index. 0,
+ * -ENOENT, -errno. */
 int rep_store_hold(struct rep_store *s, uint64_t point_id, bool on);
 
 /*

@@ -56,6 +56,9 @@ int rep_cycle_check(const struct rep_cycle *c, struct rep_err *e)
 	if (c->full && c->base)
 		return fail(e, -EINVAL, "cycle %llu of %s: a full copy names base point %llu",
 			    (unsigned long long)c->cycle, c->vm, (unsigned long long)c->base);
+	if (c->resync && (c->full || !c->base))
+		return fail(e, -EINVAL, "cycle %llu of %s: a resync names no base point",
+			    (unsigned long long)c->cycle, c->vm);
 	if (!c->ndisks || c->ndisks > REP_DISKS_MAX)
 		return fail(e, -EINVAL, "cycle %llu of %s: %u disks (1 to %u)",
 			    (unsigned long long)c->cycle, c->vm, c->ndisks, REP_DISKS_MAX);
@@ -90,6 +93,7 @@ int rep_cycle_encode(const struct rep_cycle *c, uint8_t **out, size_t *len, stru
 	h.full = c->full;
 	h.cut_ms = c->cut_ms;
 	h.app_consistent = c->app_consistent;
+	h.resync = c->resync;
 	for (unsigned i = 0; i < c->ndisks; i++) {
 		hca__rep_disk__init(&d[i]);
 		d[i].name = (char *)c->disks[i].name;
@@ -127,6 +131,7 @@ static int header_copy(const Hca__RepCycleHeader *h, struct rep_cycle *c, struct
 	c->full = h->full;
 	c->cut_ms = h->cut_ms;
 	c->app_consistent = h->app_consistent;
+	c->resync = h->resync;
 	c->ndisks = (unsigned)h->n_disks;
 	for (size_t i = 0; i < h->n_disks; i++) {
 		if (strlen(h->disks[i]->name) > REP_NAME_MAX)

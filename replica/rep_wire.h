@@ -99,6 +99,7 @@ struct rep_cycle {
 	bool full;
 	uint64_t cut_ms;      /* the cut's wall-clock time, ms since the epoch */
 	bool app_consistent;  /* the guest's file systems were frozen for it */
+	bool resync;          /* digest-compared with point base: applies on it only */
 	unsigned ndisks;      /* 1 to REP_DISKS_MAX */
 	struct rep_disk disks[REP_DISKS_MAX];
 };

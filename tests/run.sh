@@ -18,11 +18,12 @@ FUZZ_SECONDS=${FUZZ_SECONDS:-15}
 
 # Count TAP lines of one test program; its output is kept in a log.
 run_tap() {
-	local name=$1 log ok notok skipped rc
+	local name=$1 log ok notok skipped rc t0=$SECONDS
 	shift
 	log=$(mktemp)
 	"$@" >"$log" 2>&1
 	rc=$?
+	echo "# [$name] $((SECONDS - t0)) s"
 	# a skipped test is not a pass
 	ok=$(grep -E '^ok [0-9]+' "$log" | grep -cviE '#[[:space:]]*skip')
 	skipped=$(grep -E '^ok [0-9]+' "$log" | grep -ciE '#[[:space:]]*skip')

@@ -50,3 +50,26 @@ qemu_list() {
 	# parent is another process of the same VM; the last of a chain counts
 	for k in "${found[@]}"; do [ -n "${parent[${k#*:}]:-}" ] || echo "$k"; done
 }
+
+# rep_point_raw NODE VM OUT: the newest recovery point of VM on NODE (its
+# replica node) as a raw image: the backing file of the store's active
+# overlay, the one with the highest sequence number, read with -U (the
+# store's daemon holds the chain). Replication is paused around the read
+# and the cycle in flight let finish: a prune after a cycle writes the
+# base the chain reads, which a reader outside the daemon could see
+# half-written (failovers hold the point instead, which stops prunes).
+rep_point_raw() {
+	local d=$HCA_DC_DIR/n${1#node}/s/replica/$2 top rc=1 run
+	run=$(ctl "$1" replica status "$2" --json | json "d['state']") || return 1
+	if [ "$run" = enabled ]; then
+		ctl "$1" replica pause "$2" >/dev/null || return 1
+		sleep 3
+	fi
+	# in the node's mount namespace: a test may mount over its directories
+	top=$(on "$1" bash -c "ls '$d'/d0.*.qcow2 2>/dev/null | sort -t. -k2 -n | tail -1")
+	[ -n "$top" ] && top=$(on "$1" qemu-img info -U --output=json "$top" |
+		json "d.get('full-backing-filename') or d.get('backing-filename') or ''")
+	[ -n "$top" ] && on "$1" qemu-img convert -U -O raw "$top" "$3" && rc=0
+	[ "$run" != enabled ] || ctl "$1" replica resume "$2" >/dev/null || rc=1
+	return $rc
+}

@@ -7,8 +7,8 @@
 #  (b) enable (asked on node3): the first cycle copies what the disk holds
 #      (64 MiB written before the start, in an 8 GiB disk), not the disk's
 #      size; points appear every interval; node2 keeps at most --keep;
-#  (c) the newest point, read on node2 while replication goes on, is a
-#      crash-consistent journal: in order, no gap, nothing torn;
+#  (c) the newest point, read on node2 (replication paused for the read),
+#      is a crash-consistent journal: in order, no gap, nothing torn;
 #  (d) later cycles ship the changes only (far below the first copy);
 #  (e) pause: no new point; resume: points again;
 #  (f) node1's hcad restarted: tracking resumes from the persistent bitmap
@@ -60,18 +60,6 @@ counting_on() {
 	sleep 1
 	[ "$(grep -ac 'count=' "$log" 2>/dev/null)" -gt "${a:-0}" ]
 }
-# newest_point_raw NODE VM OUT: the newest recovery point of VM on NODE as a
-# raw image: the backing file of the store's active overlay, the one with
-# the highest sequence number (read with -U: the store's daemon holds the
-# chain)
-newest_point_raw() {
-	local d top
-	d=$(rdir "$1" "$2")
-	top=$(ls "$d"/d0.*.qcow2 2>/dev/null | sort -t. -k2 -n | tail -1)
-	top=$(qemu-img info -U --output=json "$top" | json "d.get('full-backing-filename') or d.get('backing-filename') or ''")
-	[ -n "$top" ] || return 1
-	qemu-img convert -U -O raw "$top" "$3"
-}
 
 SECONDS=0
 if dc up 3 >/dev/null; then ok "3-node devcluster up in ${SECONDS}s"; else not_ok "devcluster up"; hca_done; exit 1; fi
@@ -116,7 +104,7 @@ check "points are listed oldest first (asked on node1, the source)" sorted_point
 check "the text table names the replica node" table_names
 
 # ---- (c) the newest point verifies ----
-check "the newest point on node2 reads out" newest_point_raw node2 r1 "$TMP/p.raw"
+check "the newest point on node2 reads out" rep_point_raw node2 r1 "$TMP/p.raw"
 v=$(journal_verify "$TMP/p.raw" 2>/dev/null)
 diag "newest point: $v"
 check "the point is a crash-consistent journal: no gap, nothing torn, one boot" test \
@@ -157,7 +145,7 @@ check "node2's hcad starts again" hcad_restart 2
 p=$(st node3 r1 last_point)
 check "cycles go on after node2's restart" wait_for 60 point_above $((p + 1))
 check "on the same points: still one full copy" test "$(st node3 r1 full_copies)" = 1
-check "the newest point on node2 reads out" newest_point_raw node2 r1 "$TMP/p.raw"
+check "the newest point on node2 reads out" rep_point_raw node2 r1 "$TMP/p.raw"
 v=$(journal_verify "$TMP/p.raw" 2>/dev/null)
 check "and verifies ($v)" test "$(json "d['gaps'], d['corrupt'], d['boots']" <<<"$v")" = "0 0 1"
 rm -f "$TMP/p.raw"
@@ -175,8 +163,24 @@ check "r1's journal verifies on node1's volume" bash -c \
 check "r1 starts again" quiet ctl node1 vm start r1
 
 # ---- (i) enabled again, then a test failover ----
-check "enable again (asked on node2)" quiet ctl node2 replica enable r1 --to node2 --interval 2s --keep 4
+check "enable again (asked on node2), app-consistent every 2 s" quiet ctl node2 replica enable r1 \
+	--to node2 --interval 2s --keep 4 --app-consistent every:2s
 check "a point comes" wait_for 90 point_above 0
+p=$(st node3 r1 last_point)
+check "another point" wait_for 30 point_above "$p"
+app_newest() { [ "$(ctl node1 replica points r1 --json | json "d['points'][-1]['app_consistent']")" = True ]; }
+check "the newest point is app-consistent" app_newest
+SER=$HCA_DC_DIR/n1/s/vm/r1/serial.log
+check "the guest agent froze and thawed r1 for the cuts" \
+	bash -c "grep -aq 'hca-workload frozen seq=' '$SER' && grep -aq 'hca-workload thawed seq=' '$SER'"
+check "no freeze ran out (thawed each time)" bash -c "! grep -aq thaw-timeout '$SER'"
+froze=$(grep -ao 'thawed seq=[0-9]* frozen_ms=[0-9]*' "$SER" | sed 's/.*=//' | sort -n | tail -1)
+diag "longest freeze: ${froze} ms"
+check "the newest point reads out" rep_point_raw node2 r1 "$TMP/p.raw"
+last=$(journal_verify "$TMP/p.raw" 2>/dev/null | json "d['last_seq']")
+rm -f "$TMP/p.raw"
+check "it was cut while the guest was frozen: its last record ($last) is one a freeze stopped at" \
+	grep -aqw "hca-workload frozen seq=$last" "$SER"
 Q1=$(qemu_list "$(field node1 r1 uuid)")
 out=$(ctl node3 replica failover r1 --test 2>&1)
 check "test failover (asked on node3): $out" grep -q "r1-test runs on node2" <<<"$out"
@@ -206,7 +210,7 @@ check "status says failed-over" test "$(st node3 r1 state)" = failed-over
 # what the guest wrote on node1 (its stopped volume there) is all in the point it started from
 qemu-img convert -U -O raw "$(vol node1 r1)" "$TMP/old.raw"
 old=$(journal_verify "$TMP/old.raw" 2>/dev/null | json "d['records']")
-check "the point it started from reads out" newest_point_raw node2 r1 "$TMP/p.raw"
+check "the point it started from reads out" rep_point_raw node2 r1 "$TMP/p.raw"
 new=$(journal_verify "$TMP/p.raw" 2>/dev/null | json "d['records'], d['gaps'], d['corrupt']")
 diag "node1's last journal: $old records; the point: $new (records, gaps, torn)"
 check "no record lost: the point holds all $old records node1 wrote" test "$new" = "$old 0 0"

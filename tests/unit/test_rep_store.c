@@ -26,6 +26,7 @@
 
 #include <qb/qblog.h>
 
+#include "replica/rep_digest.h"
 #include "replica/rep_store.h"
 
 #define NDISKS 2
@@ -144,7 +145,7 @@ static void cycle(struct t *t, unsigned n)
 	char err[256] = "";
 
 	assert_true(id <= MAXPT);
-	assert_int_equal(rep_store_begin(t->s, id, rep_store_newest(t->s), id == 1, err,
+	assert_int_equal(rep_store_begin(t->s, id, rep_store_newest(t->s), id == 1, false, err,
 					 sizeof(err)),
 			 0);
 	for (unsigned d = 0; d < NDISKS; d++)
@@ -253,16 +254,16 @@ static void stale_busy_abort(void **state)
 	cycle(t, 20);
 	cycle(t, 20);
 	/* a base newer than the newest point: what it lacks was never shipped */
-	assert_int_equal(rep_store_begin(t->s, 3, 5, false, err, sizeof(err)), -ESTALE);
+	assert_int_equal(rep_store_begin(t->s, 3, 5, false, false, err, sizeof(err)), -ESTALE);
 	assert_non_null(strstr(err, "point 5"));
 	assert_non_null(strstr(err, "is 2"));
 	/* an older base (the source missed the last ack): its changes rewrite
 	 * everything since, so they apply on the newest */
-	assert_int_equal(rep_store_begin(t->s, 3, 1, false, err, sizeof(err)), 0);
+	assert_int_equal(rep_store_begin(t->s, 3, 1, false, false, err, sizeof(err)), 0);
 	assert_int_equal(rep_store_abort(t->s, err, sizeof(err)), 0);
 	assert_int_equal(rep_store_write(t->s, 0, 0, "x", 1), -EPIPE); /* no cycle */
-	assert_int_equal(rep_store_begin(t->s, 3, 2, false, err, sizeof(err)), 0);
-	assert_int_equal(rep_store_begin(t->s, 3, 2, false, err, sizeof(err)), -EBUSY);
+	assert_int_equal(rep_store_begin(t->s, 3, 2, false, false, err, sizeof(err)), 0);
+	assert_int_equal(rep_store_begin(t->s, 3, 2, false, false, err, sizeof(err)), -EBUSY);
 	assert_int_equal(rep_store_write(t->s, 1, disk_size[1] - 4096, err, 8192), -ERANGE);
 	/* a half cycle, dropped: the model does not see it */
 	memset(err, 0x5a, sizeof(err));
@@ -275,7 +276,7 @@ static void stale_busy_abort(void **state)
 	static const uint64_t ids[] = { 1, 2, 3 };
 	check_points(t, ids, 3);
 	/* a full copy may come on anything */
-	assert_int_equal(rep_store_begin(t->s, 4, 0, true, err, sizeof(err)), 0);
+	assert_int_equal(rep_store_begin(t->s, 4, 0, true, false, err, sizeof(err)), 0);
 	assert_int_equal(rep_store_abort(t->s, err, sizeof(err)), 0);
 }
 
@@ -299,7 +300,7 @@ static void reattach_and_crash(void **state)
 	static const uint64_t ids[] = { 1, 2 };
 	check_points(t, ids, 2);
 	/* a half cycle when hcad went: dropped at the re-attach */
-	assert_int_equal(rep_store_begin(t->s, 3, 2, false, err, sizeof(err)), 0);
+	assert_int_equal(rep_store_begin(t->s, 3, 2, false, false, err, sizeof(err)), 0);
 	assert_int_equal(rep_store_write(t->s, 0, 0, err, sizeof(err)), 0);
 	rep_store_close(t->s, false);
 	t->s = NULL;
@@ -310,7 +311,7 @@ static void reattach_and_crash(void **state)
 	static const uint64_t ids3[] = { 1, 2, 3 };
 	check_points(t, ids3, 3);
 	/* the daemon killed mid-cycle: a new one, the half cycle gone */
-	assert_int_equal(rep_store_begin(t->s, 4, 3, false, err, sizeof(err)), 0);
+	assert_int_equal(rep_store_begin(t->s, 4, 3, false, false, err, sizeof(err)), 0);
 	memset(err, 0x77, sizeof(err));
 	assert_int_equal(rep_store_write(t->s, 1, 4096, err, sizeof(err)), 0);
 	assert_int_equal(kill(pid, SIGKILL), 0);
@@ -334,6 +335,71 @@ static void reattach_and_crash(void **state)
 	check_points(t, ids5, 3);
 }
 
+static bool all_zero(const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+/* The digests of the newest point: every block listed is the model's, every
+ * block not listed reads as zeros in it; a bounded call says where to go
+ * on; a resync's cycle applies on exactly that point; none while a cycle
+ * is open. */
+static void digests_of_newest(void **state)
+{
+	struct t *t = *state;
+	struct rep_store_digests dg;
+	char err[256] = "";
+	const uint32_t g = 4096;
+	uint64_t size = disk_size[0], listed = 0;
+
+	store_open(t);
+	cycle(t, 20);
+	cycle(t, 20);
+	assert_int_equal(rep_store_digests(t->s, 0, 0, g, REP_DIGEST_REPLY_MAX, &dg, err,
+					   sizeof(err)), 0);
+	assert_int_equal(dg.point, 2);
+	assert_int_equal(dg.next, size);
+	uint8_t *seen = calloc(size / g, 1);
+	assert_non_null(seen);
+	for (size_t r = 0; r < dg.nruns; r++)
+		for (size_t k = 0; k < dg.runs[r].n; k++) {
+			uint64_t off = dg.runs[r].off + k * g;
+			uint8_t want[REP_DIGEST_LEN];
+			assert_true(off + g <= size);
+			rep_digest(t->cur[0] + off, g, want);
+			assert_memory_equal(dg.dg + (dg.runs[r].first + k) * REP_DIGEST_LEN, want,
+					    REP_DIGEST_LEN);
+			seen[off / g] = 1;
+			listed++;
+		}
+	for (uint64_t b = 0; b < size / g; b++)
+		if (!seen[b])
+			assert_true(all_zero(t->cur[0] + b * g, g));
+	assert_true(listed > 0 && listed < size / g);
+	free(seen);
+	rep_store_digests_free(&dg);
+	/* three blocks at a time: the next call goes on from there */
+	assert_int_equal(rep_store_digests(t->s, 0, 0, g, 3, &dg, err, sizeof(err)), 0);
+	assert_true(dg.next < size && dg.next % g == 0);
+	size_t n3 = 0;
+	for (size_t r = 0; r < dg.nruns; r++)
+		n3 += dg.runs[r].n;
+	assert_int_equal(n3, 3);
+	rep_store_digests_free(&dg);
+	assert_int_equal(rep_store_digests(t->s, 0, 1, g, 3, &dg, err, sizeof(err)), -EINVAL);
+	assert_int_equal(rep_store_digests(t->s, 0, 0, 3000, 3, &dg, err, sizeof(err)), -EINVAL);
+	assert_int_equal(rep_store_digests(t->s, 9, 0, g, 3, &dg, err, sizeof(err)), -ERANGE);
+	/* a resync applies on exactly the point its digests came from */
+	assert_int_equal(rep_store_begin(t->s, 3, 1, false, true, err, sizeof(err)), -ESTALE);
+	assert_non_null(strstr(err, "compared again"));
+	assert_int_equal(rep_store_begin(t->s, 3, 2, false, true, err, sizeof(err)), 0);
+	assert_int_equal(rep_store_digests(t->s, 0, 0, g, 3, &dg, err, sizeof(err)), -EBUSY);
+	assert_int_equal(rep_store_abort(t->s, err, sizeof(err)), 0);
+}
+
 static void held_point_kept(void **state)
 {
 	struct t *t = *state;
@@ -345,12 +411,14 @@ static void held_point_kept(void **state)
 	assert_int_equal(rep_store_hold(t->s, 9, true), -ENOENT);
 	for (int i = 0; i < 3; i++)
 		cycle(t, 10);
-	/* 1 pruned, 2 held stops the prune there */
-	static const uint64_t ids[] = { 2, 3, 4, 5 };
-	check_points(t, ids, 4);
+	/* a held point stops every prune: a prune of 1 would write the base
+	 * that 2's copy reads */
+	static const uint64_t ids[] = { 1, 2, 3, 4, 5 };
+	check_points(t, ids, 5);
 	struct rep_store_point p[MAXPT];
-	assert_int_equal(rep_store_read_points(t->dir, p, MAXPT), 4);
-	assert_true(p[0].held);
+	assert_int_equal(rep_store_read_points(t->dir, p, MAXPT), 5);
+	assert_false(p[0].held);
+	assert_true(p[1].held);
 	assert_int_equal(rep_store_hold(t->s, 2, false), 0);
 	cycle(t, 10);
 	static const uint64_t ids2[] = { 4, 5, 6 };
@@ -416,6 +484,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(points_and_prunes, setup, teardown),
 		cmocka_unit_test_setup_teardown(stale_busy_abort, setup, teardown),
+		cmocka_unit_test_setup_teardown(digests_of_newest, setup, teardown),
 		cmocka_unit_test_setup_teardown(reattach_and_crash, setup, teardown),
 		cmocka_unit_test_setup_teardown(held_point_kept, setup, teardown),
 		cmocka_unit_test_setup_teardown(other_disks_refused, setup, teardown),
