@@ -141,9 +141,11 @@ deps:
 guest: deps
 	$(Q)tests/guest/build.sh $(abspath $(ROOT_BUILD))
 
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+
 check: deps
-	$(MAKE) all fuzz-build
-	$(MAKE) SANITIZE=1 all
+	$(MAKE) -j$(JOBS) all fuzz-build
+	$(MAKE) -j$(JOBS) SANITIZE=1 all
 	$(Q)tests/guest/build.sh $(abspath $(ROOT_BUILD)) >/dev/null
 	$(Q)tests/run.sh $(abspath $(ROOT_BUILD))
 

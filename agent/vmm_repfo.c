@@ -40,6 +40,9 @@
 #define STEP_TIMEOUT_MS 120000u
 #define PROMOTE_TIMEOUT_MS 600000u /* the replica node copies the point's data */
 #define M_PROMOTE "rep.promote"
+#define M_SEED "rep.seed"
+#define SEED_POINT 1u             /* a reversed relation's first point: the old copy */
+#define SEED_TIMEOUT_MS 120000u   /* the old node copies its volumes locally */
 
 enum fo_mode { FO_TEST, FO_TEST_STOP, FO_PLANNED, FO_UNPLANNED };
 
@@ -462,9 +465,94 @@ out:
 		hca__rep_points_request__free_unpacked(q, NULL);
 }
 
+/* ---- rep.seed: the old node's copy becomes the reversed relation's replica ---- */
+
+static void seeded(void *opaque, int err, const char *msg)
+{
+	struct chan_reply *cr = opaque;
+
+	if (err)
+		chan_reply_error(cr, err, "%s", msg ? msg : strerror(-err));
+	else
+		chan_reply_ok(cr, "", 0);
+}
+
+/*
+ * On the node a VM failed over from, asked by the node it runs on now
+ * (its owner) when it reverses the relation: this node's volumes, stale
+ * copies of the VM, become the replica's first point, so that the first
+ * cycle back compares digests and ships only what differs (what either
+ * side wrote since the last common point). Refused unless the asking
+ * node owns the VM and no QEMU of it runs here.
+ */
+static void on_seed(struct chan_reply *cr, const void *body, size_t len, void *opaque)
+{
+	struct vmm_rep *x = opaque;
+	Hca__RepPointsRequest *q = hca__rep_points_request__unpack(NULL, len, body);
+	const char *peer = chan_reply_peer(cr), *me = x->m->conf->node_name;
+	const Hca__DiskSpec *ds[REP_DISKS_MAX];
+	struct rep_seed_src src[REP_DISKS_MAX];
+	struct rep_disk disks[REP_DISKS_MAX];
+	char err[256];
+	struct vm *v;
+	unsigned n;
+	int rc;
+
+	if (!q || !hv_name_valid(q->vm) || !q->point) {
+		chan_reply_error(cr, -EPROTO, "%s: malformed request", M_SEED);
+		goto out;
+	}
+	v = vmm_vm_find(x->m, q->vm);
+	if (!v || !v->rec || !v->rec->spec) {
+		chan_reply_error(cr, -ENOENT, "vm %s: not known on %s", q->vm, me);
+		goto out;
+	}
+	if (!peer || strcmp(v->rec->owner, peer) || !strcmp(v->rec->owner, me)) {
+		chan_reply_error(cr, -EPERM, "vm %s: owned by %s, not by %s: %s keeps its "
+				 "volumes", q->vm, v->rec->owner, peer ? peer : "?", me);
+		goto out;
+	}
+	if (v->hv || v->job) {
+		chan_reply_error(cr, -EBUSY, "vm %s: %s on %s", q->vm,
+				 v->hv ? "a QEMU of it runs" : "an operation is under way", me);
+		goto out;
+	}
+	n = vrep_disks(v->rec->spec, ds, REP_DISKS_MAX);
+	for (unsigned i = 0; i < n; i++) {
+		const Hca__VolumeRef *vr = NULL;
+		for (size_t k = 0; k < v->rec->n_volumes; k++)
+			if (!strcmp(v->rec->volumes[k]->disk, ds[i]->name))
+				vr = v->rec->volumes[k];
+		if (!vr || !strcmp(vr->backend, "rbd") || !x->m->vols) {
+			chan_reply_error(cr, -EOPNOTSUPP, "vm %s: disk %s has no local volume on %s",
+					 q->vm, ds[i]->name, me);
+			goto out;
+		}
+		if ((rc = sto_vol_path(x->m->vols, vr->volume, src[i].path, sizeof(src[i].path),
+				       err, sizeof(err))) < 0) {
+			chan_reply_error(cr, rc, "vm %s: disk %s on %s: %s", q->vm, ds[i]->name, me,
+					 err);
+			goto out;
+		}
+		src[i].raw = vr->format == HCA__DISK_FORMAT__DISK_FORMAT_RAW;
+		memset(&disks[i], 0, sizeof(disks[i]));
+		snprintf(disks[i].name, sizeof(disks[i].name), "%s", ds[i]->name);
+		disks[i].size = ds[i]->size_bytes;
+	}
+	qb_log(LOG_NOTICE, "replica: vm %s: its volumes here become the replica %s ships back "
+	       "to (point %" PRIu64 ")", q->vm, peer, q->point);
+	if ((rc = rep_dst_seed(x->rx, q->vm, disks, n, src, q->point, seeded, cr)) < 0)
+		chan_reply_error(cr, rc, "vm %s: its replica cannot be made here: %s", q->vm,
+				 strerror(-rc));
+out:
+	if (q)
+		hca__rep_points_request__free_unpacked(q, NULL);
+}
+
 void vrep_fo_setup(struct vmm_rep *x)
 {
 	x->env.handle(x->env.ctx, M_PROMOTE, on_promote, x);
+	x->env.handle(x->env.ctx, M_SEED, on_seed, x);
 }
 
 /* ---- held points (test, unplanned) ---- */
@@ -1096,6 +1184,63 @@ static void dropped_old(void *opaque, int err, const char *msg)
 	free(vm);
 }
 
+/* The reversed relation, written once the old node has seeded its replica
+ * (or failed to: then its first cycle copies the disks). */
+struct rev {
+	struct vmm_rep *x;
+	char vm[HV_NAME_MAX + 1];
+	Hca__RepRelation *want;
+	vmm_reply_fn fn;
+	void *ctx;
+};
+
+static void rev_seeded(int err, const void *body, size_t len, const char *msg, void *opaque)
+{
+	struct rev *rv = opaque;
+
+	(void)body;
+	(void)len;
+	if (err) {
+		qb_log(LOG_WARNING, "replica: vm %s: %s cannot start from its old copy (%s): the "
+		       "first cycle back copies the disks", rv->vm, rv->want->target,
+		       msg ? msg : strerror(-err));
+	} else {
+		rv->want->last_point = SEED_POINT;
+		rv->want->last_point_ms = vrep_wall_ms();
+	}
+	vrep_update(rv->x, UPD_REPLACE, rv->vm, 0, rv->want, NULL, 0, rv->fn, rv->ctx);
+	hca__rep_relation__free_unpacked(rv->want, NULL);
+	free(rv);
+}
+
+static void rev_seed(struct vmm_rep *x, const char *vm, const Hca__RepRelation *want,
+		     vmm_reply_fn fn, void *ctx)
+{
+	Hca__RepPointsRequest q = HCA__REP_POINTS_REQUEST__INIT;
+	struct rev *rv = calloc(1, sizeof(*rv));
+	uint8_t buf[512];
+	size_t n;
+
+	if (!rv || !(rv->want = sto_rep_copy(want))) {
+		free(rv);
+		vrep_update(x, UPD_REPLACE, vm, 0, want, NULL, 0, fn, ctx);
+		return;
+	}
+	rv->x = x;
+	snprintf(rv->vm, sizeof(rv->vm), "%s", vm);
+	rv->fn = fn;
+	rv->ctx = ctx;
+	q.vm = (char *)vm;
+	q.relation = want->relation;
+	q.point = SEED_POINT;
+	n = hca__rep_points_request__get_packed_size(&q);
+	if (n > sizeof(buf) ||
+	    x->env.call(x->env.ctx, want->target, M_SEED, buf,
+			hca__rep_points_request__pack(&q, buf), SEED_TIMEOUT_MS, rev_seeded,
+			rv) < 0)
+		rev_seeded(-EIO, NULL, 0, "the call could not be sent", rv);
+}
+
 void vmm_replica_reverse(struct vmm *m, const char *name, vmm_reply_fn fn, void *ctx)
 {
 	struct vmm_rep *x = m->reps;
@@ -1153,5 +1298,5 @@ void vmm_replica_reverse(struct vmm *m, const char *name, vmm_reply_fn fn, void 
 		free(vm);
 	qb_log(LOG_NOTICE, "replica: vm %s: reversed: %s -> %s", name, m->conf->node_name,
 	       want.target);
-	vrep_update(x, UPD_REPLACE, name, 0, &want, NULL, 0, fn, ctx);
+	rev_seed(x, name, &want, fn, ctx);
 }

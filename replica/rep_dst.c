@@ -44,6 +44,7 @@ enum op_kind {
 	OP_RELEASE, /* stop the daemon, keep the files */
 	OP_HOLD,
 	OP_DIGESTS, /* a resync's source asks for the newest point's digests */
+	OP_SEED,    /* a new store from local images (a reversed relation) */
 };
 
 /* A control operation on a VM's store, keyed "rep/VM". */
@@ -66,6 +67,9 @@ struct op {
 	struct chan_reply *reply; /* DIGESTS */
 	Hca__RepDigestsRequest *dq;
 	struct rep_store_digests dg;
+	struct rep_seed_src *src;  /* SEED */
+	struct rep_disk disks[REP_DISKS_MAX];
+	unsigned nsrc;
 	char msg[MSG_MAX];
 };
 
@@ -261,6 +265,17 @@ static void op_fn(struct exec_item *it)
 		v->s = NULL;
 		o->rc = 0;
 		break;
+	case OP_SEED: {
+		struct rep_dst *d = v->d;
+		struct rep_store_cfg cfg = { .dir = v->dir, .vm = v->vm, .qsd = d->qsd,
+					     .qemu_img = d->qemu_img, .ndisks = o->nsrc,
+					     .keep = d->h.keep_default ? d->h.keep_default : 1 };
+		memcpy(cfg.disks, o->disks, sizeof(o->disks[0]) * o->nsrc);
+		rep_store_close(v->s, true);
+		v->s = NULL;
+		o->rc = rep_store_seed(&cfg, o->point, o->src, &v->s, o->msg, sizeof(o->msg));
+		break;
+	}
 	case OP_DIGESTS:
 		o->rc = store_ready(o, NULL);
 		if (o->rc == -ENOENT) { /* no store: no point to compare with */
@@ -363,8 +378,10 @@ static void op_done(struct exec_item *it)
 		v->gone = !o->rc;
 		/* fall through */
 	case OP_RELEASE:
+	case OP_SEED:
 		if (o->done)
 			o->done(o->opaque, o->rc, o->rc ? o->msg : NULL);
+		free(o->src);
 		break;
 	case OP_DIGESTS:
 		digests_done(o);
@@ -922,6 +939,34 @@ int rep_dst_hold(struct rep_dst *d, const char *vm, uint64_t point, bool on,
 	o->on = on;
 	o->hold_done = done;
 	o->opaque = opaque;
+	op_push(o);
+	return 0;
+}
+
+int rep_dst_seed(struct rep_dst *d, const char *vm, const struct rep_disk *disks, unsigned n,
+		 const struct rep_seed_src *src, uint64_t point,
+		 void (*done)(void *opaque, int err, const char *msg), void *opaque)
+{
+	struct vmrep *v;
+	struct op *o;
+
+	if (!n || n > REP_DISKS_MAX || !point)
+		return -EINVAL;
+	if (!(v = vm_get(d, vm)))
+		return hv_name_valid(vm) ? -ENOMEM : -EINVAL;
+	if (v->cur || v->pending)
+		return -EBUSY;
+	if (!(o = op_new(v, OP_SEED, NULL)) || !(o->src = calloc(n, sizeof(*src)))) {
+		free(o);
+		return -ENOMEM;
+	}
+	memcpy(o->src, src, n * sizeof(*src));
+	memcpy(o->disks, disks, n * sizeof(*disks));
+	o->nsrc = n;
+	o->point = point;
+	o->done = done;
+	o->opaque = opaque;
+	v->gone = false;
 	op_push(o);
 	return 0;
 }

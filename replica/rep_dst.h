@@ -113,4 +113,15 @@ int rep_dst_hold(struct rep_dst *d, const char *vm, uint64_t point, bool on,
 int rep_dst_release(struct rep_dst *d, const char *vm,
 		    void (*done)(void *opaque, int err, const char *msg), void *opaque);
 
+/*
+ * Make @vm's store anew from local images (rep_store_seed(): @n disks as
+ * the relation's cycles will name them, @src their images) with the one
+ * point @point: a reversed relation's first cycle then compares digests
+ * with it instead of copying the disks. Async as rep_dst_drop(); -EBUSY
+ * while a cycle or a drop of @vm is under way here.
+ */
+int rep_dst_seed(struct rep_dst *d, const char *vm, const struct rep_disk *disks, unsigned n,
+		 const struct rep_seed_src *src, uint64_t point,
+		 void (*done)(void *opaque, int err, const char *msg), void *opaque);
+
 #endif /* HCA_REP_DST_H */

@@ -792,6 +792,24 @@ static bool reattach(struct rep_store *s)
 	return false;
 }
 
+/* A store's structure for @cfg (checked), nothing opened yet. */
+static struct rep_store *store_new(const struct rep_store_cfg *cfg)
+{
+	struct rep_store *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return NULL;
+	snprintf(s->dir, sizeof(s->dir), "%s", cfg->dir);
+	snprintf(s->vm, sizeof(s->vm), "%s", cfg->vm);
+	snprintf(s->qsd, sizeof(s->qsd), "%s", cfg->qsd ? cfg->qsd : "qemu-storage-daemon");
+	snprintf(s->qemu_img, sizeof(s->qemu_img), "%s", cfg->qemu_img ? cfg->qemu_img : "qemu-img");
+	s->ndisks = cfg->ndisks;
+	memcpy(s->disks, cfg->disks, sizeof(s->disks[0]) * cfg->ndisks);
+	s->keep = cfg->keep ? cfg->keep : 1;
+	s->pid = -1;
+	return s;
+}
+
 int rep_store_open(const struct rep_store_cfg *cfg, struct rep_store **out, char *err,
 		   size_t len)
 {
@@ -801,16 +819,8 @@ int rep_store_open(const struct rep_store_cfg *cfg, struct rep_store **out, char
 	*out = NULL;
 	if ((rc = check_cfg(cfg, err, len)) < 0)
 		return rc;
-	if (!(s = calloc(1, sizeof(*s))))
+	if (!(s = store_new(cfg)))
 		return fail(cfg->vm, err, len, -ENOMEM, "out of memory");
-	snprintf(s->dir, sizeof(s->dir), "%s", cfg->dir);
-	snprintf(s->vm, sizeof(s->vm), "%s", cfg->vm);
-	snprintf(s->qsd, sizeof(s->qsd), "%s", cfg->qsd ? cfg->qsd : "qemu-storage-daemon");
-	snprintf(s->qemu_img, sizeof(s->qemu_img), "%s", cfg->qemu_img ? cfg->qemu_img : "qemu-img");
-	s->ndisks = cfg->ndisks;
-	memcpy(s->disks, cfg->disks, sizeof(s->disks[0]) * cfg->ndisks);
-	s->keep = cfg->keep ? cfg->keep : 1;
-	s->pid = -1;
 	if (s->ndisks && (rc = mkdirs(s->dir)) < 0) { /* 0 disks: it must exist */
 		rc = fail(s->vm, err, len, rc, "cannot create %s: %s", s->dir, strerror(-rc));
 		goto out;
@@ -826,6 +836,65 @@ out:
 		rep_store_close(s, false);
 	else
 		*out = s;
+	return rc;
+}
+
+int rep_store_seed(const struct rep_store_cfg *cfg, uint64_t point_id,
+		   const struct rep_seed_src *src, struct rep_store **out, char *err, size_t len)
+{
+	struct rep_store *s = NULL;
+	char path[PATH_MAX], tmp[PATH_MAX + 8], log[PATH_MAX];
+	struct timespec ts;
+	int rc;
+
+	*out = NULL;
+	if ((rc = check_cfg(cfg, err, len)) < 0)
+		return rc;
+	if (!cfg->ndisks || !point_id)
+		return fail(cfg->vm, err, len, -EINVAL, "a seed needs disks and a point");
+	if ((rc = rep_store_destroy(cfg->dir, err, len)) < 0)
+		return rc;
+	if (!(s = store_new(cfg)))
+		return fail(cfg->vm, err, len, -ENOMEM, "out of memory");
+	if ((rc = mkdirs(s->dir)) < 0) {
+		rc = fail(s->vm, err, len, rc, "cannot create %s: %s", s->dir, strerror(-rc));
+		goto out;
+	}
+	path_in(s->dir, "qemu-img.log", log);
+	for (unsigned i = 0; i < s->ndisks && !rc; i++) {
+		char *argv[] = { s->qemu_img, "convert", "-q", "-f", src[i].raw ? "raw" : "qcow2",
+				 "-O", "qcow2", "-o", OVERLAY_OPTS, (char *)src[i].path, tmp, NULL };
+		file_of(s, i, 0, path);
+		snprintf(tmp, sizeof(tmp), "%s.seed", path);
+		if ((rc = run(s->vm, argv, log, err, len)) < 0)
+			break;
+		if (rename(tmp, path) < 0)
+			rc = fail(s->vm, err, len, -errno, "cannot rename %s: %s", tmp,
+				  strerror(errno));
+		if (!rc)
+			rc = img_create(s, i, 1, 0, err, len);
+	}
+	if (rc < 0)
+		goto out;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	s->pts[0] = (struct rep_store_point){
+		.id = point_id, .seq = 1,
+		.time_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u };
+	s->npts = 1;
+	s->next_seq = 2;
+	if ((rc = index_write(s, err, len)) < 0)
+		goto out;
+	rc = daemon_start(s, err, len);
+	if (!rc)
+		qb_log(LOG_NOTICE, "replica store of %s: seeded from %u local image(s) as point %"
+		       PRIu64, s->vm, s->ndisks, point_id);
+out:
+	if (rc < 0) {
+		rep_store_close(s, true);
+		rep_store_destroy(cfg->dir, NULL, 0);
+	} else {
+		*out = s;
+	}
 	return rc;
 }
 

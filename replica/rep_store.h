@@ -93,6 +93,23 @@ void rep_store_set_keep(struct rep_store *s, unsigned keep);
 int rep_store_begin(struct rep_store *s, uint64_t cycle, uint64_t base, bool full, bool exact,
 		    char *err, size_t len);
 
+/* A local image a store is seeded from. */
+struct rep_seed_src {
+	char path[PATH_MAX];
+	bool raw;              /* else qcow2 */
+};
+
+/*
+ * A new store in cfg->dir (whatever was there is removed) whose one point,
+ * @point_id, holds what the images @src[0..cfg->ndisks) hold: copied
+ * locally (qemu-img convert, without -U: an image a QEMU writes is
+ * refused), never over the network. A reversed relation starts from it,
+ * so that its first cycle compares digests instead of copying. 0 with
+ * *@out open, or -errno and a line in @err.
+ */
+int rep_store_seed(const struct rep_store_cfg *cfg, uint64_t point_id,
+		   const struct rep_seed_src *src, struct rep_store **out, char *err, size_t len);
+
 /* What rep_store_digests() gives: runs of digests of allocated blocks. */
 struct rep_store_digests {
 	uint64_t point;	/* the newest point, whose content they are; 0: none */

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# hca-test-lane: last
 # Live migration between nodes, for real, on a 3-node devcluster (corosync,
 # Ceph, hcad, QEMU; the guests' disks are shared RBD images):
 #  (a) an idle guest goes round node1 -> node2 -> node3 -> node1, asked on a

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# hca-test-lane: last
 # Live migration under faults, on a real 3-node devcluster: each case ends
 # with the VM running on exactly one node (its vCPUs seen running from
 # outside: /proc thread times), the owner record telling which, and never

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# hca-test-lane: side
 # Asynchronous replication, for real, on a 3-node devcluster: r1 runs on
 # node1 with a local qcow2 disk the test guest writes its checksummed
 # journal to (a record every 20 ms), and replicates to node2.
@@ -22,7 +23,9 @@
 #  (j) planned failover (an unplanned one is refused while node1 is a
 #      member): r1 runs on node2 only, every record says so, and the point
 #      it started from holds every record node1's journal had;
-#  (k) reverse: node2 replicates to node1;
+#  (k) reverse: node2 replicates to node1, by delta: node1's old copy is
+#      the first point, the first cycle compares digests and ships what
+#      changed (far below the disk's data), no full copy;
 #  (l) node2's hcad, corosync and QEMU killed (-9): unplanned failover starts
 #      r1 on node1 from a point; at the end its journal verifies across the
 #      four boots.
@@ -219,7 +222,14 @@ rm -f "$TMP/old.raw" "$TMP/p.raw"
 # ---- (k) reverse: node2 -> node1 ----
 out=$(ctl node3 replica reverse r1 2>&1)
 check "reverse (asked on node3): $out" grep -q "from node2 back to node1" <<<"$out"
-check "points come on node1" wait_for 90 point_above 0
+check "node1's old copy is its first point (no copy over the network)" test "$(st node3 r1 last_point)" = 1
+check "points come on node1" wait_for 90 point_above 1
+check "by delta: the first cycle compared digests, no full copy" \
+	test "$(st node3 r1 resyncs) $(st node3 r1 full_copies)" = "1 0"
+rb=$(st node3 r1 bytes_raw)
+diag "reverse: $((rb >> 10)) KiB shipped back (the first copy was $((first >> 10)) KiB)"
+check "it shipped what changed, far below what the disk holds (< 1/4 of the first copy)" \
+	test "$rb" -lt $((first / 4))
 check "node2's old replica is gone" wait_for 30 test ! -e "$(rdir node2 r1)"
 
 # ---- (l) unplanned failover: node2 dies ----

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# hca-test-lane: side
 # Asynchronous replication under faults, on a 3-node devcluster: f1 runs on
 # node1 (a local qcow2 disk, the test guest's journal a record every 20 ms)
 # and replicates to node2 every 2 s. Nothing is lost, no point is ever

@@ -400,6 +400,73 @@ static void digests_of_newest(void **state)
 	assert_int_equal(rep_store_abort(t->s, err, sizeof(err)), 0);
 }
 
+/* A store seeded from local images: its one point reads as they do, its
+ * digests are theirs, and cycles go on on it (a reversed relation). */
+static void seeded_store(void **state)
+{
+	struct t *t = *state;
+	struct rep_seed_src src[NDISKS];
+	struct rep_store_digests dg;
+	char err[256] = "";
+
+	/* whatever the directory held goes */
+	store_open(t);
+	cycle(t, 5);
+	rep_store_close(t->s, true);
+	t->s = NULL;
+	for (unsigned d = 0; d < NDISKS; d++) {
+		FILE *f;
+		/* some data at random places, the rest holes */
+		for (unsigned k = 0; k < 16; k++) {
+			uint64_t off = rnd(t) % (disk_size[d] / 4096) * 4096;
+			for (unsigned i = 0; i < 4096; i += 8) {
+				uint64_t v = rnd(t);
+				memcpy(t->cur[d] + off + i, &v, 8);
+			}
+		}
+		snprintf(src[d].path, sizeof(src[d].path), "%s/src%u.raw", t->tmp, d);
+		src[d].raw = true;
+		assert_non_null(f = fopen(src[d].path, "w"));
+		assert_int_equal(fwrite(t->cur[d], 1, disk_size[d], f), disk_size[d]);
+		fclose(f);
+		t->at[5][d] = malloc(disk_size[d]);
+		assert_non_null(t->at[5][d]);
+		memcpy(t->at[5][d], t->cur[d], disk_size[d]);
+	}
+	int rc = rep_store_seed(&t->cfg, 5, src, &t->s, err, sizeof(err));
+	if (rc)
+		fprintf(stderr, "seed: %s\n", err);
+	assert_int_equal(rc, 0);
+	assert_int_equal(rep_store_newest(t->s), 5);
+	check_point(t, 5);
+	assert_int_equal(rep_store_digests(t->s, 0, 0, 4096, REP_DIGEST_REPLY_MAX, &dg, err,
+					   sizeof(err)), 0);
+	assert_int_equal(dg.point, 5);
+	for (size_t r = 0; r < dg.nruns; r++)
+		for (size_t k = 0; k < dg.runs[r].n; k++) {
+			uint8_t want[REP_DIGEST_LEN];
+			rep_digest(t->cur[0] + dg.runs[r].off + k * 4096, 4096, want);
+			assert_memory_equal(dg.dg + (dg.runs[r].first + k) * REP_DIGEST_LEN, want,
+					    REP_DIGEST_LEN);
+		}
+	rep_store_digests_free(&dg);
+	/* a resync on it, then cycles as usual */
+	assert_int_equal(rep_store_begin(t->s, 6, 5, false, true, err, sizeof(err)), 0);
+	assert_int_equal(rep_store_abort(t->s, err, sizeof(err)), 0);
+	t->next = 6;
+	cycle(t, 10);
+	check_point(t, 6);
+	check_point(t, 5);
+	/* a bad image: nothing is left behind */
+	rep_store_close(t->s, true);
+	t->s = NULL;
+	snprintf(src[1].path, sizeof(src[1].path), "%s/missing.raw", t->tmp);
+	assert_int_equal(rep_store_seed(&t->cfg, 5, src, &t->s, err, sizeof(err)), -EIO);
+	assert_null(t->s);
+	assert_non_null(strstr(err, "missing.raw"));
+	assert_int_equal(access(t->dir, F_OK), -1);
+}
+
 static void held_point_kept(void **state)
 {
 	struct t *t = *state;
@@ -485,6 +552,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(points_and_prunes, setup, teardown),
 		cmocka_unit_test_setup_teardown(stale_busy_abort, setup, teardown),
 		cmocka_unit_test_setup_teardown(digests_of_newest, setup, teardown),
+		cmocka_unit_test_setup_teardown(seeded_store, setup, teardown),
 		cmocka_unit_test_setup_teardown(reattach_and_crash, setup, teardown),
 		cmocka_unit_test_setup_teardown(held_point_kept, setup, teardown),
 		cmocka_unit_test_setup_teardown(other_disks_refused, setup, teardown),
