@@ -858,7 +858,7 @@ static const char replica_detail[] =
 	"default: 90, 30s, 2m, 1h), compressed, over the node channel; NODE keeps the\n"
 	"newest --keep recovery points (24). The first cycle copies what the disks\n"
 	"hold (holes are not sent). Every point is crash-consistent across the VM's\n"
-	"disks. Volumes hcad created on the node's own storage are replicated; the\n"
+	"disks. Volumes hcad created are replicated, local files or RBD images; the\n"
 	"replica lives in NODE's own storage.\n"
 	"  --app-consistent every:TIME   at most this often, the guest agent\n"
 	"      (org.qemu.guest_agent.0, e.g. qemu-ga) freezes the guest's file systems\n"

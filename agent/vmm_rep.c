@@ -1030,7 +1030,9 @@ static bool service_up(struct vmm *m, vmm_reply_fn fn, void *ctx)
 	return false;
 }
 
-/* Which of @v's disks cannot be replicated (yet), or NULL. */
+/* Which of @v's disks cannot be replicated (yet), or NULL. RBD images are
+ * replicated as raw disks (a bitmap in QEMU's memory: after a QEMU restart
+ * the next cycle is a resync). */
 static const char *disk_refused(const Hca__VmSpec *s, char *why, size_t len)
 {
 	for (size_t i = 0; i < s->n_disks; i++) {
@@ -1040,11 +1042,6 @@ static const char *disk_refused(const Hca__VmSpec *s, char *why, size_t len)
 		if (d->path[0]) {
 			snprintf(why, len, "disk %s is an attached image (%s): only volumes hcad "
 				 "created are replicated", d->name, d->path);
-			return why;
-		}
-		if (!strcmp(d->backend, "rbd")) {
-			snprintf(why, len, "disk %s is an RBD image: replication of RBD disks is "
-				 "not built yet (local volumes only)", d->name);
 			return why;
 		}
 	}

@@ -1116,6 +1116,18 @@ void vmm_replica_failover(struct vmm *m, const Hca__ReplicaFailover *q, const ch
 	}
 	if (!(v = vmm_vm_for_op(m, q->name, "fail over", fn, ctx)))
 		return;
+	for (size_t i = 0; v->rec->spec && i < v->rec->spec->n_disks &&
+			   (mode == FO_PLANNED || mode == FO_UNPLANNED); i++) {
+		const Hca__DiskSpec *d = v->rec->spec->disks[i];
+		if (d->readonly || strcmp(d->backend, "rbd"))
+			continue;
+		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_INVALID, "vm %s: disk %s is "
+				"an RBD image, which every node reads: a failover onto the "
+				"replica's copy is not built for it yet; start or migrate the VM "
+				"on another node (hcactl vm migrate %s NODE), or boot a copy of a "
+				"point with --test", q->name, d->name, q->name);
+		return;
+	}
 	if (!(f = calloc(1, sizeof(*f))) || !(f->rel = sto_rep_copy(r->rec))) {
 		free(f);
 		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_INTERNAL, "out of memory");

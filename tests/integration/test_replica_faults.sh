@@ -23,7 +23,10 @@
 #      the relation says so;
 #  (f) disable while the first copy of another relation is under way
 #      (enabled again right away): the cycle stops, nothing is left in the
-#      VM's QEMU (the next enable's cycles run), the replica is removed.
+#      VM's QEMU (the next enable's cycles run), the replica is removed;
+#  (g) a VM whose disk is an RBD image replicates to node3's local storage;
+#      its newest point verifies, a test failover boots it there; planned
+#      (and unplanned) failover are refused for it, saying why.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib_dc.sh"
 
@@ -223,4 +226,30 @@ check "disable it while the copy runs" quiet ctl node1 replica disable f2
 check "node3 removes what it had" wait_for 30 test ! -e "$(rdir node3 f2)"
 check "enable f2 again at once" quiet ctl node1 replica enable f2 --to node3 --interval 2s
 check "a point comes: nothing of the stopped cycle was left in its QEMU" wait_for 120 point_above 0 f2
+# ---- (g) a VM whose disk is an RBD image ----
+define_rbd() {
+	ctl node1 vm define --name b1 --memory 128M --kernel "$G/vmlinux" --initrd "$G/initramfs.cpio" \
+		--cmdline 'console=ttyS0 quiet hca.disk=/dev/vda hca.rec_ms=20' --disk rbd:256M >/dev/null &&
+		ctl node1 vm start b1 >/dev/null
+}
+check "define and start b1 on node1 (a 256 MiB RBD disk)" define_rbd
+check "b1 counts on node1" wait_for 30 counting_on node1 b1
+check "enable b1 -> node3 every 2 s" quiet ctl node1 replica enable b1 --to node3 --interval 2s
+check "a point comes" wait_for 90 point_above 0 b1
+p=$(st node3 b1 last_point)
+check "and another" wait_for 30 point_above "$p" b1
+check "b1's newest point on node3 reads out" rep_point_raw node3 b1 "$TMP/b.raw"
+v=$(journal_verify "$TMP/b.raw" 2>/dev/null)
+rm -f "$TMP/b.raw"
+diag "b1's newest point: $v"
+check "it verifies: no gap, nothing torn, one boot" \
+	test "$(json "d['gaps'], d['corrupt'], d['boots'], d['records'] > 0" <<<"$v")" = "0 0 1 True"
+expect_fail "a planned failover is refused, saying why" "RBD image" \
+	ctl node2 replica failover b1 --planned
+out=$(ctl node2 replica failover b1 --test 2>&1)
+check "a test failover boots b1-test on node3: $out" grep -q "b1-test runs on node3" <<<"$out"
+check "b1-test counts on node3" wait_for 60 counting_on node3 b1-test
+check "test failover --stop" quiet ctl node2 replica failover b1 --test --stop
+check "disable" quiet ctl node2 replica disable b1
+check "node3 removes its replica" wait_for 30 on node3 test ! -e "$(rdir node3 b1)"
 hca_done
