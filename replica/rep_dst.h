@@ -70,7 +70,7 @@ void rep_dst_channel_up(struct rep_dst *d);
 
 /*
  * Fail the cycles in progress, close the stores (their daemons keep
- * running: the next hcad re-attaches), free. Operations still on the queue
+ * running until the next hcad opens them again), free. Operations still on the queue
  * finish first (this waits for them: free the executor after, not before).
  * NULL is a no-op.
  */

@@ -8,10 +8,10 @@
  * blockdev-add (or --blockdev semantics over QMP), so each is removed with
  * blockdev-del once out of the chain.
  *
- * Recovery: whatever the daemon holds is checked against the index on
- * open; on any disagreement, or when a swap of the active layer fails, the
- * daemon is killed and started again from the files, which the index
- * describes exactly (base, the points' overlays, a fresh active).
+ * Recovery: a daemon found running on open is asked to quit and a new one
+ * starts from the files, which the index describes exactly (base, the
+ * points' overlays, a fresh active); so is it when a swap of the active
+ * layer fails.
  */
 #include "replica/rep_store.h"
 
@@ -620,31 +620,6 @@ static int daemon_start(struct rep_store *s, char *err, size_t len)
 	return active_attach(s, err, len);
 }
 
-/* Does the running daemon hold the active layer the index names, exported? */
-static bool daemon_matches(struct rep_store *s)
-{
-	json_t *ret = NULL, *e;
-	unsigned found = 0;
-	size_t i;
-
-	if (rep_qmpc_cmd(s->q, "query-block-exports", NULL, &ret, NULL, 0) < 0)
-		return false;
-	json_array_foreach(ret, i, e) {
-		const char *id = json_string_value(json_object_get(e, "id"));
-		const char *node = json_string_value(json_object_get(e, "node-name"));
-		char want[32];
-		unsigned d;
-
-		if (!id || !node || sscanf(id, "e%u", &d) != 1 || d >= s->ndisks)
-			continue;
-		node_of(d, s->active, want);
-		if (!strcmp(node, want))
-			found |= 1u << d;
-	}
-	json_decref(ret);
-	return found == (1u << s->ndisks) - 1;
-}
-
 /* Replace the active layers in the running daemon by fresh ones: what the
  * last cycle wrote is gone. */
 static int active_swap(struct rep_store *s, char *err, size_t len)
@@ -769,29 +744,6 @@ out:
 	return rc;
 }
 
-/* Re-attach to a daemon still running from an earlier open. */
-static bool reattach(struct rep_store *s)
-{
-	char sock[PATH_MAX];
-	pid_t pid = read_pid(s->dir);
-
-	if (!daemon_alive(s->dir, pid))
-		return false;
-	path_in(s->dir, "qmp.sock", sock);
-	if (rep_qmpc_connect(sock, QMP_CONNECT_MS, &s->q, NULL, 0) < 0)
-		return false;
-	s->pid = pid;
-	if (daemon_matches(s)) {
-		qb_log(LOG_INFO, "replica store of %s: daemon %d re-attached", s->vm, (int)pid);
-		return true;
-	}
-	qb_log(LOG_WARNING, "replica store of %s: daemon %d does not hold the index's chain",
-	       s->vm, (int)pid);
-	rep_qmpc_close(s->q);
-	s->q = NULL;
-	return false;
-}
-
 /* A store's structure for @cfg (checked), nothing opened yet. */
 static struct rep_store *store_new(const struct rep_store_cfg *cfg)
 {
@@ -827,10 +779,16 @@ int rep_store_open(const struct rep_store_cfg *cfg, struct rep_store **out, char
 	}
 	if ((rc = load(s, err, len)) < 0)
 		goto out;
-	if (reattach(s))
-		rc = active_reset(s, err, len);
-	else
-		rc = daemon_start(s, err, len);
+	/*
+	 * A daemon an earlier hcad left running is asked to quit (it flushes
+	 * every image) and a new one starts from the files, as the index says.
+	 * Re-attaching would trust what it did after the index was last
+	 * written: a point made but not indexed, or a prune it finished alone
+	 * while the base's new metadata sat in its cache, which a reader of the
+	 * files (a failover's copy) would see torn.
+	 */
+	daemon_stop(s->dir, NULL, read_pid(s->dir));
+	rc = daemon_start(s, err, len);
 out:
 	if (rc < 0)
 		rep_store_close(s, false);
@@ -1253,9 +1211,15 @@ static struct rep_store_point *point_find(const struct rep_store *s, uint64_t id
 int rep_store_hold(struct rep_store *s, uint64_t point_id, bool on)
 {
 	struct rep_store_point *p = point_find(s, point_id);
+	char err[MSG_MAX];
+	int rc;
 
 	if (!p)
 		return -ENOENT;
+	/* the copy reads the files: the bases' metadata must be on disk */
+	for (unsigned i = 0; on && i < s->ndisks; i++)
+		if ((rc = base_flush(s, i, err, sizeof(err))) < 0)
+			return rc;
 	p->held = on;
 	return index_write(s, NULL, 0);
 }

@@ -24,8 +24,9 @@
  *                                      sequence (temp file, fsync, rename)
  *   dI.S.qcow2                         disk I's chain
  *
- * The daemon outlives the caller (hcad restarts re-attach to it); only
- * rep_store_close(.., true) and rep_store_destroy() stop it.
+ * The daemon outlives the caller; the next open asks it to quit (it
+ * flushes) and starts another from the files. rep_store_close(.., true)
+ * and rep_store_destroy() stop it.
  *
  * Errors: 0 / -errno and one line for people in @err where there is one.
  * Threads: blocking calls, made on executor workers. rep_store_write() and
@@ -68,8 +69,10 @@ struct rep_store_point {
 
 /*
  * Open the store in cfg->dir (everything in @cfg copied), creating it if
- * new. A daemon still running there is re-attached to, else one is
- * started. Whatever a cycle left in the active overlay is discarded.
+ * new. A daemon still running there is asked to quit and a new one
+ * starts from the files, as the index describes them (never trusting what
+ * the old one did after the index was written). Whatever a cycle left in
+ * the active overlay is discarded.
  * 0 with *@out the caller's; -EINVAL (bad config, or the index names other
  * disks or sizes: the VM's disks changed), -EIO (qemu-img or the daemon
  * failed: its message in @err), other -errno.
