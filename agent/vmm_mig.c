@@ -923,22 +923,88 @@ static void migrate_go(struct exec_item *it)
 	}
 }
 
+/*
+ * A replication cycle under way reads the disks through QEMU (a cut, a
+ * backup job): the migration waits for it to end. No new cycle starts
+ * meanwhile (the VM has a job). Bounded: a first copy may take minutes.
+ */
+#define REP_WAIT_TICK_MS 250u
+#define REP_WAIT_MAX_S 60u
+
+static void migrate_run(struct op *op);
+
+static int migrate_wait_cancel(struct job *j, void *opaque, char *err, size_t errlen)
+{
+	struct op *op = opaque;
+	struct vm *v = op->vm;
+
+	(void)err;
+	(void)errlen;
+	if (op->tick)
+		qb_loop_timer_del(op->m->loop, op->tick);
+	op->tick = 0;
+	job_set_cancel(j, NULL, NULL);
+	vmm_job_done(v);
+	job_cancelled(j, "vm %s: migration cancelled while it waited for a replication cycle; "
+		      "the VM keeps running here", v->name);
+	op->job = NULL;
+	leftovers(op->m, v); /* the note, if one was written */
+	vmm_op_free(op);
+	return 0;
+}
+
+static void migrate_wait_tick(void *data)
+{
+	struct op *op = data;
+
+	op->tick = 0;
+	op->waited_s++; /* ticks, here */
+	migrate_run(op);
+}
+
 static void migrate_begin(struct exec_item *it)
 {
 	struct op *op = vmm_op_of(it);
-	struct vmm *m;
-	struct vm *v;
-	char err[512];
-	int rc;
 
 	if (!op)
 		return;
-	m = op->m;
-	v = op->vm;
 	if (op->code) {
-		vmm_op_end(op, op->code, "vm %s: %s", v->name, op->err);
+		vmm_op_end(op, op->code, "vm %s: %s", op->vm->name, op->err);
 		return;
 	}
+	migrate_run(op);
+}
+
+static void migrate_run(struct op *op)
+{
+	struct vmm *m = op->m;
+	struct vm *v = op->vm;
+	char err[512];
+	int rc;
+
+	if (vmm_vm_running(v) && vmm_owned(m, v) && vmm_rep_busy(m, v->name)) {
+		unsigned waited = op->waited_s * REP_WAIT_TICK_MS / 1000u;
+		if (waited >= REP_WAIT_MAX_S) {
+			job_set_cancel(op->job, NULL, NULL);
+			leftovers(m, v);
+			vmm_op_end(op, HCA__ERROR_CODE__ERROR_BUSY, "vm %s: its replication cycle "
+				   "did not end within %u s (a first copy or a resync?); pause its "
+				   "replication (hcactl replica pause %s), migrate, then resume it",
+				   v->name, REP_WAIT_MAX_S, v->name);
+			return;
+		}
+		if (!op->waited_s) {
+			qb_log(LOG_INFO, "vm %s: migration waits for the replication cycle under "
+			       "way", v->name);
+			job_set_cancel(op->job, migrate_wait_cancel, op);
+		}
+		job_progress(op->job, waited, REP_WAIT_MAX_S, "s",
+			     "waiting for the replication cycle under way to end");
+		qb_loop_timer_add(m->loop, QB_LOOP_MED, REP_WAIT_TICK_MS * QB_TIME_NS_IN_MSEC, op,
+				  migrate_wait_tick, &op->tick);
+		return;
+	}
+	job_set_cancel(op->job, NULL, NULL);
 	if (!vmm_vm_running(v) || !vmm_owned(m, v)) {
 		vmm_op_end(op, HCA__ERROR_CODE__ERROR_BAD_STATE, "vm %s: not running here any more",
 			   v->name);
@@ -989,12 +1055,6 @@ void vmm_migrate(struct vmm *m, const Hca__MigrateRequest *q, const char *via, v
 				"%s --on %s)",
 				v->name, v->hv ? hv_state_name(hv_vm_state(v->hv)) : "stopped",
 				v->name, q->target);
-		return;
-	}
-	if (vmm_rep_busy(m, v->name)) {
-		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_BUSY, "vm %s: a replication cycle "
-				"is under way (a few seconds); try again, or pause its replication "
-				"first (hcactl replica pause %s)", v->name, v->name);
 		return;
 	}
 	if (hv_vm_state(v->hv) != HCA__VM_STATE__VM_STATE_RUNNING) {

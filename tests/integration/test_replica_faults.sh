@@ -226,6 +226,41 @@ check "disable it while the copy runs" quiet ctl node1 replica disable f2
 check "node3 removes what it had" wait_for 30 test ! -e "$(rdir node3 f2)"
 check "enable f2 again at once" quiet ctl node1 replica enable f2 --to node3 --interval 2s
 check "a point comes: nothing of the stopped cycle was left in its QEMU" wait_for 120 point_above 0 f2
+# A migration asked for while a cycle is under way waits for it (no new
+# cycle starts meanwhile). node3's hcad stopped makes f2's cycles hang (3 s
+# each, then a retry 2 s later); a migration is asked for until one lands
+# during a cycle, each one that does not is cancelled (5 MiB/s: it cannot
+# finish first).
+n3=$(hcad_pid 3)
+kill -STOP "$n3"
+waited=""
+for try in 1 2 3 4 5 6 7 8 9 10; do
+	sleep 0.7
+	jid=$(ctl node1 vm migrate f2 node2 --with-storage --no-wait --max-bandwidth 5 --compress none)
+	[ -n "$jid" ] || break
+	seen=""
+	for _ in $(seq 20); do
+		d=$(job_field node1 "$jid" "d['phase'], d['progress']['detail']" 2>/dev/null)
+		case "$d" in
+		*"waiting for the replication cycle"*) seen=waiting; break ;;
+		check*|prepare*|transfer*) seen=moving; break ;;
+		succeeded*|failed*|cancelled*) seen=ended; break ;;
+		esac
+		sleep 0.1
+	done
+	ctl node1 job cancel "$jid" >/dev/null 2>&1
+	wait_for 60 job_ended node1 "$jid"
+	[ "$seen" = waiting ] && { waited=$jid; break; }
+done
+kill -CONT "$n3"
+check "a migration asked for during a cycle waits for it (try $try, $jid)" test -n "$waited"
+check "cancelled while it waited: the job ends cancelled" test "$(job_phase node1 "$jid")" = cancelled
+diag "$(job_field node1 "$jid" "(d['error'] or {}).get('message') or d['note']")"
+check "f2 still runs on node1, the same relation" \
+	test "$(ctl node1 vm show f2 --json | json "d['owner']") $(st node1 f2 source)" = "node1 node1"
+check "f2 counts on node1 still" wait_for 10 counting_on node1 f2
+p=$(st node1 f2 last_point)
+check "its points go on" wait_for 60 point_above "$p" f2
 # ---- (g) a VM whose disk is an RBD image ----
 define_rbd() {
 	ctl node1 vm define --name b1 --memory 128M --kernel "$G/vmlinux" --initrd "$G/initramfs.cpio" \
