@@ -274,7 +274,8 @@ void hcactl_mig_show(Hca__MigReport *m)
 	if (m->disks) {
 		kv_count("disks", m->disks);
 		kv_text("disk mode", m->disk_mode);
-		kv_bytes("disk data", m->disk_total, " (what the mirrors copied)");
+		kv_bytes("disk data", m->disk_data, " (allocated in the volumes at the start)");
+		kv_bytes("disk mirrored", m->disk_total, " (QEMU's job length: zero ranges count)");
 		kv_ms("disks in sync", m->disk_ready_ms, " (from the first mirror)");
 		kv_ms("mirror close", m->disk_finish_ms, " (inside the pause)");
 	}
@@ -331,12 +332,14 @@ int hcactl_mig_done(bool json, Hca__Job *j, const struct long_op *op)
 	if (m->mode[0])
 		printf("  mode: %s\n", hcactl_one_line(m->mode));
 	if (m->disks) {
-		char data[32], sync[32];
-		hcactl_amount(m->disk_total, "bytes", data, sizeof(data));
+		char data[32], len[32], sync[32];
+		hcactl_amount(m->disk_data, "bytes", data, sizeof(data));
+		hcactl_amount(m->disk_total, "bytes", len, sizeof(len));
 		hcactl_elapsed(m->disk_ready_ms, sync, sizeof(sync));
-		printf("  disks: %u volume%s, %s copied, in sync after %s; closing the mirrors "
-		       "took %llu ms of the pause; %s\n", m->disks, m->disks == 1 ? "" : "s", data,
-		       sync, (unsigned long long)m->disk_finish_ms, hcactl_one_line(m->disk_mode));
+		printf("  disks: %u volume%s, %s of data (the mirrors went over %s), in sync "
+		       "after %s; closing the mirrors took %llu ms of the pause; %s\n", m->disks,
+		       m->disks == 1 ? "" : "s", data, len, sync,
+		       (unsigned long long)m->disk_finish_ms, hcactl_one_line(m->disk_mode));
 	}
 	if (m->plan[0])
 		printf("  plan: %s\n", hcactl_one_line(m->plan));

@@ -173,6 +173,9 @@ static void report(struct mig_out *o)
 	o->rep.link_rate = o->plan.link_rate;
 	o->rep.elapsed_ms = mig_mono_ms() - o->t0_ms;
 	o->rep.disks = (uint32_t)o->n_disks;
+	o->rep.disk_data = 0;
+	for (size_t i = 0; i < o->n_disks; i++)
+		o->rep.disk_data += o->disks[i].allocated;
 	o->rep.disk_mode = o->disk_mode;
 	if (o->pol)
 		mig_policy_summary(o->pol, o->policy, sizeof(o->policy));
