@@ -855,12 +855,14 @@ static const char replica_failover_detail[] =
 	FOLLOW_HELP;
 static const char replica_detail[] =
 	"Ship the VM's changed blocks to NODE every interval (--interval, 5s by\n"
-	"default: 90, 30s, 2m, 1h), compressed, over the node channel; NODE keeps the\n"
+	"default: 90, 30s, 2m, 1h), compressed, over the node channel: the newest\n"
+	"point is kept no older than the interval (cycles start early by the time\n"
+	"they take, at most a quarter of the interval). NODE keeps the\n"
 	"newest --keep recovery points (24). The first cycle copies what the disks\n"
 	"hold (holes are not sent). Every point is crash-consistent across the VM's\n"
 	"disks. Volumes hcad created are replicated, local files or RBD images; the\n"
 	"replica lives in NODE's own storage.\n"
-	"  --app-consistent every:TIME   at most this often, the guest agent\n"
+	"  --app-consistent every:TIME   this often, the guest agent\n"
 	"      (org.qemu.guest_agent.0, e.g. qemu-ga) freezes the guest's file systems\n"
 	"      for the cut and thaws them right after it; a guest without an agent\n"
 	"      gets a crash-consistent point and a warning in the log\n";

@@ -560,6 +560,16 @@ void vrep_update(struct vmm_rep *x, enum upd_kind kind, const char *vm, uint64_t
 
 /* ---- cycles ---- */
 
+#define LEAD_MARGIN_MS 100u
+
+static uint64_t vrep_lead_ms(const struct rrel *r, uint64_t iv)
+{
+	uint64_t lead = r->dur_ms + LEAD_MARGIN_MS;
+
+	return lead < iv / 4 ? lead : iv / 4;
+}
+
+
 struct cyc {
 	struct vmm_rep *x;
 	char vm[HV_NAME_MAX + 1];
@@ -622,6 +632,10 @@ static void cycle_done(void *opaque, const struct rep_src_result *res)
 		/* from the start, as cycles are: "every 2s" is every cycle of 2 s */
 		if (!res->err && res->app_consistent)
 			r->app_ms = c->start_ms;
+		if (!res->err) {
+			uint64_t d = mono_ms() - c->start_ms;
+			r->dur_ms = d > r->dur_ms - r->dur_ms / 8 ? d : r->dur_ms - r->dur_ms / 8;
+		}
 		iv = (uint64_t)(r->rec && r->rec->interval_s ? r->rec->interval_s
 							     : INTERVAL_DEFAULT_S) * 1000u;
 		if (res->err)
@@ -643,6 +657,13 @@ static void cycle_done(void *opaque, const struct rep_src_result *res)
 }
 
 
+/*
+ * The interval is the RPO asked for: the newest point should never be older.
+ * A point is there a cycle's duration after its cut, so the next cycle
+ * starts that much early (recent cycles' decaying maximum, plus a margin
+ * for the loop), at most a quarter of the interval early. Cycles that take
+ * longer than that miss it, and the health says so.
+ */
 static void cycle_start(struct vmm_rep *x, struct rrel *r)
 {
 	struct vm *v = vmm_vm_find(x->m, r->vm);
@@ -669,8 +690,7 @@ static void cycle_start(struct vmm_rep *x, struct rrel *r)
 	c->relation = r->rec->relation;
 	c->start_ms = now;
 	snprintf(c->vm, sizeof(c->vm), "%s", r->vm);
-	/* the interval runs from one cut to the next */
-	r->due_ms = now + iv;
+	r->due_ms = now + iv - vrep_lead_ms(r, iv);
 	if ((rc = rep_src_cycle(x->tx, &q, cycle_done, c)) < 0) {
 		qb_log(LOG_WARNING, "replica: vm %s: cycle not started: %s", r->vm, strerror(-rc));
 		free(c);
@@ -693,6 +713,8 @@ int vrep_cycle_req(struct vmm_rep *x, struct rrel *r, struct vm *v, struct rep_s
 		   char *err, size_t len)
 {
 	const Hca__VmSpec *s = v->rec->spec;
+	uint64_t iv = (uint64_t)(r->rec->interval_s ? r->rec->interval_s : INTERVAL_DEFAULT_S)
+		      * 1000u;
 
 	memset(q, 0, sizeof(*q));
 	snprintf(q->vm, sizeof(q->vm), "%s", r->vm);
@@ -702,8 +724,10 @@ int vrep_cycle_req(struct vmm_rep *x, struct rrel *r, struct vm *v, struct rep_s
 	q->base = r->rec->last_point;
 	q->whole = r->whole;
 	snprintf(q->qga, sizeof(q->qga), "%s", v->paths.qga);
+	/* due every T, cycles starting early as they do (see vrep_lead_ms) */
 	q->app_consistent = r->rec->app_every_s &&
-			    mono_ms() - r->app_ms >= (uint64_t)r->rec->app_every_s * 1000u;
+			    mono_ms() - r->app_ms + vrep_lead_ms(r, iv) >=
+			    (uint64_t)r->rec->app_every_s * 1000u;
 	q->min_cycle = r->rec->cycles + r->rec->failed_cycles + 1;
 	if (q->min_cycle <= r->rec->last_point)
 		q->min_cycle = r->rec->last_point + 1;
@@ -751,7 +775,7 @@ static void adopt_check(struct vmm_rep *x, struct rrel *r)
 static void tick(void *data)
 {
 	struct vmm_rep *x = data;
-	uint64_t now = mono_ms(), wall = vrep_wall_ms(), rpo;
+	uint64_t now = mono_ms(), wall = vrep_wall_ms(), rpo, wait = TICK_MS;
 	char why[400];
 
 	x->tick = 0;
@@ -776,8 +800,13 @@ static void tick(void *data)
 		    now >= r->due_ms && vmm_storage_ok(x->m))
 			cycle_start(x, r);
 	}
-	qb_loop_timer_add(x->m->loop, QB_LOOP_MED, TICK_MS * QB_TIME_NS_IN_MSEC, x, tick,
-			  &x->tick);
+	/* next: in a tick, or when a cycle is due before that (on time, not
+	 * up to a tick late) */
+	now = mono_ms();
+	for (struct rrel *r = x->rels; r; r = r->next)
+		if (r->due_ms > now && r->due_ms - now < wait && is_source(x, r) && !r->cycling)
+			wait = r->due_ms - now;
+	qb_loop_timer_add(x->m->loop, QB_LOOP_MED, wait * QB_TIME_NS_IN_MSEC, x, tick, &x->tick);
 }
 
 /* ---- the replica side: which cycles this node takes ---- */

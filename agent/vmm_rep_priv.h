@@ -33,6 +33,7 @@ struct rrel {
 	uint64_t app_ms;      /* the last app-consistent point (monotonic) */
 	unsigned not_yet;     /* cycles in a row the replica refused with "not yet" */
 	bool adopting;        /* the VM moved here: taking the relation over */
+	uint64_t dur_ms;      /* recent cycles' duration, a decaying maximum */
 };
 
 struct vmm_rep {
