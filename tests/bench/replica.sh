@@ -19,9 +19,17 @@
 # replication on <= 1.1 x off. Under TCG the guest may not reach 20 MiB/s of
 # synchronous 4 KiB writes: it is tried first, and if the guest falls short
 # w1 is defined again at about 3/4 of what it reached, and the table says so.
-# The stream's own rate against raw TLS is tools/rep_bench's; RBD disks are
-# not replicated yet, so there is no rbd export-diff baseline.
-# HCA_BENCH_WR_MIB: the rate to try (20); HCA_BENCH_REP_S: phase (b) (75 s).
+#   (d) RBD disks: b1, the same guest and write rate on an 8 GiB RBD image,
+#       replicated by hca (every 5 s, into node2's storage) for ~RBD_S s,
+#       then, in the same run and for as long, the baseline the issue names:
+#       every 5 s `rbd snap create` + `rbd export-diff --from-snap PREV |
+#       rbd import-diff` into a second image of the pool. For both: the
+#       newest point's age (hca: sampled status; the baseline: from each
+#       cycle's snapshot and import times, sampled the same way), bytes sent
+#       against changed, and the guest's write latency.
+# The stream's own rate against raw TLS is tools/rep_bench's.
+# HCA_BENCH_WR_MIB: the rate to try (20); HCA_BENCH_REP_S: phase (b) (75 s);
+# HCA_BENCH_RBD_S: each half of phase (d) (40 s).
 set -uo pipefail
 
 BUILD=$(cd "${1:?usage: replica.sh BUILD_DIR}" && pwd)
@@ -33,6 +41,7 @@ WANT=${HCA_BENCH_WR_MIB:-20}
 OFF_S=40
 ON_S=${HCA_BENCH_REP_S:-75}
 IDLE_POINTS=6
+RBD_S=${HCA_BENCH_RBD_S:-40}
 G=$BUILD/guest
 B=$(mktemp -d /tmp/hrb.XXXXXX)
 
@@ -92,8 +101,8 @@ PY
 }
 field() { sed -n "s/.*\b$2=\([0-9.]*\).*/\1/p" <<<"$1"; }
 
-define_start() { # VM MEMORY CMDLINE-EXTRA
-	ctl node1 vm define --name "$1" --memory "$2" --disk 8G --kernel "$G/vmlinux" \
+define_start() { # VM MEMORY CMDLINE-EXTRA [DISK]
+	ctl node1 vm define --name "$1" --memory "$2" --disk "${4:-8G}" --kernel "$G/vmlinux" \
 		--initrd "$G/initramfs.cpio" --cmdline "console=ttyS0 quiet hca.disk=/dev/vda $3" >/dev/null &&
 		ctl node1 vm start "$1" >/dev/null
 }
@@ -110,6 +119,18 @@ start_writer() { # RATE
 }
 
 fail() { echo "bench: $*" >&2; exit 1; }
+
+# rpo_sample VM OUT SECONDS: VM's status every 0.5 s, or as often as a
+# status call (~0.5 s under load) allows
+rpo_sample() {
+	local end=$((SECONDS + $3)) t
+	: >"$2"
+	while [ $SECONDS -lt $end ]; do
+		t=$(now)
+		echo "$(status "$1")" >>"$2"
+		sleep "$(awk -v t="$t" -v n="$(now)" 'BEGIN {d = 0.5 - (n - t); print (d > 0 ? d : 0)}')"
+	done
+}
 
 "$DCSH" down >/dev/null 2>&1
 "$DCSH" up 3 >/dev/null || fail "devcluster up failed"
@@ -137,14 +158,7 @@ wait_point_above w1 0 180 || fail "no first point of w1 in 180 s"
 FIRST_S=$((SECONDS - t))
 s0=$(status w1)
 a=$(size "$LOG")
-end=$((SECONDS + ON_S))
-: >"$B/rpo"
-while [ $SECONDS -lt $end ]; do
-	# every 0.5 s, or as often as a status call (~0.5 s under load) allows
-	t=$(now)
-	echo "$(status w1)" >>"$B/rpo"
-	sleep "$(awk -v t="$t" -v n="$(now)" 'BEGIN {d = 0.5 - (n - t); print (d > 0 ? d : 0)}')"
-done
+rpo_sample w1 "$B/rpo" "$ON_S"
 # close the window on a point, as it opened on one
 p=$(last_point w1)
 wait_point_above w1 "$p" 60
@@ -162,13 +176,70 @@ ctl node1 replica enable i1 --to node2 --interval 5s >/dev/null || fail "replica
 wait_point_above i1 $((IDLE_POINTS)) $((IDLE_POINTS * 5 + 90)) ||
 	echo "bench: i1 made fewer than $((IDLE_POINTS + 1)) points" >&2
 tail -c +$((c + 1)) "$L1" | grep -a 'replica: vm i1: point' >"$B/idle"
+ctl node1 replica disable i1 >/dev/null 2>&1
+ctl node1 vm stop i1 --force >/dev/null 2>&1
+
+# ---- (d) an RBD disk: hca, then rbd export-diff | import-diff ----
+RBD=(on node1 rbd -c "$HCA_DC_DIR/ceph/ceph.conf")
+: >"$B/rbd_off" ; : >"$B/rbd_hca" ; : >"$B/rbd_base" ; : >"$B/rbd_cycles"
+if define_start b1 256M "hca.rec_ms=20 hca.wr_kib=$RATE" rbd:8G &&
+	wait_lines "$(serial b1)" 'hca-workload wr:' 2; then
+	BLOG=$(serial b1)
+	img=$(ctl node1 vm show b1 --json | python3 -c 'import json, sys
+p = json.load(sys.stdin)["disks"][0]["path"]
+print(p.split(":", 1)[1] if p.startswith("rbd:") else p)')
+	[[ $img == */* ]] || img="hca/$img"
+	a=$(size "$BLOG")
+	sleep 20
+	wr_stats "$BLOG" "$a" "$(size "$BLOG")" >"$B/rbd_off"
+	# hca
+	if ctl node1 replica enable b1 --to node2 --interval 5s >/dev/null &&
+		wait_point_above b1 0 180; then
+		status b1 >"$B/rbd_s0"
+		a=$(size "$BLOG")
+		rpo_sample b1 "$B/rbd_rpo" "$RBD_S"
+		p=$(last_point b1)
+		wait_point_above b1 "$p" 60
+		status b1 >"$B/rbd_s1"
+		wr_stats "$BLOG" "$a" "$(size "$BLOG")" >"$B/rbd_hca"
+	fi
+	ctl node1 replica disable b1 >/dev/null 2>&1
+	# the baseline: a first full diff, then one every 5 s (cut to cut)
+	"${RBD[@]}" create --size 8G "$img-bl" >/dev/null 2>&1
+	if "${RBD[@]}" snap create "$img@bl0" >/dev/null 2>&1 &&
+		"${RBD[@]}" export-diff "$img@bl0" - 2>/dev/null |
+		"${RBD[@]}" import-diff - "$img-bl" >/dev/null 2>&1; then
+		a=$(size "$BLOG")
+		end=$((SECONDS + RBD_S))
+		k=0
+		while [ $SECONDS -lt $end ]; do
+			t0=$(now)
+			k=$((k + 1))
+			"${RBD[@]}" snap create "$img@bl$k" >/dev/null 2>&1 || break
+			t1=$(now)
+			rm -f "$B/n"
+			"${RBD[@]}" export-diff --from-snap "bl$((k - 1))" "$img@bl$k" - 2>/dev/null |
+				tee >(wc -c >"$B/n") | "${RBD[@]}" import-diff - "$img-bl" >/dev/null 2>&1
+			t2=$(now)
+			for _ in 1 2 3 4 5 6 7 8 9 10; do [ -s "$B/n" ] && break; sleep 0.05; done
+			n=$(cat "$B/n" 2>/dev/null || echo 0)
+			"${RBD[@]}" snap rm "$img@bl$((k - 1))" >/dev/null 2>&1
+			echo "$t0 $t1 $t2 $n" >>"$B/rbd_cycles"
+			sleep "$(awk -v t="$t0" -v n="$(now)" 'BEGIN {d = 5 - (n - t); print (d > 0 ? d : 0)}')"
+		done
+		wr_stats "$BLOG" "$a" "$(size "$BLOG")" >"$B/rbd_base"
+	fi
+	ctl node1 vm stop b1 --force >/dev/null 2>&1
+else
+	echo "bench: b1 (RBD disk) did not boot" >&2
+fi
 
 echo
 echo "Asynchronous replication (issue 10) on a 3-node devcluster (accel: tcg): w1, 256 MiB,"
 echo "8 GiB local qcow2, node1 -> node2 every 5 s; the guest writes random 4 KiB blocks"
 echo "(incompressible, O_DIRECT + fdatasync each) into 256 MiB at 1 GiB plus its journal"
 python3 - "$B" "$WANT" "$REACHED" "$RATE" "$OFF" "$ON" "$FIRST_S" "$OFF_S" <<'PY'
-import json, re, statistics, sys
+import json, os, re, statistics, sys
 
 b, want, reached, rate = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]) / 1024
 kv = lambda s: dict((k, float(v)) for k, v in re.findall(r"(\w+)=([\d.]+)", s))
@@ -257,7 +328,69 @@ if idle:
         "a record a second")
 else:
     row("idle cycle (i1)", "no cycle logged", "", False)
-row("rbd export-diff baseline", "not built: RBD replication")
+
+# (d) an RBD disk: hca against rbd export-diff | import-diff, same guest
+def kvf(name):
+    try:
+        return kv(open(b + "/" + name).read())
+    except Exception:
+        return {}
+
+
+roff, rhca, rbase = kvf("rbd_off"), kvf("rbd_hca"), kvf("rbd_base")
+cyc = []
+for l in open(b + "/rbd_cycles"):
+    f = l.split()
+    if len(f) == 4:
+        cyc.append((float(f[0]), float(f[1]), float(f[2]), int(f[3])))
+rrpo = []
+for l in (open(b + "/rbd_rpo") if os.path.exists(b + "/rbd_rpo") else []):
+    try:
+        r = json.loads(l).get("rpo_ms")
+    except Exception:
+        continue
+    if r is not None:
+        rrpo.append(r)
+# the baseline's newest snapshot's age, sampled every 0.5 s between the
+# first and the last import: a point is its snapshot's time, there once
+# imported
+brpo = []
+if len(cyc) >= 2:
+    t = cyc[0][2]
+    while t <= cyc[-1][2]:
+        done = [c for c in cyc if c[2] <= t]
+        brpo.append((t - done[-1][1]) * 1000)
+        t += 0.5
+if not roff or not rhca:
+    row("RBD disk (b1)", "no figures", "see the log", False)
+else:
+    row("RBD disk b1: write latency off p50 / p99", "%.0f / %.0f us" % (roff["p50_us"], roff["p99_us"]))
+    row("  hca on: p50 / p99", "%.0f / %.0f us" % (rhca["p50_us"], rhca["p99_us"]))
+    if rbase:
+        row("  rbd snap + export-diff on: p50 / p99", "%.0f / %.0f us" % (rbase["p50_us"], rbase["p99_us"]))
+    if rrpo:
+        row("  hca RPO p50 / p99", "%.0f / %.0f ms" % (pct(rrpo, 50), pct(rrpo, 99)), "%d samples" % len(rrpo))
+    if brpo:
+        row("  export-diff RPO p50 / p99", "%.0f / %.0f ms" % (pct(brpo, 50), pct(brpo, 99)),
+            "%d cycles, baseline" % len(cyc))
+    if rrpo and brpo:
+        row("  hca / export-diff RPO p99", "%.2f" % (pct(rrpo, 99) / pct(brpo, 99)))
+    s0, s1 = load(b + "/rbd_s0"), load(b + "/rbd_s1")
+    M = 2 ** 20
+    if s0 and s1:
+        wire = s1["bytes_wire"] - s0["bytes_wire"]
+        ch = rhca["wr_bytes"] + rhca["jr_bytes"]
+        secs = max(rhca["n"], 1)
+        row("  hca wire / changed", "%.3f" % (wire / ch if ch else 0), "%.1f MiB in %d s" % (wire / M, secs))
+        if cyc and rbase:
+            bw = sum(c[3] for c in cyc)
+            bch = rbase["wr_bytes"] + rbase["jr_bytes"]
+            row("  export-diff bytes / changed", "%.3f" % (bw / bch if bch else 0),
+                "%.1f MiB in %d s" % (bw / M, max(rbase["n"], 1)))
+    if cyc:
+        row("  export-diff cycle: median / max", "%.0f / %.0f ms" % (
+            statistics.median((c[2] - c[0]) * 1000 for c in cyc), max((c[2] - c[0]) * 1000 for c in cyc)),
+            "snap + diff + import")
 print()
 print("%-42s %22s  %-26s %s" % ("figure", "value", "target / note", ""))
 for r in rows:
