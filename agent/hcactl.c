@@ -850,8 +850,11 @@ static const char replica_failover_detail[] =
 	"                        replica node: nothing it wrote is lost\n"
 	"  --unplanned [--point ID] [--force]\n"
 	"                        its node is gone: start it on the replica node from a\n"
-	"                        point; refused while that node is a cluster member\n"
-	"                        (--force: you know it is dead; two copies must never run)\n"
+	"                        point; refused while that node is a cluster member,\n"
+	"                        or while its RBD images are in the pool (start it from\n"
+	"                        them instead: nothing lost) (--force: you know it is\n"
+	"                        dead, and mean it; two copies must never run)\n"
+	"A VM with RBD disks fails over onto local volumes of the replica node.\n"
 	FOLLOW_HELP;
 static const char replica_detail[] =
 	"Ship the VM's changed blocks to NODE every interval (--interval, 5s by\n"

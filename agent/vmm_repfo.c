@@ -37,6 +37,8 @@
 #include <qb/qblog.h>
 
 #define POLL_MS 200u
+#define RBD_RM_TIMEOUT_MS 60000u  /* the old images: Ceph's watch timeout is 30 s */
+#define RBD_RM_RETRY_MS 3000u
 #define STEP_TIMEOUT_MS 120000u
 #define PROMOTE_TIMEOUT_MS 600000u /* the replica node copies the point's data */
 #define M_PROMOTE "rep.promote"
@@ -74,6 +76,11 @@ struct fo {
 	bool stopped_it;           /* planned: ... and stopped its QEMU */
 	unsigned tries;
 	uint64_t loop_ms, loop_ms2; /* when a step that repeats began */
+	/* RBD disks: their point becomes a local volume of the replica node,
+	 * and the record's disks follow in the owner CAS itself */
+	bool moved;                /* planned: that CAS was written */
+	unsigned n_rbd;
+	char rbd_vols[REP_DISKS_MAX][STO_VOL_NAME_MAX + 1]; /* the old images */
 };
 
 static uint64_t mono(void)
@@ -190,15 +197,16 @@ static void import_fn(struct exec_item *it)
 		for (size_t k = 0; k < f->rec->n_volumes; k++)
 			if (!strcmp(f->rec->volumes[k]->disk, ds[i]->name))
 				vr = f->rec->volumes[k];
-		if (!vr || !strcmp(vr->backend, "rbd") || !f->m->vols) {
+		if (!vr || !f->m->vols) {
 			snprintf(f->err, sizeof(f->err), "vm %s: disk %s has no local volume to "
 				 "make", f->vm, ds[i]->name);
 			f->rc = -EINVAL;
 			break;
 		}
+		/* an RBD image's point becomes a local qcow2 volume of its name */
 		f->rc = sto_vol_import(f->m->vols, vr->volume, f->paths[i],
-				       vr->format == HCA__DISK_FORMAT__DISK_FORMAT_RAW
-					       ? STO_FMT_RAW : STO_FMT_QCOW2,
+				       vr->format == HCA__DISK_FORMAT__DISK_FORMAT_RAW &&
+				       strcmp(vr->backend, "rbd") ? STO_FMT_RAW : STO_FMT_QCOW2,
 				       f->err, sizeof(f->err));
 	}
 	f->busy = false;
@@ -252,16 +260,130 @@ static void unclone_fn(struct exec_item *it)
 	f->busy = false;
 }
 
-/* unplanned: the owner record moves here from the node that is gone */
+/*
+ * The record's RBD disks as they are after a failover: local qcow2 volumes
+ * of the same names on the replica node (import_fn made them). The old
+ * images' names are kept in @f to be removed once the VM runs there.
+ */
+static size_t rbd_moves(struct fo *f, const Hca__VmRecord *r, struct sto_vol_move *mv)
+{
+	const Hca__DiskSpec *ds[REP_DISKS_MAX];
+	unsigned n = r->spec ? vrep_disks(r->spec, ds, REP_DISKS_MAX) : 0;
+	size_t k = 0;
+
+	f->n_rbd = 0;
+	for (unsigned i = 0; i < n; i++) {
+		for (size_t j = 0; j < r->n_volumes; j++) {
+			const Hca__VolumeRef *vr = r->volumes[j];
+			if (strcmp(vr->disk, ds[i]->name) || strcmp(vr->backend, "rbd"))
+				continue;
+			mv[k++] = (struct sto_vol_move){ vr->disk, "file", vr->volume, "",
+							 HCA__DISK_FORMAT__DISK_FORMAT_QCOW2 };
+			snprintf(f->rbd_vols[f->n_rbd++], sizeof(f->rbd_vols[0]), "%s",
+				 vr->volume);
+		}
+	}
+	return k;
+}
+
+/* unplanned: the owner record moves here from the node that is gone (and
+ * RBD disks become this node's volumes in the same write) */
 static void take_fn(struct exec_item *it)
 {
 	struct fo *f = EXEC_CONTAINER_OF(it, struct fo, item);
 	struct sto_owner cur = { .owner = f->rec->owner, .epoch = f->rec->owner_epoch,
 				 .active = f->rec->active, .incarnation = f->rec->incarnation };
 	struct sto_owner next = { .owner = f->m->conf->node_name, .active = false };
+	struct sto_vol_move mv[REP_DISKS_MAX];
+	size_t n = rbd_moves(f, f->rec, mv);
 
-	f->rc = sto_owner_cas(f->m->store, f->vm, &cur, &next, NULL, NULL, f->err,
-			      sizeof(f->err));
+	f->rc = sto_owner_cas_moving(f->m->store, f->vm, &cur, &next, mv, n, NULL, NULL, f->err,
+				     sizeof(f->err));
+	f->busy = false;
+}
+
+/* unplanned, a VM with RBD disks: are its images there to start from? */
+static void rbd_check_fn(struct exec_item *it)
+{
+	struct fo *f = EXEC_CONTAINER_OF(it, struct fo, item);
+	struct sto_vol_move mv[REP_DISKS_MAX];
+	char e[256];
+
+	f->rc = 0;
+	rbd_moves(f, f->rec, mv);
+	for (unsigned i = 0; f->m->rbd && i < f->n_rbd && f->rc == 0; i++) {
+		struct sto_vol_info vi = { 0 };
+		if (sto_vol_info(f->m->rbd, f->rbd_vols[i], &vi, e, sizeof(e)) == 0 && vi.exists) {
+			snprintf(f->err, sizeof(f->err), "its RBD image %s is in the pool, with "
+				 "everything the VM wrote up to its end: start the VM from it on "
+				 "a node (hcactl vm start %s --on NODE) instead of losing what it "
+				 "wrote after point %" PRIu64 "; --force fails over onto the "
+				 "replica anyway", f->rbd_vols[i], f->vm, f->point);
+			f->rc = -EEXIST;
+		}
+	}
+	f->busy = false;
+}
+
+/* planned, a VM with RBD disks, once the replica node has made the
+ * volumes: the commit. The owner moves to the replica node (stopped), its
+ * RBD disks becoming those volumes in the same write; the start there
+ * follows. No RBD disk: nothing here, the start's own claim moves it. */
+static void move_fn(struct exec_item *it)
+{
+	struct fo *f = EXEC_CONTAINER_OF(it, struct fo, item);
+	const char *me = f->m->conf->node_name;
+	struct sto_vol_move mv[REP_DISKS_MAX];
+	Hca__VmRecord *r = NULL;
+	uint64_t ver;
+	size_t n;
+
+	f->rc = sto_vm_get(f->m->store, f->vm, &r, &ver, f->err, sizeof(f->err));
+	for (unsigned again = 0; f->rc == 0 && (n = rbd_moves(f, r, mv)); again++) {
+		struct sto_owner cur = { .owner = me, .epoch = r->owner_epoch, .active = false,
+					 .incarnation = r->incarnation };
+		struct sto_owner next = { .owner = f->rel->target, .active = false };
+		if (strcmp(r->owner, me) || r->active) {
+			snprintf(f->err, sizeof(f->err), "its record changed meanwhile (owner %s%s)",
+				 r->owner, r->active ? ", running" : "");
+			f->rc = -ESTALE;
+		} else {
+			f->rc = sto_owner_cas_moving(f->m->store, f->vm, &cur, &next, mv, n, NULL,
+						     NULL, f->err, sizeof(f->err));
+			f->moved = f->rc == 0;
+		}
+		if (f->rc != -ECANCELED || again)
+			break;
+		/* changed between the read and the write: read it once more */
+		hca__vm_record__free_unpacked(r, NULL);
+		r = NULL;
+		f->rc = sto_vm_get(f->m->store, f->vm, &r, &ver, f->err, sizeof(f->err));
+	}
+	if (r)
+		hca__vm_record__free_unpacked(r, NULL);
+	f->busy = false;
+}
+
+/* planned: the old RBD images, once the VM runs from its new volumes */
+static void rbd_rm_fn(struct exec_item *it)
+{
+	struct fo *f = EXEC_CONTAINER_OF(it, struct fo, item);
+	char e[256];
+
+	unsigned left = 0;
+
+	/* what is not removed yet stays in the list, tried again: Ceph keeps
+	 * the stopped QEMU's watch on an image for up to 30 s */
+	for (unsigned i = 0; f->m->rbd && i < f->n_rbd; i++) {
+		if (sto_vol_remove(f->m->rbd, f->rbd_vols[i], e, sizeof(e)) < 0) {
+			snprintf(f->err, sizeof(f->err), "%s: %s", f->rbd_vols[i], e);
+			memmove(f->rbd_vols[left++], f->rbd_vols[i], sizeof(f->rbd_vols[0]));
+		} else {
+			qb_log(LOG_NOTICE, "replica: vm %s: its old RBD image %s removed", f->vm,
+			       f->rbd_vols[i]);
+		}
+	}
+	f->n_rbd = f->m->rbd ? left : 0;
 	f->busy = false;
 }
 
@@ -656,7 +778,7 @@ static void planned_poll(struct fo *f)
 	size_t len;
 	char e[256];
 
-	if (f->code && f->step < 7) {
+	if (f->code && f->step < 8 && !f->moved) {
 		char why[sizeof(f->err)];
 		snprintf(why, sizeof(why), "%s", f->err);
 		planned_rollback(f, why);
@@ -748,20 +870,39 @@ static void planned_poll(struct fo *f)
 		}
 		f->step = 4;
 		break;
-	case 6: /* the VM starts there: the owner moves by the start's CAS */
+	case 6: /* the commit: RBD disks become the replica node's volumes */
 		job_phase(f->op->job, HCA__JOB_PHASE__JOB_PHASE_COMMIT);
+		fo_wait(f);
+		fo_push(f, move_fn);
+		break;
+	case 7: /* the VM starts there: the owner moves by the start's CAS (or
+		 * has moved by move_fn's) */
+		if (f->rc < 0) {
+			f->code = HCA__ERROR_CODE__ERROR_STORAGE;
+			break;
+		}
 		fo_wait(f);
 		ask_start(f, f->vm, f->rel->target);
 		break;
-	case 7: /* running there? */
+	case 8: /* running there? */
 		if (!f->loop_ms2)
 			f->loop_ms2 = mono();
-		if (f->code == HCA__ERROR_CODE__ERROR_BAD_STATE && f->tries++ < 10 &&
-		    strstr(f->err, "claimed by")) {
-			/* its copy of the record has not seen the claim go yet */
+		if (f->code && f->tries++ < 25 &&
+		    ((f->code == HCA__ERROR_CODE__ERROR_BAD_STATE && strstr(f->err, "claimed by")) ||
+		     (f->moved && (strstr(f->err, "owned by") ||
+				   strstr(f->err, "changed meanwhile"))))) {
+			/* its copy of the record has not seen the claim go (or
+			 * the owner and disks come) yet: the start's own claim
+			 * is a CAS on that copy, so nothing starts from it */
 			f->code = 0;
-			f->step = 6;
+			f->step = 7;
 			break;
+		}
+		if (f->code && f->moved) {
+			fo_end(f, f->code, "vm %s: did not start on %s (%s); it is %s's now, its disks "
+			       "on %s's volumes: start it there (hcactl vm start %s)", f->vm,
+			       f->rel->target, f->err, f->rel->target, f->rel->target, f->vm);
+			return;
 		}
 		if (f->code) {
 			/* not started there: the record may still be ours */
@@ -775,14 +916,14 @@ static void planned_poll(struct fo *f)
 		fo_wait(f);
 		fo_push(f, read_owner_fn);
 		break;
-	case 8:
+	case 9:
 		if (f->rc == 0 && !strcmp(f->owner, f->rel->target) && f->running_there) {
 			vrep_update(x, UPD_STATE, f->vm, f->rel->relation, NULL, NULL,
 				    HCA__REP_STATE__REP_STATE_FAILED_OVER, NULL, NULL);
-			fo_end(f, 0, "vm %s: runs on %s from point %" PRIu64 " (the guest was paused "
-			       "for the last cycle: nothing it wrote is lost); replicate back with "
-			       "hcactl replica reverse %s", f->vm, f->rel->target, f->point, f->vm);
-			return;
+			job_phase(f->op->job, HCA__JOB_PHASE__JOB_PHASE_CLEANUP);
+			fo_wait(f);
+			fo_push(f, rbd_rm_fn); /* nothing without RBD disks */
+			break;
 		}
 		if (mono() - f->loop_ms2 > STEP_TIMEOUT_MS) {
 			fo_end(f, HCA__ERROR_CODE__ERROR_TIMEOUT, "vm %s: not running on %s after "
@@ -790,8 +931,35 @@ static void planned_poll(struct fo *f)
 			       STEP_TIMEOUT_MS / 1000, f->vm);
 			return;
 		}
-		f->step = 7;
+		f->step = 8;
 		break;
+	case 10:
+		if (f->n_rbd && !timed_out(f, RBD_RM_TIMEOUT_MS)) {
+			if (!f->loop_ms)
+				f->loop_ms = mono();
+			if (mono() - f->loop_ms < RBD_RM_RETRY_MS)
+				break;
+			f->loop_ms = mono();
+			job_progress(f->op->job, 0, 0, "", "removing the old RBD images (Ceph "
+				     "lets go of them once the stopped QEMU's watch expires)");
+			f->busy = true;
+			exec_item_init(&f->item, rbd_rm_fn, NULL);
+			exec_push(f->m->q_store, &f->item, NULL);
+			break;
+		}
+		if (f->n_rbd)
+			qb_log(LOG_WARNING, "replica: vm %s: its old RBD image was not removed "
+			       "(remove it with rbd rm): %s", f->vm, f->err);
+		fo_end(f, 0, "vm %s: runs on %s from point %" PRIu64 " (the guest was paused for "
+		       "the last cycle: nothing it wrote is lost)%s; replicate back with hcactl "
+		       "replica reverse %s", f->vm, f->rel->target, f->point,
+		       !f->moved ? "" : f->n_rbd ? ", its disks now local volumes there (the old "
+		       "RBD images were not removed: see the log; move the disks back into the "
+		       "pool with vm migrate --with-storage --target-storage rbd)"
+		       : ", its disks now local volumes there (the old RBD images are removed; "
+		       "move them back into the pool with vm migrate --with-storage "
+		       "--target-storage rbd)", f->vm);
+		return;
 	}
 	(void)len;
 	fo_arm(f);
@@ -919,26 +1087,39 @@ static void unplanned_poll(struct fo *f)
 
 	if (f->code) {
 		fo_end(f, f->code, "vm %s: unplanned failover%s: %s", f->vm,
-		       f->step > 4 ? " (it is owned by this node now)" : "", f->err);
+		       f->step > 5 ? " (it is owned by this node now)" : "", f->err);
 		return;
 	}
 	switch (f->step) {
-	case 0:
+	case 0: /* RBD disks: refused while their images are there to start from */
+		job_phase(f->op->job, HCA__JOB_PHASE__JOB_PHASE_CHECK);
+		if (f->force) {
+			fo_next(f);
+			break;
+		}
+		fo_wait(f);
+		fo_push(f, rbd_check_fn);
+		break;
+	case 1:
+		if (f->rc < 0) {
+			f->code = HCA__ERROR_CODE__ERROR_BAD_STATE;
+			break;
+		}
 		job_phase(f->op->job, HCA__JOB_PHASE__JOB_PHASE_PREPARE);
 		fo_wait(f);
 		hold(f, true);
 		break;
-	case 1: /* the daemon stops: the chain is read as it is */
+	case 2: /* the daemon stops: the chain is read as it is */
 		fo_wait(f);
 		if (rep_dst_release(f->m->reps->rx, f->vm, released, f) < 0)
 			released(f, -EIO, "cannot release");
 		break;
-	case 2:
+	case 3:
 		job_progress(f->op->job, 0, 0, "", "making the volumes from the point");
 		fo_wait(f);
 		fo_push(f, import_fn);
 		break;
-	case 3:
+	case 4:
 		if (f->rc < 0) {
 			f->code = HCA__ERROR_CODE__ERROR_STORAGE;
 			break;
@@ -947,7 +1128,7 @@ static void unplanned_poll(struct fo *f)
 		fo_wait(f);
 		fo_push(f, take_fn);
 		break;
-	case 4:
+	case 5:
 		if (f->rc < 0) {
 			f->code = HCA__ERROR_CODE__ERROR_BUSY;
 			break;
@@ -963,7 +1144,7 @@ static void unplanned_poll(struct fo *f)
 		vmm_sync_refresh(f->m, f->vm);
 		fo_next(f);
 		break;
-	case 5:
+	case 6:
 		if (v && v->rec && !strcmp(v->rec->owner, f->m->conf->node_name) && !v->job) {
 			job_phase(f->op->job, HCA__JOB_PHASE__JOB_PHASE_LAUNCH);
 			fo_wait(f);
@@ -975,12 +1156,19 @@ static void unplanned_poll(struct fo *f)
 			snprintf(f->err, sizeof(f->err), "the owner record did not arrive here");
 		}
 		break;
-	case 6:
+	case 7:
 		if (v && vmm_vm_running(v) && !v->job) {
+			char old[300] = "";
+			if (f->n_rbd)
+				snprintf(old, sizeof(old), "; its disks are local volumes here now, "
+					 "and its old RBD image%s (%s%s) stay%s in the pool: remove "
+					 "with rbd rm once not needed", f->n_rbd > 1 ? "s" : "",
+					 f->rbd_vols[0], f->n_rbd > 1 ? ", ..." : "",
+					 f->n_rbd > 1 ? "" : "s");
 			fo_end(f, 0, "vm %s: runs on %s from point %" PRIu64 " (what the primary "
-			       "wrote after it is lost); replicate back with hcactl replica reverse "
-			       "%s once %s is back", f->vm, f->m->conf->node_name, f->point, f->vm,
-			       f->rel->source);
+			       "wrote after it is lost)%s; replicate back with hcactl replica reverse "
+			       "%s once %s is back", f->vm, f->m->conf->node_name, f->point, old,
+			       f->vm, f->rel->source);
 			return;
 		}
 		if (timed_out(f, STEP_TIMEOUT_MS)) {
@@ -1116,18 +1304,6 @@ void vmm_replica_failover(struct vmm *m, const Hca__ReplicaFailover *q, const ch
 	}
 	if (!(v = vmm_vm_for_op(m, q->name, "fail over", fn, ctx)))
 		return;
-	for (size_t i = 0; v->rec->spec && i < v->rec->spec->n_disks &&
-			   (mode == FO_PLANNED || mode == FO_UNPLANNED); i++) {
-		const Hca__DiskSpec *d = v->rec->spec->disks[i];
-		if (d->readonly || strcmp(d->backend, "rbd"))
-			continue;
-		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_INVALID, "vm %s: disk %s is "
-				"an RBD image, which every node reads: a failover onto the "
-				"replica's copy is not built for it yet; start or migrate the VM "
-				"on another node (hcactl vm migrate %s NODE), or boot a copy of a "
-				"point with --test", q->name, d->name, q->name);
-		return;
-	}
 	if (!(f = calloc(1, sizeof(*f))) || !(f->rel = sto_rep_copy(r->rec))) {
 		free(f);
 		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_INTERNAL, "out of memory");

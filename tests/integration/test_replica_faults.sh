@@ -24,9 +24,16 @@
 #  (f) disable while the first copy of another relation is under way
 #      (enabled again right away): the cycle stops, nothing is left in the
 #      VM's QEMU (the next enable's cycles run), the replica is removed;
+#      then, with node3's hcad stopped so that cycles hang, a migration
+#      asked for during a cycle waits for it, and is cancelled cleanly;
 #  (g) a VM whose disk is an RBD image replicates to node3's local storage;
-#      its newest point verifies, a test failover boots it there; planned
-#      (and unplanned) failover are refused for it, saying why.
+#      its newest point verifies, a test failover boots it there; a planned
+#      failover starts it on node3 from a local volume made of its last
+#      point (the record's disk rewritten in the owner CAS), loses nothing,
+#      and removes the old image;
+#  (h) node1 dies (hcad, corosync, QEMU killed): an unplanned failover of a
+#      second RBD VM is refused while its image is in the pool (starting it
+#      from the image loses nothing); forced, it runs on node3 from a point.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib_dc.sh"
 
@@ -279,12 +286,60 @@ rm -f "$TMP/b.raw"
 diag "b1's newest point: $v"
 check "it verifies: no gap, nothing torn, one boot" \
 	test "$(json "d['gaps'], d['corrupt'], d['boots'], d['records'] > 0" <<<"$v")" = "0 0 1 True"
-expect_fail "a planned failover is refused, saying why" "RBD image" \
-	ctl node2 replica failover b1 --planned
 out=$(ctl node2 replica failover b1 --test 2>&1)
 check "a test failover boots b1-test on node3: $out" grep -q "b1-test runs on node3" <<<"$out"
 check "b1-test counts on node3" wait_for 60 counting_on node3 b1-test
 check "test failover --stop" quiet ctl node2 replica failover b1 --test --stop
+# planned: the last point becomes a local volume of node3, and the record's
+# disk follows in the owner CAS; the old image goes
+img=$(ctl node1 vm show b1 --json | json "d['disks'][0]['path']")
+img=${img##*/}
+rbd_has() { on node1 rbd -c "$HCA_DC_DIR/ceph/ceph.conf" ls hca | grep -qx "$1"; }
+check "b1's disk is the RBD image $img" rbd_has "$img"
+out=$(ctl node2 replica failover b1 --planned 2>&1)
+diag "$out"
+check "planned failover of b1 (asked on node2)" grep -q "b1: runs on node3 from point" <<<"$out"
+check "b1 counts on node3" wait_for 60 counting_on node3 b1
+check "every record says node3, its disk a local volume there" \
+	test "$(ctl node1 vm show b1 --json | json "d['owner'], d['disks'][0]['path'].startswith('rbd:')") $(ctl node3 vm show b1 --json | json "d['owner']")" = "node3 False node3"
+last1=$(grep -ao 'count=[0-9]* seq=[0-9]*' "$HCA_DC_DIR/n1/s/vm/b1/serial.log" | tail -1 | sed 's/.*seq=//')
+resume=$(grep -ao 'resume_seq=[0-9]*' "$HCA_DC_DIR/n3/s/vm/b1/serial.log" | tail -1 | cut -d= -f2)
+check "nothing lost: node3's boot resumes at record ${resume:-?}, node1's last durable one was ${last1:-?}" \
+	test "${resume:-0}" -ge "${last1:-1}"
+check "the old RBD image is removed" eval "! rbd_has '$img'"
 check "disable" quiet ctl node2 replica disable b1
 check "node3 removes its replica" wait_for 30 on node3 test ! -e "$(rdir node3 b1)"
+check "b1 shuts down on node3" quiet ctl node3 vm shutdown b1 --timeout 60
+v=$(on node3 qemu-img convert -O raw "$(vol node3 b1)" "$TMP/b.raw" && journal_verify "$TMP/b.raw" 2>/dev/null)
+rm -f "$TMP/b.raw"
+diag "b1's journal at the end: $v"
+check "its journal verifies: two boots (node1, node3), no gap, nothing torn" \
+	test "$(json "d['gaps'], d['corrupt'], d['boots']" <<<"$v")" = "0 0 2"
+
+# ---- (h) unplanned failover of an RBD VM: node1 dies ----
+define_b2() {
+	ctl node1 vm define --name b2 --memory 128M --kernel "$G/vmlinux" --initrd "$G/initramfs.cpio" \
+		--cmdline 'console=ttyS0 quiet hca.disk=/dev/vda hca.rec_ms=20' --disk rbd:64M >/dev/null &&
+		ctl node1 vm start b2 >/dev/null
+}
+check "define and start b2 on node1 (a 64 MiB RBD disk)" define_b2
+check "b2 counts on node1" wait_for 30 counting_on node1 b2
+check "enable b2 -> node3 every 2 s" quiet ctl node1 replica enable b2 --to node3 --interval 2s
+check "a point comes" wait_for 90 point_above 0 b2
+img=$(ctl node1 vm show b2 --json | json "d['disks'][0]['path']")
+img=${img##*/}
+for p in $(ip netns pids "$HCA_DC_NETNS-node1"); do
+	case "$(cat /proc/$p/comm 2>/dev/null)" in hcad | corosync | qemu-system-x86*) kill -9 "$p" ;; esac
+done
+node1_gone() { [ "$(ctl node3 cluster status --json | json "[n['online'] for n in d['nodes'] if n['name']=='node1'][0]")" = False ]; }
+check "node1 leaves the membership" wait_for 30 node1_gone
+expect_fail "unplanned failover refused: its image $img is in the pool (start it from there)" \
+	"RBD image $img is in the pool" ctl node3 replica failover b2 --unplanned
+out=$(ctl node3 replica failover b2 --unplanned --force 2>&1)
+diag "$out"
+check "forced, b2 runs on node3 from a point" grep -q "b2: runs on node3 from point" <<<"$out"
+check "b2 counts on node3" wait_for 60 counting_on node3 b2
+check "its record says node3, its disk a local volume there" \
+	test "$(ctl node3 vm show b2 --json | json "d['owner'], d['disks'][0]['path'].startswith('rbd:')")" = "node3 False"
+check "its old image stays in the pool (what node1 wrote after the point)" rbd_has "$img"
 hca_done
