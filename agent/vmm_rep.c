@@ -48,6 +48,11 @@ static const char *state_name(Hca__RepState s)
 	}
 }
 
+static uint64_t vrep_iv_ms(const Hca__RepRelation *rec)
+{
+	return (uint64_t)(rec && rec->interval_s ? rec->interval_s : INTERVAL_DEFAULT_S) * 1000u;
+}
+
 /*
  * The relation's health from the newest point's age: warn past twice the
  * interval, critical past six times (before the first point, the age of
@@ -56,7 +61,7 @@ static const char *state_name(Hca__RepState s)
 static const char *health(const Hca__RepRelation *r, uint64_t now_ms, char *why, size_t len,
 			  uint64_t *rpo_ms)
 {
-	uint64_t iv = (uint64_t)(r->interval_s ? r->interval_s : INTERVAL_DEFAULT_S) * 1000u;
+	uint64_t iv = vrep_iv_ms(r);
 	uint64_t since = r->last_point_ms ? r->last_point_ms : r->created_ms;
 	uint64_t age = now_ms > since ? now_ms - since : 0;
 
@@ -560,6 +565,13 @@ void vrep_update(struct vmm_rep *x, enum upd_kind kind, const char *vm, uint64_t
 
 /* ---- cycles ---- */
 
+/*
+ * The interval is the RPO asked for: the newest point should never be older.
+ * A point is there a cycle's duration after its cut, so the next cycle
+ * starts that much early (recent cycles' decaying maximum, plus a margin
+ * for the loop), at most a quarter of the interval early. Cycles that take
+ * longer than that miss it, and the health says so.
+ */
 #define LEAD_MARGIN_MS 100u
 
 static uint64_t vrep_lead_ms(const struct rrel *r, uint64_t iv)
@@ -568,7 +580,6 @@ static uint64_t vrep_lead_ms(const struct rrel *r, uint64_t iv)
 
 	return lead < iv / 4 ? lead : iv / 4;
 }
-
 
 struct cyc {
 	struct vmm_rep *x;
@@ -633,11 +644,10 @@ static void cycle_done(void *opaque, const struct rep_src_result *res)
 		if (!res->err && res->app_consistent)
 			r->app_ms = c->start_ms;
 		if (!res->err) {
-			uint64_t d = mono_ms() - c->start_ms;
-			r->dur_ms = d > r->dur_ms - r->dur_ms / 8 ? d : r->dur_ms - r->dur_ms / 8;
+			uint64_t d = mono_ms() - c->start_ms, decayed = r->dur_ms - r->dur_ms / 8;
+			r->dur_ms = d > decayed ? d : decayed;
 		}
-		iv = (uint64_t)(r->rec && r->rec->interval_s ? r->rec->interval_s
-							     : INTERVAL_DEFAULT_S) * 1000u;
+		iv = vrep_iv_ms(r->rec);
 		if (res->err)
 			r->due_ms = mono_ms() + (iv < RETRY_MAX_MS ? iv : RETRY_MAX_MS);
 		if (r->rec && !res->err) {
@@ -656,23 +666,13 @@ static void cycle_done(void *opaque, const struct rep_src_result *res)
 	free(c);
 }
 
-
-/*
- * The interval is the RPO asked for: the newest point should never be older.
- * A point is there a cycle's duration after its cut, so the next cycle
- * starts that much early (recent cycles' decaying maximum, plus a margin
- * for the loop), at most a quarter of the interval early. Cycles that take
- * longer than that miss it, and the health says so.
- */
 static void cycle_start(struct vmm_rep *x, struct rrel *r)
 {
 	struct vm *v = vmm_vm_find(x->m, r->vm);
 	struct rep_src_req q;
 	struct cyc *c;
 	char err[256];
-	uint64_t now = mono_ms();
-	uint64_t iv = (uint64_t)(r->rec->interval_s ? r->rec->interval_s : INTERVAL_DEFAULT_S)
-		      * 1000u;
+	uint64_t now = mono_ms(), iv = vrep_iv_ms(r->rec);
 	int rc;
 
 	/* not now: not running here, or another operation (a migration) has it */
@@ -713,8 +713,7 @@ int vrep_cycle_req(struct vmm_rep *x, struct rrel *r, struct vm *v, struct rep_s
 		   char *err, size_t len)
 {
 	const Hca__VmSpec *s = v->rec->spec;
-	uint64_t iv = (uint64_t)(r->rec->interval_s ? r->rec->interval_s : INTERVAL_DEFAULT_S)
-		      * 1000u;
+	uint64_t iv = vrep_iv_ms(r->rec);
 
 	memset(q, 0, sizeof(*q));
 	snprintf(q->vm, sizeof(q->vm), "%s", r->vm);
