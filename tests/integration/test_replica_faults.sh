@@ -269,12 +269,12 @@ check "f2 counts on node1 still" wait_for 10 counting_on node1 f2
 p=$(st node1 f2 last_point)
 check "its points go on" wait_for 60 point_above "$p" f2
 # ---- (g) a VM whose disk is an RBD image ----
-define_rbd() {
-	ctl node1 vm define --name b1 --memory 128M --kernel "$G/vmlinux" --initrd "$G/initramfs.cpio" \
-		--cmdline 'console=ttyS0 quiet hca.disk=/dev/vda hca.rec_ms=20' --disk rbd:256M >/dev/null &&
-		ctl node1 vm start b1 >/dev/null
+define_rbd() { # NAME SIZE: on node1, its disk an RBD image
+	ctl node1 vm define --name "$1" --memory 128M --kernel "$G/vmlinux" --initrd "$G/initramfs.cpio" \
+		--cmdline 'console=ttyS0 quiet hca.disk=/dev/vda hca.rec_ms=20' --disk "rbd:$2" >/dev/null &&
+		ctl node1 vm start "$1" >/dev/null
 }
-check "define and start b1 on node1 (a 256 MiB RBD disk)" define_rbd
+check "define and start b1 on node1 (a 256 MiB RBD disk)" define_rbd b1 256M
 check "b1 counts on node1" wait_for 30 counting_on node1 b1
 check "enable b1 -> node3 every 2 s" quiet ctl node1 replica enable b1 --to node3 --interval 2s
 check "a point comes" wait_for 90 point_above 0 b1
@@ -317,12 +317,7 @@ check "its journal verifies: two boots (node1, node3), no gap, nothing torn" \
 	test "$(json "d['gaps'], d['corrupt'], d['boots']" <<<"$v")" = "0 0 2"
 
 # ---- (h) unplanned failover of an RBD VM: node1 dies ----
-define_b2() {
-	ctl node1 vm define --name b2 --memory 128M --kernel "$G/vmlinux" --initrd "$G/initramfs.cpio" \
-		--cmdline 'console=ttyS0 quiet hca.disk=/dev/vda hca.rec_ms=20' --disk rbd:64M >/dev/null &&
-		ctl node1 vm start b2 >/dev/null
-}
-check "define and start b2 on node1 (a 64 MiB RBD disk)" define_b2
+check "define and start b2 on node1 (a 64 MiB RBD disk)" define_rbd b2 64M
 check "b2 counts on node1" wait_for 30 counting_on node1 b2
 check "enable b2 -> node3 every 2 s" quiet ctl node1 replica enable b2 --to node3 --interval 2s
 check "a point comes" wait_for 90 point_above 0 b2
