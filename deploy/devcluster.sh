@@ -14,7 +14,9 @@
 #
 # Environment: HCA_DC_DIR (state, default /tmp/hca-dc), HCA_DC_NETNS
 # (namespace prefix, default hca: hca-hub, hca-node1, ...), HCA_BUILD (where
-# hcad is, default <repo>/build), HCA_DC_KEEP=1 (keep a failed up for a look).
+# hcad is, default <repo>/build), HCA_DC_KEEP=1 (keep a failed up for a look),
+# HCA_DC_OSD_MB (each memstore OSD's size in MiB, default 256; it is RAM, and
+# RBD snapshots fill it with copies of whole objects).
 set -euo pipefail
 
 TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -51,7 +51,12 @@ admin socket = $c/run/\$name.asok
 osd data = $c/osd/\$id
 keyring = $c/osd/\$id/keyring
 osd objectstore = memstore
-memstore device bytes = $((256 << 20))
+memstore device bytes = $((${HCA_DC_OSD_MB:-256} << 20))
+# deleted snapshots are trimmed at once (memstore passes for a rotating
+# disk: 5 s a step), one placement group at a time (two at once have
+# crashed a memstore OSD in SnapMapper)
+osd snap trim sleep = 0
+osd max trimming pgs = 1
 osd op num shards = 1
 osd op num threads per shard = 2
 log file = $c/log/\$name.log

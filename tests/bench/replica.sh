@@ -35,7 +35,9 @@ set -uo pipefail
 BUILD=$(cd "${1:?usage: replica.sh BUILD_DIR}" && pwd)
 TOP=$(cd "$(dirname "$0")/../.." && pwd)
 DCSH=$TOP/deploy/devcluster.sh
-export HCA_DC_DIR=/tmp/hca-bench-rep HCA_DC_NETNS=hcabr HCA_BUILD=$BUILD
+# part (d)'s baseline keeps an RBD snapshot of the guest's 256 MiB of random
+# writes: memstore copies each written 4 MiB object, on both replicas
+export HCA_DC_DIR=/tmp/hca-bench-rep HCA_DC_NETNS=hcabr HCA_BUILD=$BUILD HCA_DC_OSD_MB=2048
 unset HCA_API
 WANT=${HCA_BENCH_WR_MIB:-20}
 OFF_S=40
@@ -206,16 +208,19 @@ print(p.split(":", 1)[1] if p.startswith("rbd:") else p)')
 	ctl node1 replica disable b1 >/dev/null 2>&1
 	# the baseline: a first full diff, then one every 5 s (cut to cut)
 	"${RBD[@]}" create --size 8G "$img-bl" >/dev/null 2>&1
-	if "${RBD[@]}" snap create "$img@bl0" >/dev/null 2>&1 &&
-		"${RBD[@]}" export-diff "$img@bl0" - 2>/dev/null |
-		"${RBD[@]}" import-diff - "$img-bl" >/dev/null 2>&1; then
+	if "${RBD[@]}" snap create "$img@bl0" >"$B/rbd_err" 2>&1 &&
+		"${RBD[@]}" export-diff "$img@bl0" - 2>>"$B/rbd_err" |
+		"${RBD[@]}" import-diff - "$img-bl" >>"$B/rbd_err" 2>&1; then
 		a=$(size "$BLOG")
 		end=$((SECONDS + RBD_S))
 		k=0
 		while [ $SECONDS -lt $end ]; do
 			t0=$(now)
 			k=$((k + 1))
-			"${RBD[@]}" snap create "$img@bl$k" >/dev/null 2>&1 || break
+			if ! "${RBD[@]}" snap create "$img@bl$k" >"$B/rbd_err" 2>&1; then
+				echo "bench: rbd snap create: $(tail -n 1 "$B/rbd_err")" >&2
+				break
+			fi
 			t1=$(now)
 			rm -f "$B/n"
 			"${RBD[@]}" export-diff --from-snap "bl$((k - 1))" "$img@bl$k" - 2>/dev/null |
@@ -228,6 +233,8 @@ print(p.split(":", 1)[1] if p.startswith("rbd:") else p)')
 			sleep "$(awk -v t="$t0" -v n="$(now)" 'BEGIN {d = 5 - (n - t); print (d > 0 ? d : 0)}')"
 		done
 		wr_stats "$BLOG" "$a" "$(size "$BLOG")" >"$B/rbd_base"
+	else
+		echo "bench: the rbd baseline's first full copy failed: $(tail -n 2 "$B/rbd_err")" >&2
 	fi
 	ctl node1 vm stop b1 --force >/dev/null 2>&1
 else
