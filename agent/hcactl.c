@@ -863,8 +863,10 @@ static const char replica_detail[] =
 	"they take, at most a quarter of the interval). NODE keeps the\n"
 	"newest --keep recovery points (24). The first cycle copies what the disks\n"
 	"hold (holes are not sent). Every point is crash-consistent across the VM's\n"
-	"disks. Volumes hcad created are replicated, local files or RBD images; the\n"
-	"replica lives in NODE's own storage.\n"
+	"disks. Volumes hcad created are replicated, local files or RBD images.\n"
+	"  --target-pool POOL   keep the replica as images in this RBD pool (for\n"
+	"      example one on another site's OSDs), the points their snapshots;\n"
+	"      NODE still receives and writes it. Default: NODE's own storage.\n"
 	"  --app-consistent every:TIME   this often, the guest agent\n"
 	"      (org.qemu.guest_agent.0, e.g. qemu-ga) freezes the guest's file systems\n"
 	"      for the cut and thaws them right after it; a guest without an agent\n"
@@ -1021,7 +1023,7 @@ static const struct cmd cmds[] = {
 	  "Live migrations (migrate jobs), newest first, with their figures.",
 	  migration_list_detail, POS_WORD },
 	{ "replica", "enable", cmd_replica_enable, replica_enable_opts, 1, 1,
-	  "replica enable NAME --to NODE [--interval T] [--keep N]",
+	  "replica enable NAME --to NODE [--interval T] [--keep N] [--target-pool POOL]",
 	  "Replicate a VM's disks to NODE every few seconds.", replica_detail, POS_VM },
 	{ "replica", "status", cmd_replica_status, NULL, 0, 1, "replica status [NAME]",
 	  "Replication relations: health, the newest point's age (RPO), bytes.", NULL, POS_VM },

@@ -57,9 +57,10 @@ static json_t *status_json(const Hca__RepStatus *st)
 	char id[20];
 
 	snprintf(id, sizeof(id), "%016" PRIx64, r->relation);
-	return json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, "
-			 "s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:s, s:s, s:I}",
+	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:I, s:I, s:I, s:I, s:I, "
+			 "s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:s, s:s, s:I}",
 			 "vm", r->vm, "source", r->source, "target", r->target,
+			 "target_pool", r->target_pool,
 			 "state", state_name(r->state), "interval_s", (json_int_t)r->interval_s,
 			 "keep", (json_int_t)r->keep, "app_every_s", (json_int_t)r->app_every_s,
 			 "relation", id, "last_point", (json_int_t)r->last_point,
@@ -99,7 +100,7 @@ static int print_status(struct cli *cli, const Hca__RepStatusList *l, bool one)
 						     "LAST ERROR" };
 		enum { NC = 11 };
 		const char **cells = calloc(l->n_replicas * NC, sizeof(*cells));
-		char (*buf)[5][32] = calloc(l->n_replicas, sizeof(*buf));
+		char (*buf)[6][32] = calloc(l->n_replicas, sizeof(*buf));
 		uint64_t now = wall_ms();
 		if (!cells || !buf) {
 			free(cells);
@@ -122,7 +123,10 @@ static int print_status(struct cli *cli, const Hca__RepStatusList *l, bool one)
 			hcactl_amount(r->bytes_wire, "bytes", buf[i][4], sizeof(buf[i][4]));
 			c[0] = r->vm;
 			c[1] = r->source;
-			c[2] = r->target;
+			/* where the replica lives: the node's files, or an RBD pool */
+			snprintf(buf[i][5], sizeof(buf[i][5]), "%s%s%.20s", r->target,
+				 r->target_pool[0] ? " rbd:" : "", r->target_pool);
+			c[2] = buf[i][5];
 			c[3] = state_name(r->state);
 			c[4] = st->health;
 			c[5] = buf[i][0];

@@ -845,6 +845,13 @@ static unsigned dst_keep(void *ctx, const char *vm)
 	return r && r->rec && r->rec->keep ? r->rec->keep : KEEP_DEFAULT;
 }
 
+static const char *dst_pool(void *ctx, const char *vm)
+{
+	struct rrel *r = vrep_find(ctx, vm);
+
+	return r && r->rec ? r->rec->target_pool : NULL;
+}
+
 static struct hv_vm *src_vm_hv(void *ctx, const char *name)
 {
 	struct vm *v = vmm_vm_find(ctx, name);
@@ -894,8 +901,11 @@ void vmm_rep_setup(struct vmm *m)
 {
 	struct vmm_rep *x = m->reps;
 	struct rep_src_host sh = { .ctx = m, .vm_hv = src_vm_hv };
-	struct rep_dst_host dh = { .check = dst_check, .keep = dst_keep,
-				   .keep_default = KEEP_DEFAULT };
+	struct rep_dst_host dh = { .check = dst_check, .keep = dst_keep, .pool = dst_pool,
+				   .keep_default = KEEP_DEFAULT,
+				   .ceph_conf = m->conf->ceph_conf[0] ? m->conf->ceph_conf : NULL,
+				   .ceph_client = m->conf->ceph_client[0] ? m->conf->ceph_client
+									  : NULL };
 
 	if (x) {
 		x->src.peers = m->peers;
@@ -1107,10 +1117,10 @@ void vmm_replica_enable(struct vmm *m, const Hca__ReplicaEnable *q, vmm_reply_fn
 				"the interval", v->name, INTERVAL_MAX_S, KEEP_MAX);
 		return;
 	}
-	if (q->target_pool[0]) {
-		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_INVALID, "vm %s: replicas in an "
-				"RBD pool are not built yet; leave out --target-pool (the replica "
-				"lives in %s's local storage)", v->name, q->target);
+	if (q->target_pool[0] && !rep_store_pool_valid(q->target_pool)) {
+		vmm_reply_error(fn, ctx, HCA__ERROR_CODE__ERROR_INVALID, "vm %s: --target-pool "
+				"%.80s is no pool name (1 to %u letters, digits and \"_.-\", not "
+				"starting with \".\")", v->name, q->target_pool, REP_POOL_MAX);
 		return;
 	}
 	if (disk_refused(v->rec->spec, why, sizeof(why))) {
@@ -1130,6 +1140,7 @@ void vmm_replica_enable(struct vmm *m, const Hca__ReplicaEnable *q, vmm_reply_fn
 	rec->relation = rel;
 	rec->source = (char *)m->conf->node_name;
 	rec->target = q->target;
+	rec->target_pool = q->target_pool;
 	rec->interval_s = q->interval_s ? q->interval_s : INTERVAL_DEFAULT_S;
 	rec->keep = q->keep ? q->keep : KEEP_DEFAULT;
 	rec->state = HCA__REP_STATE__REP_STATE_ENABLED;
@@ -1146,8 +1157,9 @@ void vmm_replica_enable(struct vmm *m, const Hca__ReplicaEnable *q, vmm_reply_fn
 	}
 	op->fn = fn;
 	op->ctx = ctx;
-	qb_log(LOG_NOTICE, "replica: vm %s: replication to %s every %" PRIu32 " s, %" PRIu32
-	       " points kept", v->name, q->target, op->want->interval_s, op->want->keep);
+	qb_log(LOG_NOTICE, "replica: vm %s: replication to %s%s%s every %" PRIu32 " s, %"
+	       PRIu32 " points kept", v->name, q->target, q->target_pool[0] ? ", pool " : "",
+	       q->target_pool, op->want->interval_s, op->want->keep);
 	upd_push(op);
 }
 

@@ -1473,6 +1473,9 @@ void vmm_replica_reverse(struct vmm *m, const char *name, vmm_reply_fn fn, void 
 	want.relation = rel;
 	want.source = (char *)m->conf->node_name;
 	want.target = r->rec->source;
+	/* back into the old primary's own storage, where its disks are: the
+	 * seed compares with them (a pool store is never seeded) */
+	want.target_pool = "";
 	want.state = HCA__REP_STATE__REP_STATE_ENABLED;
 	want.created_ms = vrep_wall_ms();
 	want.updated_ms = want.created_ms;

@@ -57,6 +57,7 @@ struct op {
 	uint64_t point;		/* HOLD */
 	uint64_t newest;	/* the store's newest point after the operation */
 	unsigned keep;		/* BEGIN */
+	char pool[REP_POOL_MAX + 1]; /* BEGIN: where the relation keeps it */
 	bool on;
 	void (*done)(void *opaque, int err, const char *msg); /* DROP, RELEASE */
 	rep_dst_hold_fn hold_done;
@@ -91,6 +92,7 @@ struct cyc {
 	bool ready;		/* BEGIN succeeded: frames go to the queue */
 	bool begun;		/* BEGIN ran, with success or not */
 	int begin_rc;
+	char begin_msg[MSG_MAX + 128]; /* why it did not begin */
 	bool failed, ended, aborting;
 	struct rep_end end;	/* ended: its totals */
 	unsigned ops;		/* control operations queued */
@@ -119,6 +121,7 @@ struct rep_dst {
 	struct rep_dst_host h;
 	char dir[PATH_MAX];
 	char qsd[PATH_MAX], qemu_img[PATH_MAX];
+	char ceph_conf[PATH_MAX], ceph_client[64];
 	struct rep_recv *recv;
 	struct vmrep *vms;
 	bool stopping;
@@ -209,13 +212,16 @@ static int store_ready(struct op *o, const struct rep_cycle *c)
 	struct vmrep *v = o->v;
 	struct rep_dst *d = v->d;
 	struct rep_store_cfg cfg = { .dir = v->dir, .vm = v->vm, .qsd = d->qsd,
-				     .qemu_img = d->qemu_img };
+				     .qemu_img = d->qemu_img, .pool = c ? o->pool : NULL,
+				     .ceph_conf = d->ceph_conf[0] ? d->ceph_conf : NULL,
+				     .ceph_client = d->ceph_client[0] ? d->ceph_client : NULL };
 	struct rep_disk have[REP_DISKS_MAX];
 	unsigned n;
 
-	if (v->s && c) { /* the VM's disks changed: open again, which says so */
+	if (v->s && c) { /* the VM's disks or pool changed: open again, which says so */
 		n = rep_store_disks(v->s, have, REP_DISKS_MAX);
-		if (n != c->ndisks || memcmp(have, c->disks, sizeof(have[0]) * n)) {
+		if (n != c->ndisks || memcmp(have, c->disks, sizeof(have[0]) * n) ||
+		    strcmp(rep_store_pool(v->s), o->pool)) {
 			rep_store_close(v->s, false);
 			v->s = NULL;
 		}
@@ -318,6 +324,9 @@ static void begin_done(struct op *o)
 
 	c->begun = true;
 	c->begin_rc = o->rc;
+	/* the sender names the VM and this node */
+	snprintf(c->begin_msg, sizeof(c->begin_msg), "cycle %" PRIu64 " could not begin here: "
+		 "%.*s", c->c.cycle, (int)MSG_MAX, o->msg[0] ? o->msg : strerror(-o->rc));
 	if (o->rc < 0)
 		qb_log(LOG_WARNING, "replica: vm %s: cycle %" PRIu64 " not begun: %s", c->c.vm,
 		       c->c.cycle, o->msg);
@@ -460,7 +469,10 @@ static void frames_go(struct cyc *c)
 			frame_push(fi);
 			continue;
 		}
-		rep_rx_frame_done(fi->fr, c->failed ? 0 : c->begin_rc);
+		if (c->failed)
+			rep_rx_frame_done(fi->fr, 0);
+		else
+			rep_rx_frame_fail(fi->fr, c->begin_rc, "%s", c->begin_msg);
 		free(fi);
 	}
 	c->ops--;
@@ -527,6 +539,7 @@ static int sink_open(struct rep_rx *rx, const struct rep_cycle *cy, void *opaque
 	struct cyc *c;
 	struct op *o;
 	uint64_t newest;
+	const char *pool;
 	int rc;
 
 	if (d->stopping)
@@ -563,6 +576,8 @@ static int sink_open(struct rep_rx *rx, const struct rep_cycle *cy, void *opaque
 	v->cur = c;
 	o->keep = d->h.keep ? d->h.keep(d->h.ctx, v->vm) : 0;
 	o->keep = o->keep ? o->keep : d->h.keep_default;
+	pool = d->h.pool ? d->h.pool(d->h.ctx, v->vm) : NULL;
+	snprintf(o->pool, sizeof(o->pool), "%s", pool ? pool : "");
 	op_push(o);
 	*out = c;
 	return 0;
@@ -584,7 +599,7 @@ static void sink_frame(struct rep_rx *rx, struct rep_rx_frame *fr, const struct 
 		return;
 	}
 	if (c->begun && !c->ready) {
-		rep_rx_frame_done(fr, c->begin_rc);
+		rep_rx_frame_fail(fr, c->begin_rc, "%s", c->begin_msg);
 		return;
 	}
 	if (!(fi = calloc(1, sizeof(*fi)))) {
@@ -620,8 +635,7 @@ static void end_go(struct cyc *c)
 		c->failed = true;
 		abort_maybe(c);
 	} else {
-		rep_rx_ack(rx, c->begin_rc, "vm %s: cycle %" PRIu64 " could not begin here",
-			   c->c.vm, c->c.cycle);
+		rep_rx_ack(rx, c->begin_rc, "%s", c->begin_msg);
 	}
 	cyc_maybe_end(c);
 }
@@ -852,6 +866,8 @@ struct rep_dst *rep_dst_new(const struct hca_env *env, struct rep_ctx *x, struct
 	snprintf(d->dir, sizeof(d->dir), "%s", h->dir);
 	snprintf(d->qsd, sizeof(d->qsd), "%s", h->qsd ? h->qsd : "qemu-storage-daemon");
 	snprintf(d->qemu_img, sizeof(d->qemu_img), "%s", h->qemu_img ? h->qemu_img : "qemu-img");
+	snprintf(d->ceph_conf, sizeof(d->ceph_conf), "%s", h->ceph_conf ? h->ceph_conf : "");
+	snprintf(d->ceph_client, sizeof(d->ceph_client), "%s", h->ceph_client ? h->ceph_client : "");
 	d->h.dir = d->dir;
 	d->h.qsd = d->qsd;
 	d->h.qemu_img = d->qemu_img;

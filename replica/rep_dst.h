@@ -51,6 +51,14 @@ struct rep_dst_host {
 	unsigned (*keep)(void *ctx, const char *vm);
 	/* NULL: "qemu-storage-daemon" and "qemu-img" from PATH (copied) */
 	const char *qsd, *qemu_img;
+	/*
+	 * The RBD pool @vm's replica lives in ("" or NULL: this node's files;
+	 * the relation's target_pool), asked when a cycle opens; may be NULL.
+	 * A store found in another place than it names is refused.
+	 */
+	const char *(*pool)(void *ctx, const char *vm);
+	/* reaching Ceph for stores in a pool (NULL: Ceph's defaults; copied) */
+	const char *ceph_conf, *ceph_client;
 };
 
 struct rep_dst;

@@ -576,6 +576,22 @@ void rep_rx_frame_done(struct rep_rx_frame *fr, int err)
 	leave(rx);
 }
 
+void rep_rx_frame_fail(struct rep_rx_frame *fr, int err, const char *fmt, ...)
+{
+	struct rep_rx *rx = fr->rx;
+	char msg[REP_MSG_MAX];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	enter(rx);
+	rx->at_sink--;
+	frame_release(rx, fr);
+	fail(rx, err < 0 ? err : -EIO, "%s", msg);
+	leave(rx);
+}
+
 void rep_rx_ack(struct rep_rx *rx, int err, const char *fmt, ...)
 {
 	va_list ap;

@@ -37,6 +37,7 @@
 
 #include "replica/rep_digest.h"
 #include "replica/rep_qmpc.h"
+#include "replica/rep_store_rbd.h"
 
 #define INDEX "points"
 #define INDEX_MAGIC "hca-replica-store 1"
@@ -67,6 +68,11 @@ struct rep_store {
 	bool cycle_open;
 	uint64_t cycle;
 	unsigned jobs; /* job-id counter */
+	/* a store in an RBD pool (pool[0]): its disks are images, no daemon */
+	char pool[RSR_POOL_MAX + 1], conf[RSR_CONF_MAX + 1], client[RSR_CLIENT_MAX + 1];
+	struct rsr *rbd;
+	bool fresh; /* load() found no index: a new store */
+	bool opened_with_disks; /* by a cycle, which says where the store is */
 };
 
 /* What an index file says. */
@@ -77,6 +83,7 @@ struct index {
 	uint64_t next_seq, active;
 	struct rep_store_point pts[REP_STORE_POINTS_MAX];
 	unsigned npts;
+	char pool[RSR_POOL_MAX + 1], conf[RSR_CONF_MAX + 1], client[RSR_CLIENT_MAX + 1];
 };
 
 static int fail(const char *vm, char *err, size_t len, int rc, const char *fmt, ...)
@@ -226,6 +233,9 @@ static int index_write(struct rep_store *s, char *err, size_t len)
 	for (unsigned i = 0; i < s->ndisks; i++)
 		fprintf(f, "disk %u %s %" PRIu64 "\n", i, s->disks[i].name, s->disks[i].size);
 	fprintf(f, "next %" PRIu64 "\nactive %" PRIu64 "\n", s->next_seq, s->active);
+	if (s->pool[0])
+		fprintf(f, "rbd %s %s %s\n", s->pool, s->client[0] ? s->client : "-",
+			s->conf[0] ? s->conf : "-");
 	/* the top file of every disk of a point is dI.<seq>.qcow2 */
 	for (unsigned i = 0; i < s->npts; i++) {
 		const struct rep_store_point *p = &s->pts[i];
@@ -262,6 +272,13 @@ static int index_line(struct index *x, const char *l)
 			return -EINVAL;
 		strcpy(x->disks[i].name, name);
 		x->disks[x->ndisks++].size = size;
+	} else if (sscanf(l, "rbd %63s %63s %255s%n", x->pool, x->client, x->conf, &n) == 3) {
+		if (!rsr_pool_valid(x->pool))
+			return -EINVAL;
+		if (!strcmp(x->client, "-"))
+			x->client[0] = '\0';
+		if (!strcmp(x->conf, "-"))
+			x->conf[0] = '\0';
 	} else if (sscanf(l, "next %" SCNu64 "%n", &x->next_seq, &n) == 1 ||
 		   sscanf(l, "active %" SCNu64 "%n", &x->active, &n) == 1) {
 	} else if (sscanf(l, "point %" SCNu64 " %" SCNu64 " %u %" SCNu64 " %u %" SCNu64 "%n",
@@ -658,6 +675,78 @@ static int active_reset(struct rep_store *s, char *err, size_t len)
 	return daemon_start(s, err, len);
 }
 
+/* ---- a store in an RBD pool ---- */
+
+static struct rsr_cfg rbd_cfg(const struct rep_store *s)
+{
+	return (struct rsr_cfg){ .conf = s->conf[0] ? s->conf : NULL,
+				 .client = s->client[0] ? s->client : NULL, .pool = s->pool,
+				 .vm = s->vm, .ndisks = s->ndisks, .disks = s->disks };
+}
+
+/* The ids of the points the index names. */
+static unsigned point_ids(const struct rep_store *s, uint64_t *ids)
+{
+	for (unsigned i = 0; i < s->npts; i++)
+		ids[i] = s->pts[i].id;
+	return s->npts;
+}
+
+/*
+ * Open the images (made, for a new store, then the index written); put
+ * every head back to the newest point and remove the snapshots the index
+ * does not name: what a cycle or a commit left half-done before a crash.
+ */
+static int rbd_attach(struct rep_store *s, char *err, size_t len)
+{
+	struct rsr_cfg c = rbd_cfg(s);
+	uint64_t ids[REP_STORE_POINTS_MAX];
+	unsigned n = point_ids(s, ids);
+	int rc;
+
+	rsr_close(s->rbd);
+	s->rbd = NULL;
+	if ((rc = rsr_open(&c, s->fresh, &s->rbd, err, len)) < 0)
+		return rc;
+	if (s->fresh) {
+		if ((rc = index_write(s, err, len)) == 0)
+			s->fresh = false;
+		return rc;
+	}
+	return rsr_revert(s->rbd, rep_store_newest(s), ids, n, err, len);
+}
+
+/* The images of the store in @dir, if it is in a pool, removed. */
+static int rbd_destroy(const char *dir, char *err, size_t len)
+{
+	struct index *x = malloc(sizeof(*x));
+	int rc;
+
+	if (!x)
+		return -ENOMEM;
+	rc = index_read(dir, x);
+	if (rc == 0 && x->pool[0]) {
+		struct rsr_cfg c = { .conf = x->conf[0] ? x->conf : NULL,
+				     .client = x->client[0] ? x->client : NULL, .pool = x->pool,
+				     .vm = x->vm, .ndisks = x->ndisks, .disks = x->disks };
+		rc = rsr_destroy(&c, err, len);
+	} else {
+		rc = 0; /* files only, or no index: nothing outside @dir */
+	}
+	free(x);
+	return rc;
+}
+
+bool rep_store_pool_valid(const char *pool)
+{
+	return rsr_pool_valid(pool);
+}
+
+const char *rep_store_pool(const struct rep_store *s)
+{
+	return s->pool;
+}
+
 /* ---- open, close ---- */
 
 static int check_cfg(const struct rep_store_cfg *cfg, char *err, size_t len)
@@ -669,6 +758,14 @@ static int check_cfg(const struct rep_store_cfg *cfg, char *err, size_t len)
 		return fail(vm, err, len, -EINVAL, "bad directory or VM name");
 	if (cfg->ndisks > REP_DISKS_MAX)
 		return fail(vm, err, len, -EINVAL, "%u disks", cfg->ndisks);
+	if (cfg->pool && cfg->pool[0] && !rsr_pool_valid(cfg->pool))
+		return fail(vm, err, len, -EINVAL, "bad pool name (letters, digits, \"_.-\")");
+	if ((cfg->ceph_conf && (!cfg->ceph_conf[0] || strlen(cfg->ceph_conf) > RSR_CONF_MAX ||
+				strpbrk(cfg->ceph_conf, " \t\n\"\\"))) ||
+	    (cfg->ceph_client && (!cfg->ceph_client[0] ||
+				  strlen(cfg->ceph_client) > RSR_CLIENT_MAX ||
+				  strpbrk(cfg->ceph_client, " \t\n\"\\"))))
+		return fail(vm, err, len, -EINVAL, "bad ceph.conf path or client name");
 	for (unsigned i = 0; i < cfg->ndisks; i++)
 		if (!cfg->disks[i].size || !cfg->disks[i].name[0] ||
 		    strspn(cfg->disks[i].name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -712,7 +809,10 @@ static int load(struct rep_store *s, char *err, size_t len)
 	}
 	if (rc == -ENOENT) {
 		s->next_seq = 1;
+		s->fresh = true;
 		rc = 0;
+		if (s->pool[0]) /* rbd_attach() makes the images, then the index */
+			goto out;
 		for (unsigned i = 0; i < s->ndisks && !rc; i++)
 			rc = img_create(s, i, 0, 0, err, len);
 		if (!rc)
@@ -735,6 +835,22 @@ static int load(struct rep_store *s, char *err, size_t len)
 			  s->dir, x->ndisks, x->disks[0].name, x->disks[0].size);
 		goto out;
 	}
+	if (s->pool[0] && strcmp(s->pool, x->pool)) {
+		rc = fail(s->vm, err, len, -EINVAL, "the store in %s is %s%s, not in pool %s",
+			  s->dir, x->pool[0] ? "in pool " : "in files", x->pool, s->pool);
+		goto out;
+	}
+	if (!s->pool[0] && x->pool[0] && s->opened_with_disks) {
+		rc = fail(s->vm, err, len, -EINVAL, "the store in %s is in pool %s, not in files",
+			  s->dir, x->pool);
+		goto out;
+	}
+	if (!s->pool[0]) /* opened from the index */
+		snprintf(s->pool, sizeof(s->pool), "%s", x->pool);
+	if (!s->conf[0])
+		snprintf(s->conf, sizeof(s->conf), "%s", x->conf);
+	if (!s->client[0])
+		snprintf(s->client, sizeof(s->client), "%s", x->client);
 	s->next_seq = x->next_seq;
 	s->active = x->active;
 	s->npts = x->npts;
@@ -759,6 +875,10 @@ static struct rep_store *store_new(const struct rep_store_cfg *cfg)
 	memcpy(s->disks, cfg->disks, sizeof(s->disks[0]) * cfg->ndisks);
 	s->keep = cfg->keep ? cfg->keep : 1;
 	s->pid = -1;
+	s->opened_with_disks = cfg->ndisks > 0;
+	snprintf(s->pool, sizeof(s->pool), "%s", cfg->pool ? cfg->pool : "");
+	snprintf(s->conf, sizeof(s->conf), "%s", cfg->ceph_conf ? cfg->ceph_conf : "");
+	snprintf(s->client, sizeof(s->client), "%s", cfg->ceph_client ? cfg->ceph_client : "");
 	return s;
 }
 
@@ -779,6 +899,10 @@ int rep_store_open(const struct rep_store_cfg *cfg, struct rep_store **out, char
 	}
 	if ((rc = load(s, err, len)) < 0)
 		goto out;
+	if (s->pool[0]) {
+		rc = rbd_attach(s, err, len);
+		goto out;
+	}
 	/*
 	 * A daemon an earlier hcad left running is asked to quit (it flushes
 	 * every image) and a new one starts from the files, as the index says.
@@ -810,6 +934,9 @@ int rep_store_seed(const struct rep_store_cfg *cfg, uint64_t point_id,
 		return rc;
 	if (!cfg->ndisks || !point_id)
 		return fail(cfg->vm, err, len, -EINVAL, "a seed needs disks and a point");
+	if (cfg->pool && cfg->pool[0])
+		return fail(cfg->vm, err, len, -EOPNOTSUPP, "a store in an RBD pool is not seeded "
+			    "from local images");
 	if ((rc = rep_store_destroy(cfg->dir, err, len)) < 0)
 		return rc;
 	if (!(s = store_new(cfg)))
@@ -861,6 +988,7 @@ void rep_store_close(struct rep_store *s, bool stop_daemon)
 	if (!s)
 		return;
 	nbd_close_all(s);
+	rsr_close(s->rbd);
 	if (stop_daemon)
 		daemon_stop(s->dir, s->q, s->pid);
 	rep_qmpc_close(s->q);
@@ -876,6 +1004,10 @@ int rep_store_destroy(const char *dir, char *err, size_t len)
 	if (!d)
 		return errno == ENOENT ? 0 : fail(dir, err, len, -errno, "cannot open %s: %s", dir,
 						  strerror(errno));
+	if ((rc = rbd_destroy(dir, err, len)) < 0) {
+		closedir(d);
+		return rc;
+	}
 	daemon_stop(dir, NULL, read_pid(dir));
 	while ((e = readdir(d)))
 		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") &&
@@ -922,7 +1054,10 @@ int rep_store_begin(struct rep_store *s, uint64_t cycle, uint64_t base, bool ful
 		return fail(s->vm, err, len, -EINVAL,
 			    "cycle %" PRIu64 " is not newer than point %" PRIu64, cycle, newest);
 	/* the daemon may have died since the last cycle: start it again */
-	if (!s->q || rep_qmpc_cmd(s->q, "query-version", NULL, NULL, NULL, 0) < 0 ||
+	if (s->pool[0]) {
+		if (!s->rbd && (rc = rbd_attach(s, err, len)) < 0)
+			return rc;
+	} else if (!s->q || rep_qmpc_cmd(s->q, "query-version", NULL, NULL, NULL, 0) < 0 ||
 	    !s->nbd[0]) {
 		qb_log(LOG_WARNING, "replica store of %s: its daemon is gone", s->vm);
 		if ((rc = daemon_start(s, err, len)) < 0)
@@ -947,6 +1082,9 @@ int rep_store_write(struct rep_store *s, unsigned disk, uint64_t off, const void
 {
 	int rc = io_check(s, disk, off, len);
 
+	if (!rc && s->rbd)
+		return rsr_write(s->rbd, disk, off, buf, len);
+
 	while (!rc && len) {
 		size_t n = len < WRITE_CHUNK ? len : WRITE_CHUNK;
 		if (nbd_pwrite(s->nbd[disk], buf, n, off, 0) < 0)
@@ -964,6 +1102,9 @@ int rep_store_write(struct rep_store *s, unsigned disk, uint64_t off, const void
 int rep_store_zero(struct rep_store *s, unsigned disk, uint64_t off, uint64_t len)
 {
 	int rc = io_check(s, disk, off, len);
+
+	if (!rc && s->rbd)
+		return rsr_zero(s->rbd, disk, off, len);
 
 	while (!rc && len) {
 		uint64_t n = len < ZERO_CHUNK ? len : ZERO_CHUNK;
@@ -1014,6 +1155,14 @@ int rep_store_commit(struct rep_store *s, uint64_t point_id, uint64_t time_ms,
 		return fail(s->vm, err, len, -EPIPE, "no cycle to commit");
 	if (s->npts == REP_STORE_POINTS_MAX)
 		return fail(s->vm, err, len, -ENOSPC, "%u points kept already", s->npts);
+	if (s->pool[0]) {
+		/* the snapshots, then the index: a point it does not name yet is
+		 * removed by the next open */
+		if ((rc = rsr_point(s->rbd, point_id, err, len)) < 0)
+			return rc;
+		p.seq = s->next_seq++;
+		goto made;
+	}
 	for (unsigned i = 0; i < s->ndisks && !rc; i++)
 		if (nbd_flush(s->nbd[i], 0) < 0)
 			rc = fail(s->vm, err, len, nbd_rc(), "flush of disk %u: %s", i,
@@ -1036,6 +1185,7 @@ int rep_store_commit(struct rep_store *s, uint64_t point_id, uint64_t time_ms,
 	}
 	s->next_seq++;
 	s->active = seq;
+made:
 	s->pts[s->npts++] = p;
 	s->cycle_open = false;
 	if ((rc = index_write(s, err, len)) < 0)
@@ -1051,6 +1201,18 @@ int rep_store_abort(struct rep_store *s, char *err, size_t len)
 	if (!s->cycle_open)
 		return 0;
 	qb_log(LOG_NOTICE, "replica store of %s: cycle %" PRIu64 " dropped", s->vm, s->cycle);
+	if (s->pool[0]) {
+		uint64_t ids[REP_STORE_POINTS_MAX];
+		unsigned n = point_ids(s, ids);
+		int rc = s->rbd ? rsr_revert(s->rbd, rep_store_newest(s), ids, n, err, len)
+				: -ENOTCONN;
+		if (rc < 0) { /* the next open puts it back */
+			rsr_close(s->rbd);
+			s->rbd = NULL;
+		}
+		s->cycle_open = false;
+		return rc;
+	}
 	return active_reset(s, err, len);
 }
 
@@ -1147,6 +1309,16 @@ static int prune_one(struct rep_store *s)
 	int64_t t0 = now_ms();
 	int rc;
 
+	if (s->pool[0]) { /* the index first: a snapshot left is a stray */
+		uint64_t id = s->pts[0].id;
+		memmove(s->pts, s->pts + 1, sizeof(s->pts[0]) * --s->npts);
+		if ((rc = index_write(s, err, sizeof(err))) < 0)
+			return rc;
+		if (!s->rbd || rsr_unpoint(s->rbd, id, err, sizeof(err)) < 0)
+			qb_log(LOG_WARNING, "replica store of %s: point %" PRIu64 "'s snapshots "
+			       "stay until the next open", s->vm, id);
+		return 0;
+	}
 	for (unsigned i = 0; i < s->ndisks; i++) {
 		if ((s->pruned & (1u << i)) || !node_exists(s, i, seq))
 			continue;
@@ -1217,7 +1389,7 @@ int rep_store_hold(struct rep_store *s, uint64_t point_id, bool on)
 	if (!p)
 		return -ENOENT;
 	/* the copy reads the files: the bases' metadata must be on disk */
-	for (unsigned i = 0; on && i < s->ndisks; i++)
+	for (unsigned i = 0; on && !s->pool[0] && i < s->ndisks; i++)
 		if ((rc = base_flush(s, i, err, sizeof(err))) < 0)
 			return rc;
 	p->held = on;
@@ -1231,8 +1403,13 @@ int rep_store_point_files(const struct rep_store *s, uint64_t point_id, char pat
 
 	if (!p)
 		return -ENOENT;
-	for (unsigned i = 0; i < s->ndisks && i < max; i++)
-		file_of(s, i, p->seq, paths[i]);
+	for (unsigned i = 0; i < s->ndisks && i < max; i++) {
+		struct rsr_cfg c = rbd_cfg(s);
+		if (!s->pool[0])
+			file_of(s, i, p->seq, paths[i]);
+		else if (rsr_point_spec(&c, i, p->id, paths[i], PATH_MAX) < 0)
+			return -ENAMETOOLONG;
+	}
 	return (int)s->ndisks;
 }
 
@@ -1308,6 +1485,51 @@ static int drun_add(struct rep_store_digests *d, size_t *cap_runs, size_t *cap_d
 	return 0;
 }
 
+/* an RBD head's allocated extents as block status gives them: in order,
+ * holes between, at most 64 entries from w->off */
+static int rbd_ext_cb(uint64_t off, uint64_t len, void *arg)
+{
+	struct ext_walk *w = arg;
+
+	if (w->n + 2 > 64)
+		return 1; /* full: the caller goes on from where the list ends */
+	if (off > w->end) {
+		w->ext_off[w->n] = w->end;
+		w->ext_len[w->n] = off - w->end;
+		w->ext_data[w->n++] = false;
+	}
+	w->ext_off[w->n] = off;
+	w->ext_len[w->n] = len;
+	w->ext_data[w->n++] = true;
+	w->end = off + len;
+	return 0;
+}
+
+/* The extents of disk @disk from @pos (up to @count bytes) into @w. */
+static int extents_at(struct rep_store *s, unsigned disk, uint64_t pos, uint64_t count,
+		      struct ext_walk *w)
+{
+	int rc;
+
+	if (!s->rbd) {
+		if (nbd_block_status(s->nbd[disk], count, pos,
+				     (nbd_extent_callback){ .callback = ext_cb, .user_data = w },
+				     0) < 0 || !w->n)
+			return nbd_rc();
+		return 0;
+	}
+	w->off = w->end = pos;
+	rc = rsr_extents(s->rbd, disk, pos, count, rbd_ext_cb, w);
+	if (rc < 0)
+		return rc;
+	if (rc == 0 && w->end < pos + count && w->n < 64) { /* the rest reads as zeros */
+		w->ext_off[w->n] = w->end;
+		w->ext_len[w->n] = pos + count - w->end;
+		w->ext_data[w->n++] = false;
+	}
+	return 0;
+}
+
 void rep_store_digests_free(struct rep_store_digests *d)
 {
 	free(d->runs);
@@ -1337,7 +1559,8 @@ int rep_store_digests(struct rep_store *s, unsigned disk, uint64_t off, uint32_t
 	out->next = size;
 	if (!out->point) /* nothing to compare with */
 		return 0;
-	if (!s->nbd[disk] && (rc = daemon_start(s, err, len)) < 0)
+	if (s->pool[0] ? !s->rbd && (rc = rbd_attach(s, err, len)) < 0
+		       : !s->nbd[disk] && (rc = daemon_start(s, err, len)) < 0)
 		return rc;
 	bufsz = gran > DIGEST_READ ? gran : DIGEST_READ; /* a multiple of gran */
 	if (!(buf = malloc(bufsz)))
@@ -1347,11 +1570,10 @@ int rep_store_digests(struct rep_store *s, unsigned disk, uint64_t off, uint32_t
 		struct ext_walk w = { 0 };
 		uint64_t count = size - pos < (1u << 30) ? size - pos : (1u << 30);
 
-		if (nbd_block_status(s->nbd[disk], count, pos,
-				     (nbd_extent_callback){ .callback = ext_cb, .user_data = &w },
-				     0) < 0 || !w.n) {
-			rc = fail(s->vm, err, len, nbd_rc(), "block status of disk %u: %s", disk,
-				  nbd_get_error() ? nbd_get_error() : "no extents");
+		if ((rc = extents_at(s, disk, pos, count, &w)) < 0) {
+			rc = fail(s->vm, err, len, rc, "block status of disk %u: %s", disk,
+				  s->rbd ? strerror(-rc)
+					 : nbd_get_error() ? nbd_get_error() : "no extents");
 			break;
 		}
 		for (size_t i = 0; i < w.n && blocks < max_blocks && !rc; i++) {
@@ -1379,9 +1601,11 @@ int rep_store_digests(struct rep_store *s, unsigned disk, uint64_t off, uint32_t
 					n = bufsz;
 				if (n > (uint64_t)(max_blocks - blocks) * gran)
 					n = (uint64_t)(max_blocks - blocks) * gran;
-				if (nbd_pread(s->nbd[disk], buf, (size_t)n, a, 0) < 0) {
-					rc = fail(s->vm, err, len, nbd_rc(), "read of disk %u: %s",
-						  disk, nbd_get_error());
+				if (s->rbd ? (rc = rsr_read(s->rbd, disk, a, buf, (size_t)n)) < 0
+					   : nbd_pread(s->nbd[disk], buf, (size_t)n, a, 0) < 0) {
+					rc = fail(s->vm, err, len, s->rbd ? rc : nbd_rc(),
+						  "read of disk %u: %s", disk,
+						  s->rbd ? strerror(-rc) : nbd_get_error());
 					break;
 				}
 				for (uint64_t k = 0; k < n && !rc; k += gran) {

@@ -44,6 +44,11 @@
 #include "replica/rep_wire.h"
 
 #define REP_STORE_POINTS_MAX 256u /* points an index may hold */
+#define REP_POOL_MAX 63u	   /* bytes of an RBD pool's name */
+
+/* Is @pool an RBD pool name a store takes (1 to REP_POOL_MAX letters,
+ * digits and "_.-", not starting with ".")? */
+bool rep_store_pool_valid(const char *pool);
 
 struct rep_store;
 
@@ -56,6 +61,15 @@ struct rep_store_cfg {
 	unsigned keep;         /* points kept, >= 1 (0: 1) */
 	const char *qsd;       /* NULL: "qemu-storage-daemon" (in PATH) */
 	const char *qemu_img;  /* NULL: "qemu-img" */
+	/*
+	 * NULL or "": the points are files in @dir (above). Else the disks are
+	 * images of this RBD pool and the points their snapshots
+	 * (rep_store_rbd.h); @dir keeps the index. @ceph_conf and @ceph_client
+	 * (NULL: Ceph's defaults, "admin"; no blanks) reach the cluster. With
+	 * ndisks 0, the index says which pool.
+	 */
+	const char *pool;
+	const char *ceph_conf, *ceph_client;
 };
 
 struct rep_store_point {
@@ -104,6 +118,7 @@ struct rep_seed_src {
 
 /*
  * A new store in cfg->dir (whatever was there is removed) whose one point,
+ * (files only: -EOPNOTSUPP for a pool)
  * @point_id, holds what the images @src[0..cfg->ndisks) hold: copied
  * locally (qemu-img convert, without -U: an image a QEMU writes is
  * refused), never over the network. A reversed relation starts from it,
@@ -179,7 +194,10 @@ int rep_store_hold(struct rep_store *s, uint64_t point_id, bool on);
 int rep_store_point_files(const struct rep_store *s, uint64_t point_id, char paths[][PATH_MAX],
 			  unsigned max);
 
-/* The daemon's pid (tests, status), -1 if unknown. */
+/* The RBD pool the store is in, "" for one in files. */
+const char *rep_store_pool(const struct rep_store *s);
+
+/* The daemon's pid (tests, status), -1 if unknown (or none: RBD). */
 int rep_store_daemon_pid(const struct rep_store *s);
 
 /* The disks of the store (as opened, or as its index names them). */
@@ -190,8 +208,9 @@ void rep_store_close(struct rep_store *s, bool stop_daemon);
 
 /*
  * Stop the daemon running in @dir, if any (quit over QMP, SIGKILL after a
- * timeout), and remove @dir with everything in it. 0 (also if @dir does
- * not exist) or -errno.
+ * timeout), and remove @dir with everything in it; for a store in an RBD
+ * pool, its images first (the directory stays if they cannot be removed).
+ * 0 (also if @dir does not exist) or -errno.
  */
 int rep_store_destroy(const char *dir, char *err, size_t len);
 

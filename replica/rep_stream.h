@@ -226,6 +226,11 @@ void rep_recv_free(struct rep_recv *r);
  */
 void rep_rx_frame_done(struct rep_rx_frame *fr, int err);
 
+/* The same, failing the cycle with @err (< 0) and a line for the sender
+ * that says why (the store could not even begin it, say). */
+void rep_rx_frame_fail(struct rep_rx_frame *fr, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
 /*
  * Answer end(): 0 (the cycle is stored: the sender's done(0); the line is
  * only logged) or a negative errno and a line for the sender. Exactly once

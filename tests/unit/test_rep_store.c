@@ -5,6 +5,13 @@
  * in-memory model, and every point kept must read back exactly as the
  * model was when it was made (qemu-img convert -U of its top files), after
  * prunes, aborts, a re-attach and a SIGKILLed daemon.
+ *
+ * With HCA_TEST_POOL set (and HCA_TEST_CEPH_CONF, the ceph.conf), the same
+ * model checks run on a store kept in that RBD pool instead (the points
+ * read through their json: specs), with the tests that belong to it: a
+ * half cycle or an unindexed snapshot left by a crash is undone at the
+ * next open, a seed is refused, destroy removes the images.
+ * tests/integration/test_replica_pool.sh runs it so on a devcluster.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -34,6 +41,7 @@
 #define MAXPT 16
 
 static const uint64_t disk_size[NDISKS] = { 16u << 20, 8u << 20 };
+static const char *pool, *ceph_conf; /* a store in an RBD pool */
 
 struct t {
 	char tmp[256], dir[512];
@@ -73,6 +81,8 @@ static int setup(void **state)
 	t->cfg.vm = "vm1";
 	t->cfg.ndisks = NDISKS;
 	t->cfg.keep = KEEP;
+	t->cfg.pool = pool;
+	t->cfg.ceph_conf = ceph_conf;
 	for (unsigned i = 0; i < NDISKS; i++) {
 		snprintf(t->cfg.disks[i].name, sizeof(t->cfg.disks[i].name), "disk%u", i);
 		t->cfg.disks[i].size = disk_size[i];
@@ -91,6 +101,8 @@ static int teardown(void **state)
 	char cmd[PATH_MAX + 16];
 
 	rep_store_close(t->s, true);
+	if (pool && rep_store_destroy(t->dir, cmd, sizeof(cmd)) < 0)
+		fprintf(stderr, "cannot remove the store's images: %s\n", cmd);
 	for (unsigned i = 0; i < NDISKS; i++) {
 		free(t->cur[i]);
 		for (unsigned p = 0; p <= MAXPT; p++)
@@ -169,8 +181,9 @@ static void check_point(struct t *t, uint64_t id)
 		FILE *f;
 
 		snprintf(out, sizeof(out), "%s/check.raw", t->tmp);
-		snprintf(cmd, sizeof(cmd), "qemu-img convert -U -f qcow2 -O raw '%s' '%s'",
-			 paths[d], out);
+		/* a pool's point is a json: spec that names its format */
+		snprintf(cmd, sizeof(cmd), "qemu-img convert -U %s -O raw '%s' '%s'",
+			 pool ? "" : "-f qcow2", paths[d], out);
 		assert_int_equal(system(cmd), 0);
 		buf = malloc(disk_size[d] + 1);
 		assert_non_null(buf);
@@ -549,6 +562,134 @@ static void destroy_removes_all(void **state)
 	assert_int_equal(rep_store_destroy(t->dir, err, sizeof(err)), 0);
 }
 
+/* ---- a store in an RBD pool ---- */
+
+/* the snapshots of the store's image of disk @d, "p1 p2" (from the rbd CLI) */
+static void snaps_of(struct t *t, unsigned d, char *out, size_t len)
+{
+	char cmd[1024];
+	FILE *f;
+	size_t n;
+
+	snprintf(cmd, sizeof(cmd), "rbd %s%s snap ls %s/hca-replica.vm1.disk%u --format json | "
+		 "python3 -c 'import json,sys; print(\" \".join(s[\"name\"] for s in "
+		 "json.load(sys.stdin)))'", ceph_conf ? "-c " : "", ceph_conf ? ceph_conf : "",
+		 pool, d);
+	assert_non_null(f = popen(cmd, "r"));
+	n = fread(out, 1, len - 1, f);
+	out[n] = '\0';
+	if (n && out[n - 1] == '\n')
+		out[n - 1] = '\0';
+	pclose(f);
+	(void)t;
+}
+
+/* hcad went mid-cycle, or between a point's snapshots and its index: the
+ * next open puts the heads back to the newest point and removes the
+ * snapshots the index does not name */
+static void pool_reopen(void **state)
+{
+	struct t *t = *state;
+	char err[256] = "", snaps[256];
+
+	store_open(t);
+	cycle(t, 20);
+	cycle(t, 20);
+	assert_int_equal(rep_store_daemon_pid(t->s), -1);
+	assert_string_equal(rep_store_pool(t->s), pool);
+	/* a half cycle, then hcad gone */
+	assert_int_equal(rep_store_begin(t->s, 3, 2, false, false, err, sizeof(err)), 0);
+	memset(err, 0x77, sizeof(err));
+	for (uint64_t off = 0; off < disk_size[1]; off += 1 << 20)
+		assert_int_equal(rep_store_write(t->s, 1, off, err, sizeof(err)), 0);
+	assert_int_equal(rep_store_zero(t->s, 0, 0, disk_size[0]), 0);
+	rep_store_close(t->s, false);
+	t->s = NULL;
+	store_open(t);
+	static const uint64_t ids[] = { 1, 2 };
+	check_points(t, ids, 2);
+	t->next = 3;
+	cycle(t, 10); /* on point 2's model: the half cycle is gone */
+	static const uint64_t ids3[] = { 1, 2, 3 };
+	check_points(t, ids3, 3);
+	/* a point's snapshots made, the index not written: a stray */
+	char cmd[1024];
+	for (unsigned d = 0; d < NDISKS; d++) {
+		snprintf(cmd, sizeof(cmd), "rbd %s%s snap create %s/hca-replica.vm1.disk%u@p9",
+			 ceph_conf ? "-c " : "", ceph_conf ? ceph_conf : "", pool, d);
+		assert_int_equal(system(cmd), 0);
+	}
+	rep_store_close(t->s, false);
+	t->s = NULL;
+	store_open(t);
+	check_points(t, ids3, 3);
+	snaps_of(t, 0, snaps, sizeof(snaps));
+	assert_string_equal(snaps, "p1 p2 p3");
+	cycle(t, 10); /* 4: 1 pruned, its snapshots with it */
+	snaps_of(t, 1, snaps, sizeof(snaps));
+	assert_string_equal(snaps, "p2 p3 p4");
+	/* aborted while open: the same */
+	assert_int_equal(rep_store_begin(t->s, 5, 4, false, false, err, sizeof(err)), 0);
+	assert_int_equal(rep_store_write(t->s, 0, 8192, err, sizeof(err)), 0);
+	assert_int_equal(rep_store_abort(t->s, err, sizeof(err)), 0);
+	static const uint64_t ids4[] = { 2, 3, 4 };
+	check_points(t, ids4, 3);
+}
+
+static void pool_seed_refused(void **state)
+{
+	struct t *t = *state;
+	struct rep_seed_src src[NDISKS] = { { "/dev/null", true }, { "/dev/null", true } };
+	char err[256] = "";
+
+	assert_int_equal(rep_store_seed(&t->cfg, 5, src, &t->s, err, sizeof(err)), -EOPNOTSUPP);
+	assert_null(t->s);
+	/* a store in files is not opened as one in a pool, nor the reverse */
+	store_open(t);
+	cycle(t, 5);
+	rep_store_close(t->s, false);
+	t->s = NULL;
+	t->cfg.pool = NULL;
+	assert_int_equal(rep_store_open(&t->cfg, &t->s, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "in pool"));
+	t->cfg.pool = "a/b";
+	assert_int_equal(rep_store_open(&t->cfg, &t->s, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "pool name"));
+	t->cfg.pool = pool;
+}
+
+static void pool_destroy_removes_images(void **state)
+{
+	struct t *t = *state;
+	char err[256] = "", cmd[1024];
+
+	store_open(t);
+	cycle(t, 5);
+	rep_store_close(t->s, false);
+	t->s = NULL;
+	assert_int_equal(rep_store_destroy(t->dir, err, sizeof(err)), 0);
+	assert_int_equal(access(t->dir, F_OK), -1);
+	snprintf(cmd, sizeof(cmd), "rbd %s%s ls %s | grep -q hca-replica.vm1.",
+		 ceph_conf ? "-c " : "", ceph_conf ? ceph_conf : "", pool);
+	assert_int_not_equal(system(cmd), 0);
+}
+
+/* no Ceph where the conf says: a clear error, nothing made */
+static void pool_unreachable(void **state)
+{
+	struct t *t = *state;
+	char err[256] = "";
+
+	t->cfg.ceph_conf = "/nonexistent/ceph.conf";
+	t->cfg.pool = "rbd";
+	assert_int_equal(rep_store_open(&t->cfg, &t->s, err, sizeof(err)), -EIO);
+	assert_null(t->s);
+	assert_non_null(strstr(err, "/nonexistent/ceph.conf"));
+	assert_int_equal(rep_store_read_points(t->dir, NULL, 0), 0);
+	t->cfg.pool = "bad name";
+	assert_int_equal(rep_store_open(&t->cfg, &t->s, err, sizeof(err)), -EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -560,6 +701,17 @@ int main(void)
 		cmocka_unit_test_setup_teardown(held_point_kept, setup, teardown),
 		cmocka_unit_test_setup_teardown(other_disks_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(destroy_removes_all, setup, teardown),
+		cmocka_unit_test_setup_teardown(pool_unreachable, setup, teardown),
+	};
+	const struct CMUnitTest in_pool[] = {
+		cmocka_unit_test_setup_teardown(points_and_prunes, setup, teardown),
+		cmocka_unit_test_setup_teardown(stale_busy_abort, setup, teardown),
+		cmocka_unit_test_setup_teardown(digests_of_newest, setup, teardown),
+		cmocka_unit_test_setup_teardown(held_point_kept, setup, teardown),
+		cmocka_unit_test_setup_teardown(other_disks_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(pool_reopen, setup, teardown),
+		cmocka_unit_test_setup_teardown(pool_seed_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(pool_destroy_removes_images, setup, teardown),
 	};
 	int rc;
 
@@ -575,7 +727,12 @@ int main(void)
 		qb_log_filter_ctl(QB_LOG_STDERR, QB_LOG_FILTER_ADD, QB_LOG_FILTER_FILE, "*",
 				  LOG_INFO);
 	}
-	rc = cmocka_run_group_tests(tests, NULL, NULL);
+	pool = getenv("HCA_TEST_POOL");
+	ceph_conf = getenv("HCA_TEST_CEPH_CONF");
+	if (pool && *pool)
+		rc = cmocka_run_group_tests_name("test_rep_store (RBD pool)", in_pool, NULL, NULL);
+	else
+		rc = (pool = NULL, cmocka_run_group_tests(tests, NULL, NULL));
 	qb_log_fini();
 	return rc;
 }

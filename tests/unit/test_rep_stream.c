@@ -43,6 +43,7 @@ struct sink {
 	int refuse_open;	 /* open() refuses with this */
 	int frame_err;		 /* frame_done() with this, at frame... */
 	uint64_t frame_err_seq;
+	const char *frame_why;	 /* frame_err with this line (rep_rx_frame_fail) */
 	int ack_err;		 /* the answer to end() */
 	bool later;		 /* complete frames from a timer */
 	unsigned held, max_held; /* frames not yet done */
@@ -121,7 +122,10 @@ static int sk_open(struct rep_rx *rx, const struct rep_cycle *c, void *opaque, v
 static void complete(struct sink *k, struct rep_rx_frame *fr, uint64_t seq)
 {
 	k->held--;
-	rep_rx_frame_done(fr, k->frame_err && seq >= k->frame_err_seq ? k->frame_err : 0);
+	if (k->frame_why && k->frame_err && seq >= k->frame_err_seq)
+		rep_rx_frame_fail(fr, k->frame_err, "%s", k->frame_why);
+	else
+		rep_rx_frame_done(fr, k->frame_err && seq >= k->frame_err_seq ? k->frame_err : 0);
 }
 
 static void later_cb(void *data)
@@ -471,11 +475,22 @@ static void sink_refusals_reach_the_source(void **state)
 	assert_int_equal(h->sink.fail_err, -ENOSPC);
 	h->sink.frame_err = 0;
 
+	/* a frame failed with the sink's own reason: the source gets it */
+	h->sink.frame_err = -ENOENT;
+	h->sink.frame_err_seq = 1;
+	h->sink.frame_why = "cycle 7 could not begin here: pool far: no such pool";
+	run_cycle(h, 7, 1u << 20, 0);
+	assert_int_equal(h->src.err, -ENOENT);
+	assert_non_null(strstr(h->src.msg, "pool far: no such pool"));
+	assert_int_equal(h->sink.fails, 2);
+	h->sink.frame_err = 0;
+	h->sink.frame_why = NULL;
+
 	h->sink.ack_err = -EIO;
-	run_cycle(h, 6, 1u << 20, 0);
+	run_cycle(h, 8, 1u << 20, 0);
 	assert_int_equal(h->src.err, -EIO);
 	assert_string_equal(h->src.msg, "cannot make recovery point 6");
-	assert_int_equal(h->sink.fails, 1); /* an answer is not a failure */
+	assert_int_equal(h->sink.fails, 2); /* an answer is not a failure */
 	h_free(h);
 }
 
