@@ -5,6 +5,7 @@
 #   make bench        benchmarks (tests/bench), printed as tables
 #   make fuzz         longer fuzzing runs (FUZZ_SECONDS per target)
 #   make guest        build the test guest (kernel, initramfs, verifier)
+#   make install      hcad, hcactl and the systemd unit (PREFIX, DESTDIR)
 #   V=1 loud build; SANITIZE=1 ASan+UBSan build in build/asan
 .DEFAULT_GOAL := all
 .SUFFIXES:
@@ -159,9 +160,22 @@ bench: deps
 	$(Q)tests/guest/build.sh $(abspath $(ROOT_BUILD)) >/dev/null
 	$(Q)tests/bench/run.sh $(abspath $(ROOT_BUILD))
 
+# A node of a real cluster (deploy/README.md): the binaries, the unit, the
+# documents; /etc/hca/hcad.conf is the operator's, never overwritten.
+PREFIX ?= /usr/local
+DESTDIR ?=
+install: all
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin \
+		$(DESTDIR)/etc/systemd/system $(DESTDIR)/etc/hca $(DESTDIR)$(PREFIX)/share/doc/hca
+	install -m 0755 $(BUILD)/hcad $(DESTDIR)$(PREFIX)/sbin/hcad
+	install -m 0755 $(BUILD)/hcactl $(DESTDIR)$(PREFIX)/bin/hcactl
+	sed 's|/usr/local/|$(PREFIX)/|g' deploy/hcad.service >$(DESTDIR)/etc/systemd/system/hcad.service
+	install -m 0644 README.md ARCHITECTURE.md $(DESTDIR)$(PREFIX)/share/doc/hca/
+	install -m 0644 deploy/README.md $(DESTDIR)$(PREFIX)/share/doc/hca/DEPLOY.md
+
 clean:
 	rm -rf $(ROOT_BUILD)
 
-.PHONY: all check demo bench fuzz fuzz-build guest deps clean
+.PHONY: all check demo bench fuzz fuzz-build guest deps install clean
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
