@@ -832,11 +832,14 @@ static void planned_poll(struct fo *f)
 		}
 		f->point = f->res.cycle;
 		vrep_update(x, UPD_CYCLE, f->vm, f->rel->relation, NULL, &f->res, 0, NULL, NULL);
-		/* the QEMU stops; its owner clears the claim once it is gone */
+		/* the QEMU stops; its owner clears the claim once it is gone. A
+		 * QMP quit (SIGKILL only if that fails) closes RBD images
+		 * cleanly: a killed QEMU's watch holds them for 30 s, and the
+		 * old images' removal (step 10) would wait for it */
 		job_phase(f->op->job, HCA__JOB_PHASE__JOB_PHASE_SWITCHOVER);
 		f->stopped_it = true;
 		fo_wait(f);
-		if (!v || !v->hv || hv_vm_stop(v->hv, true, hv_done, f) < 0)
+		if (!v || !v->hv || hv_vm_stop(v->hv, false, hv_done, f) < 0)
 			hv_done(NULL, -EIO, "cannot stop its QEMU", f);
 		break;
 	case 4: /* the record says nothing runs: the claim is cleared (the job
@@ -940,8 +943,9 @@ static void planned_poll(struct fo *f)
 			if (mono() - f->loop_ms < RBD_RM_RETRY_MS)
 				break;
 			f->loop_ms = mono();
-			job_progress(f->op->job, 0, 0, "", "removing the old RBD images (Ceph "
-				     "lets go of them once the stopped QEMU's watch expires)");
+			job_progress(f->op->job, 0, 0, "", "removing the old RBD images (if the "
+				     "QEMU had to be killed, Ceph lets go of them once its watch "
+				     "expires)");
 			f->busy = true;
 			exec_item_init(&f->item, rbd_rm_fn, NULL);
 			exec_push(f->m->q_store, &f->item, NULL);
