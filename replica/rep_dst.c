@@ -214,7 +214,8 @@ static int store_ready(struct op *o, const struct rep_cycle *c)
 	struct rep_store_cfg cfg = { .dir = v->dir, .vm = v->vm, .qsd = d->qsd,
 				     .qemu_img = d->qemu_img, .pool = c ? o->pool : NULL,
 				     .ceph_conf = d->ceph_conf[0] ? d->ceph_conf : NULL,
-				     .ceph_client = d->ceph_client[0] ? d->ceph_client : NULL };
+				     .ceph_client = d->ceph_client[0] ? d->ceph_client : NULL,
+				     .node = d->env->node };
 	struct rep_disk have[REP_DISKS_MAX];
 	unsigned n;
 

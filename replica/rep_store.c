@@ -70,6 +70,7 @@ struct rep_store {
 	unsigned jobs; /* job-id counter */
 	/* a store in an RBD pool (pool[0]): its disks are images, no daemon */
 	char pool[RSR_POOL_MAX + 1], conf[RSR_CONF_MAX + 1], client[RSR_CLIENT_MAX + 1];
+	char node[RSR_NODE_MAX + 1];
 	struct rsr *rbd;
 	bool fresh; /* load() found no index: a new store */
 	bool opened_with_disks; /* by a cycle, which says where the store is */
@@ -84,6 +85,7 @@ struct index {
 	struct rep_store_point pts[REP_STORE_POINTS_MAX];
 	unsigned npts;
 	char pool[RSR_POOL_MAX + 1], conf[RSR_CONF_MAX + 1], client[RSR_CLIENT_MAX + 1];
+	char node[RSR_NODE_MAX + 1];
 };
 
 static int fail(const char *vm, char *err, size_t len, int rc, const char *fmt, ...)
@@ -234,7 +236,7 @@ static int index_write(struct rep_store *s, char *err, size_t len)
 		fprintf(f, "disk %u %s %" PRIu64 "\n", i, s->disks[i].name, s->disks[i].size);
 	fprintf(f, "next %" PRIu64 "\nactive %" PRIu64 "\n", s->next_seq, s->active);
 	if (s->pool[0])
-		fprintf(f, "rbd %s %s %s\n", s->pool, s->client[0] ? s->client : "-",
+		fprintf(f, "rbd %s %s %s %s\n", s->pool, s->node, s->client[0] ? s->client : "-",
 			s->conf[0] ? s->conf : "-");
 	/* the top file of every disk of a point is dI.<seq>.qcow2 */
 	for (unsigned i = 0; i < s->npts; i++) {
@@ -272,7 +274,8 @@ static int index_line(struct index *x, const char *l)
 			return -EINVAL;
 		strcpy(x->disks[i].name, name);
 		x->disks[x->ndisks++].size = size;
-	} else if (sscanf(l, "rbd %63s %63s %255s%n", x->pool, x->client, x->conf, &n) == 3) {
+	} else if (sscanf(l, "rbd %63s %63s %63s %255s%n", x->pool, x->node, x->client, x->conf,
+			  &n) == 4) {
 		if (!rsr_pool_valid(x->pool))
 			return -EINVAL;
 		if (!strcmp(x->client, "-"))
@@ -681,7 +684,8 @@ static struct rsr_cfg rbd_cfg(const struct rep_store *s)
 {
 	return (struct rsr_cfg){ .conf = s->conf[0] ? s->conf : NULL,
 				 .client = s->client[0] ? s->client : NULL, .pool = s->pool,
-				 .vm = s->vm, .ndisks = s->ndisks, .disks = s->disks };
+				 .vm = s->vm, .node = s->node, .ndisks = s->ndisks,
+				 .disks = s->disks };
 }
 
 /* The ids of the points the index names. */
@@ -728,7 +732,8 @@ static int rbd_destroy(const char *dir, char *err, size_t len)
 	if (rc == 0 && x->pool[0]) {
 		struct rsr_cfg c = { .conf = x->conf[0] ? x->conf : NULL,
 				     .client = x->client[0] ? x->client : NULL, .pool = x->pool,
-				     .vm = x->vm, .ndisks = x->ndisks, .disks = x->disks };
+				     .vm = x->vm, .node = x->node, .ndisks = x->ndisks,
+				     .disks = x->disks };
 		rc = rsr_destroy(&c, err, len);
 	} else {
 		rc = 0; /* files only, or no index: nothing outside @dir */
@@ -760,6 +765,11 @@ static int check_cfg(const struct rep_store_cfg *cfg, char *err, size_t len)
 		return fail(vm, err, len, -EINVAL, "%u disks", cfg->ndisks);
 	if (cfg->pool && cfg->pool[0] && !rsr_pool_valid(cfg->pool))
 		return fail(vm, err, len, -EINVAL, "bad pool name (letters, digits, \"_.-\")");
+	if (cfg->pool && cfg->pool[0] &&
+	    (!cfg->node || !cfg->node[0] || strlen(cfg->node) > RSR_NODE_MAX ||
+	     strspn(cfg->node, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") !=
+		     strlen(cfg->node)))
+		return fail(vm, err, len, -EINVAL, "a store in a pool needs this node's name");
 	if ((cfg->ceph_conf && (!cfg->ceph_conf[0] || strlen(cfg->ceph_conf) > RSR_CONF_MAX ||
 				strpbrk(cfg->ceph_conf, " \t\n\"\\"))) ||
 	    (cfg->ceph_client && (!cfg->ceph_client[0] ||
@@ -851,6 +861,8 @@ static int load(struct rep_store *s, char *err, size_t len)
 		snprintf(s->conf, sizeof(s->conf), "%s", x->conf);
 	if (!s->client[0])
 		snprintf(s->client, sizeof(s->client), "%s", x->client);
+	if (x->pool[0]) /* the images are named after the node that made them */
+		snprintf(s->node, sizeof(s->node), "%s", x->node);
 	s->next_seq = x->next_seq;
 	s->active = x->active;
 	s->npts = x->npts;
@@ -879,6 +891,7 @@ static struct rep_store *store_new(const struct rep_store_cfg *cfg)
 	snprintf(s->pool, sizeof(s->pool), "%s", cfg->pool ? cfg->pool : "");
 	snprintf(s->conf, sizeof(s->conf), "%s", cfg->ceph_conf ? cfg->ceph_conf : "");
 	snprintf(s->client, sizeof(s->client), "%s", cfg->ceph_client ? cfg->ceph_client : "");
+	snprintf(s->node, sizeof(s->node), "%s", cfg->node ? cfg->node : "");
 	return s;
 }
 

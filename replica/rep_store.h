@@ -70,6 +70,7 @@ struct rep_store_cfg {
 	 */
 	const char *pool;
 	const char *ceph_conf, *ceph_client;
+	const char *node; /* a pool store: this node, whose images they are */
 };
 
 struct rep_store_point {

@@ -33,6 +33,7 @@ struct rsr {
 	rados_ioctx_t io;
 	char pool[RSR_POOL_MAX + 1];
 	char vm[REP_NAME_MAX + 1];
+	char node[RSR_NODE_MAX + 1];
 	unsigned ndisks;
 	struct rep_disk disks[REP_DISKS_MAX];
 	rbd_image_t img[REP_DISKS_MAX];
@@ -83,9 +84,10 @@ bool rsr_pool_valid(const char *pool)
 	return pool && name_ok(pool, RSR_POOL_MAX) && pool[0] != '.';
 }
 
-static void img_name(const char *vm, const struct rep_disk *d, char *out, size_t len)
+static void img_name(const char *node, const char *vm, const struct rep_disk *d, char *out,
+		     size_t len)
 {
-	snprintf(out, len, IMG_PREFIX "%s.%s", vm, d->name);
+	snprintf(out, len, IMG_PREFIX "%s.%s.%s", node, vm, d->name);
 }
 
 static void snap_name(uint64_t id, char out[32])
@@ -108,8 +110,8 @@ static int ceph_connect(const struct rsr_cfg *c, rados_t *cl, rados_ioctx_t *io,
 
 	*cl = NULL;
 	*io = NULL;
-	if (!rsr_pool_valid(c->pool))
-		return fail(c->vm, err, len, -EINVAL, "bad pool name");
+	if (!rsr_pool_valid(c->pool) || !c->node || !name_ok(c->node, RSR_NODE_MAX))
+		return fail(c->vm, err, len, -EINVAL, "bad pool or node name");
 	/* -ENOENT only ever means the pool (rsr_destroy() counts on it) */
 	if ((rc = rados_create(cl, c->client ? c->client : "admin")) < 0) {
 		*cl = NULL;
@@ -186,7 +188,7 @@ static int img_remove(rados_ioctx_t io, const char *name)
 int rsr_open(const struct rsr_cfg *c, bool create, struct rsr **out, char *err, size_t len)
 {
 	struct rsr *r = calloc(1, sizeof(*r));
-	char name[REP_NAME_MAX * 2 + 32];
+	char name[RSR_NODE_MAX + REP_NAME_MAX * 2 + 32];
 	int rc;
 
 	*out = NULL;
@@ -194,6 +196,7 @@ int rsr_open(const struct rsr_cfg *c, bool create, struct rsr **out, char *err, 
 		return fail(c->vm, err, len, -ENOMEM, "out of memory");
 	snprintf(r->pool, sizeof(r->pool), "%s", c->pool);
 	snprintf(r->vm, sizeof(r->vm), "%s", c->vm);
+	snprintf(r->node, sizeof(r->node), "%s", c->node);
 	r->ndisks = c->ndisks;
 	memcpy(r->disks, c->disks, sizeof(r->disks[0]) * c->ndisks);
 	if ((rc = ceph_connect(c, &r->cl, &r->io, err, len)) < 0)
@@ -202,7 +205,7 @@ int rsr_open(const struct rsr_cfg *c, bool create, struct rsr **out, char *err, 
 		int order = 0;
 		uint64_t size = 0;
 
-		img_name(r->vm, &r->disks[i], name, sizeof(name));
+		img_name(r->node, r->vm, &r->disks[i], name, sizeof(name));
 		if (create) {
 			if ((rc = img_remove(r->io, name)) < 0) {
 				fail(r->vm, err, len, rc, "cannot remove the stale image %s/%s: %s",
@@ -417,14 +420,14 @@ static int revert_disk(struct rsr *r, unsigned disk, const char *snap, uint64_t 
 {
 	struct exts x = { 0 };
 	rbd_image_t at = NULL;
-	char name[REP_NAME_MAX * 2 + 32], *buf = NULL;
+	char name[RSR_NODE_MAX + REP_NAME_MAX * 2 + 32], *buf = NULL;
 	int rc;
 
 	rc = rbd_diff_iterate2(r->img[disk], snap, 0, r->disks[disk].size, 0, 0, diff_cb, &x);
 	if (!rc && x.rc)
 		rc = x.rc;
 	if (!rc && x.n && snap) {
-		img_name(r->vm, &r->disks[disk], name, sizeof(name));
+		img_name(r->node, r->vm, &r->disks[disk], name, sizeof(name));
 		if ((rc = rbd_open_read_only(r->io, name, &at, snap)) == 0 &&
 		    !(buf = malloc(COPY_BUF)))
 			rc = -ENOMEM;
@@ -518,14 +521,14 @@ int rsr_revert(struct rsr *r, uint64_t id, const uint64_t *keep, unsigned n, cha
 
 int rsr_point_spec(const struct rsr_cfg *c, unsigned disk, uint64_t id, char *out, size_t len)
 {
-	char name[REP_NAME_MAX * 2 + 32], conf[RSR_CONF_MAX + 32] = "";
+	char name[RSR_NODE_MAX + REP_NAME_MAX * 2 + 32], conf[RSR_CONF_MAX + 32] = "";
 	int n;
 
 	if (c->conf && (strlen(c->conf) > RSR_CONF_MAX || strpbrk(c->conf, "\"\\")))
 		return -EINVAL;
 	if (c->conf)
 		snprintf(conf, sizeof(conf), ",\"conf\":\"%s\"", c->conf);
-	img_name(c->vm, &c->disks[disk], name, sizeof(name));
+	img_name(c->node, c->vm, &c->disks[disk], name, sizeof(name));
 	n = snprintf(out, len,
 		     "json:{\"driver\":\"raw\",\"file\":{\"driver\":\"rbd\",\"pool\":\"%s\","
 		     "\"image\":\"%s\",\"snapshot\":\"p%" PRIu64 "\",\"user\":\"%s\"%s}}",
@@ -535,7 +538,7 @@ int rsr_point_spec(const struct rsr_cfg *c, unsigned disk, uint64_t id, char *ou
 
 int rsr_destroy(const struct rsr_cfg *c, char *err, size_t len)
 {
-	char name[REP_NAME_MAX * 2 + 32];
+	char name[RSR_NODE_MAX + REP_NAME_MAX * 2 + 32];
 	rados_t cl;
 	rados_ioctx_t io;
 	int rc = ceph_connect(c, &cl, &io, err, len);
@@ -543,7 +546,7 @@ int rsr_destroy(const struct rsr_cfg *c, char *err, size_t len)
 	if (rc == -ENOENT) /* the pool is gone, and the images with it */
 		return 0;
 	for (unsigned i = 0; i < c->ndisks && !rc; i++) {
-		img_name(c->vm, &c->disks[i], name, sizeof(name));
+		img_name(c->node, c->vm, &c->disks[i], name, sizeof(name));
 		if ((rc = img_remove(io, name)) < 0)
 			fail(c->vm, err, len, rc, "cannot remove the image %s/%s: %s", c->pool,
 			     name, why(rc));

@@ -4,8 +4,10 @@
  * Private to rep_store.c, which keeps the index, the points' bookkeeping
  * and the prune policy for both kinds of store.
  *
- * Disk I of VM V is the image "hca-replica.V.NAME" (NAME: the disk's) in
- * the pool; a point is the snapshot "p<id>" of every disk, made after a
+ * Disk I of VM V kept by node N is the image "hca-replica.N.V.NAME"
+ * (NAME: the disk's) in the pool: a node that comes back after its VMs
+ * failed over, and removes the stores of relations gone, never touches
+ * another node's images of the same VM; a point is the snapshot "p<id>" of every disk, made after a
  * flush once the cycle's writes are in; a cycle writes the images' heads
  * directly (librbd). The index says which points exist: a snapshot it
  * does not name (made, then a crash before the index was written; or
@@ -29,6 +31,7 @@
 #define RSR_POOL_MAX REP_POOL_MAX
 #define RSR_CONF_MAX 255u
 #define RSR_CLIENT_MAX 63u
+#define RSR_NODE_MAX 63u
 
 struct rsr;
 
@@ -37,6 +40,7 @@ struct rsr_cfg {
 	const char *client; /* cephx id without "client." (NULL: "admin") */
 	const char *pool;
 	const char *vm;
+	const char *node;   /* the replica node, whose images these are */
 	unsigned ndisks;
 	const struct rep_disk *disks;
 };

@@ -48,7 +48,7 @@ counting_on() {
 	[ "$(grep -ac 'count=' "$log" 2>/dev/null)" -gt "${a:-0}" ]
 }
 RBD=(on node1 rbd -c "$HCA_DC_DIR/ceph/ceph.conf")
-images() { "${RBD[@]}" ls far 2>/dev/null | grep "^hca-replica\.$1\." || true; }
+images() { "${RBD[@]}" ls far 2>/dev/null | grep "^hca-replica\.node2\.$1\." || true; }
 # the snapshots of IMAGE's, as ids, sorted; and the points node2 lists
 snaps() { "${RBD[@]}" snap ls "far/$1" --format json | json "' '.join(sorted((s['name'][1:] for s in d), key=int))"; }
 points() { ctl node3 replica points p1 --json | json "' '.join(str(p['id']) for p in d['points'])"; }

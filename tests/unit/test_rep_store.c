@@ -83,6 +83,7 @@ static int setup(void **state)
 	t->cfg.keep = KEEP;
 	t->cfg.pool = pool;
 	t->cfg.ceph_conf = ceph_conf;
+	t->cfg.node = "testnode";
 	for (unsigned i = 0; i < NDISKS; i++) {
 		snprintf(t->cfg.disks[i].name, sizeof(t->cfg.disks[i].name), "disk%u", i);
 		t->cfg.disks[i].size = disk_size[i];
@@ -571,7 +572,7 @@ static void snaps_of(struct t *t, unsigned d, char *out, size_t len)
 	FILE *f;
 	size_t n;
 
-	snprintf(cmd, sizeof(cmd), "rbd %s%s snap ls %s/hca-replica.vm1.disk%u --format json | "
+	snprintf(cmd, sizeof(cmd), "rbd %s%s snap ls %s/hca-replica.testnode.vm1.disk%u --format json | "
 		 "python3 -c 'import json,sys; print(\" \".join(s[\"name\"] for s in "
 		 "json.load(sys.stdin)))'", ceph_conf ? "-c " : "", ceph_conf ? ceph_conf : "",
 		 pool, d);
@@ -615,7 +616,7 @@ static void pool_reopen(void **state)
 	/* a point's snapshots made, the index not written: a stray */
 	char cmd[1024];
 	for (unsigned d = 0; d < NDISKS; d++) {
-		snprintf(cmd, sizeof(cmd), "rbd %s%s snap create %s/hca-replica.vm1.disk%u@p9",
+		snprintf(cmd, sizeof(cmd), "rbd %s%s snap create %s/hca-replica.testnode.vm1.disk%u@p9",
 			 ceph_conf ? "-c " : "", ceph_conf ? ceph_conf : "", pool, d);
 		assert_int_equal(system(cmd), 0);
 	}
@@ -669,7 +670,7 @@ static void pool_destroy_removes_images(void **state)
 	t->s = NULL;
 	assert_int_equal(rep_store_destroy(t->dir, err, sizeof(err)), 0);
 	assert_int_equal(access(t->dir, F_OK), -1);
-	snprintf(cmd, sizeof(cmd), "rbd %s%s ls %s | grep -q hca-replica.vm1.",
+	snprintf(cmd, sizeof(cmd), "rbd %s%s ls %s | grep -q hca-replica.testnode.vm1.",
 		 ceph_conf ? "-c " : "", ceph_conf ? ceph_conf : "", pool);
 	assert_int_not_equal(system(cmd), 0);
 }
