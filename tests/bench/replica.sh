@@ -48,8 +48,14 @@ G=$BUILD/guest
 B=$(mktemp -d /tmp/hrb.XXXXXX)
 
 MAIN=$BASHPID
+# the nodes' logs outlive the run (where the time went)
+LOGS=${HCA_BENCH_LOGS:-/tmp/hca-bench-logs}/replica
 cleanup() {
 	[ "$BASHPID" = "$MAIN" ] || return 0 # not from a subshell
+	rm -rf "$LOGS" && mkdir -p "$LOGS" &&
+		for n in 1 2 3; do
+			cp "$HCA_DC_DIR/n$n/hcad.log" "$LOGS/node$n-hcad.log" 2>/dev/null
+		done && cp "$B"/rbd_* "$B"/rpo* "$LOGS/" 2>/dev/null
 	"$DCSH" down >/dev/null 2>&1
 	rm -rf "$B"
 }
@@ -158,6 +164,10 @@ ctl node1 replica enable w1 --to node2 --interval 5s >/dev/null || fail "replica
 t=$SECONDS
 wait_point_above w1 0 180 || fail "no first point of w1 in 180 s"
 FIRST_S=$((SECONDS - t))
+# the steady state starts once a cycle after the full copy landed: until
+# then the newest point is as old as the full copy took, and the next cycle
+# ships what was written meanwhile (before the window)
+wait_point_above w1 "$(last_point w1)" 60 || fail "no second point of w1 in 60 s"
 s0=$(status w1)
 a=$(size "$LOG")
 rpo_sample w1 "$B/rpo" "$ON_S"
@@ -196,7 +206,7 @@ print(p.split(":", 1)[1] if p.startswith("rbd:") else p)')
 	wr_stats "$BLOG" "$a" "$(size "$BLOG")" >"$B/rbd_off"
 	# hca
 	if ctl node1 replica enable b1 --to node2 --interval 5s >/dev/null &&
-		wait_point_above b1 0 180; then
+		wait_point_above b1 0 180 && wait_point_above b1 "$(last_point b1)" 60; then
 		status b1 >"$B/rbd_s0"
 		a=$(size "$BLOG")
 		rpo_sample b1 "$B/rbd_rpo" "$RBD_S"
