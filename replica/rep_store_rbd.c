@@ -145,8 +145,12 @@ out:
 	return rc;
 }
 
-/* Remove every snapshot of @img. */
-static int purge(rbd_image_t img)
+/*
+ * Remove the snapshots of @img: every one with @all, else those of ours
+ * ("pID") whose id is not in @keep[0..@nkeep), logged for @vm's disk @disk.
+ */
+static int snaps_remove(rbd_image_t img, bool all, const uint64_t *keep, unsigned nkeep,
+			const char *vm, unsigned disk)
 {
 	rbd_snap_info_t *snaps = NULL;
 	int max = 16, n, rc;
@@ -156,12 +160,27 @@ static int purge(rbd_image_t img)
 			return -ENOMEM;
 		if ((n = rbd_snap_list(img, snaps, &max)) != -ERANGE)
 			break;
-		free(snaps);
+		free(snaps); /* @max now says how many there are */
 	}
 	rc = n < 0 ? n : 0;
-	for (int i = 0; i < n && !rc; i++)
+	for (int i = 0; i < n && !rc; i++) {
+		uint64_t id;
+		char end;
+		bool kept = false;
+
+		if (!all) {
+			if (sscanf(snaps[i].name, "p%" SCNu64 "%c", &id, &end) != 1)
+				continue; /* not one of ours: left alone */
+			for (unsigned k = 0; k < nkeep; k++)
+				kept |= keep[k] == id;
+			if (kept)
+				continue;
+			qb_log(LOG_NOTICE, "replica store of %s: disk %u: snapshot %s is no point "
+			       "of the index: removed", vm, disk, snaps[i].name);
+		}
 		rc = rbd_snap_remove2(img, snaps[i].name, RBD_SNAP_REMOVE_UNPROTECT, no_progress,
 				      NULL);
+	}
 	if (n >= 0)
 		rbd_snap_list_end(snaps);
 	free(snaps);
@@ -178,7 +197,7 @@ static int img_remove(rados_ioctx_t io, const char *name)
 		return 0;
 	if (rc < 0)
 		return rc;
-	rc = purge(img);
+	rc = snaps_remove(img, true, NULL, 0, NULL, 0);
 	rbd_close(img);
 	if (!rc)
 		rc = rbd_remove_with_progress(io, name, no_progress, NULL);
@@ -394,20 +413,33 @@ static void exts_free(struct exts *x)
 	memset(x, 0, sizeof(*x));
 }
 
+struct walk {
+	int (*fn)(uint64_t off, uint64_t len, void *arg);
+	void *arg;
+	int rc; /* fn's first nonzero result */
+};
+
+/* hands each extent on as librbd finds it (in order); a nonzero result of
+ * fn ends the walk, so a caller that wants a few does not pay for all */
+static int walk_cb(uint64_t off, size_t len, int exists, void *arg)
+{
+	struct walk *w = arg;
+
+	(void)exists;
+	if ((w->rc = w->fn(off, len, w->arg)))
+		return -ECANCELED;
+	return 0;
+}
+
 int rsr_extents(struct rsr *r, unsigned disk, uint64_t off, uint64_t len,
 		int (*fn)(uint64_t off, uint64_t len, void *arg), void *arg)
 {
-	struct exts x = { 0 };
+	struct walk w = { fn, arg, 0 };
 	int rc = range_ok(r, disk, off, len);
 
 	if (!rc && len)
-		rc = rbd_diff_iterate2(r->img[disk], NULL, off, len, 0, 0, diff_cb, &x);
-	if (!rc && x.rc)
-		rc = x.rc;
-	for (size_t i = 0; !rc && i < x.n; i++)
-		rc = fn(x.off[i], x.len[i], arg);
-	exts_free(&x);
-	return rc;
+		rc = rbd_diff_iterate2(r->img[disk], NULL, off, len, 0, 0, walk_cb, &w);
+	return w.rc ? w.rc : rc;
 }
 
 static bool all_zero(const char *b, size_t n)
@@ -461,42 +493,6 @@ static int revert_disk(struct rsr *r, unsigned disk, const char *snap, uint64_t 
 	return rc;
 }
 
-/* Remove the snapshots of disk @disk that are ours and not in @keep. */
-static int strays(struct rsr *r, unsigned disk, const uint64_t *keep, unsigned nkeep)
-{
-	rbd_snap_info_t *snaps = NULL;
-	int max = 16, n, rc;
-
-	for (;;) {
-		if (!(snaps = calloc((size_t)max, sizeof(*snaps))))
-			return -ENOMEM;
-		if ((n = rbd_snap_list(r->img[disk], snaps, &max)) != -ERANGE)
-			break;
-		free(snaps);
-	}
-	rc = n < 0 ? n : 0;
-	for (int i = 0; i < n && !rc; i++) {
-		uint64_t id;
-		char end;
-		bool kept = false;
-
-		if (sscanf(snaps[i].name, "p%" SCNu64 "%c", &id, &end) != 1)
-			continue; /* not one of ours: left alone */
-		for (unsigned k = 0; k < nkeep; k++)
-			kept |= keep[k] == id;
-		if (kept)
-			continue;
-		qb_log(LOG_NOTICE, "replica store of %s: disk %u: snapshot %s is no point of the "
-		       "index: removed", r->vm, disk, snaps[i].name);
-		rc = rbd_snap_remove2(r->img[disk], snaps[i].name, RBD_SNAP_REMOVE_UNPROTECT,
-				      no_progress, NULL);
-	}
-	if (n >= 0)
-		rbd_snap_list_end(snaps);
-	free(snaps);
-	return rc;
-}
-
 int rsr_revert(struct rsr *r, uint64_t id, const uint64_t *keep, unsigned n, char *err,
 	       size_t len)
 {
@@ -510,7 +506,7 @@ int rsr_revert(struct rsr *r, uint64_t id, const uint64_t *keep, unsigned n, cha
 			fail(r->vm, err, len, rc, "disk %u: cannot put back point %" PRIu64 ": %s",
 			     i, id, rc == -ENOENT ? "its snapshot is gone" : why(rc));
 	for (unsigned i = 0; i < r->ndisks && !rc; i++)
-		if ((rc = strays(r, i, keep, n)) < 0)
+		if ((rc = snaps_remove(r->img[i], false, keep, n, r->vm, i)) < 0)
 			fail(r->vm, err, len, rc, "disk %u: cannot remove a stray snapshot: %s", i,
 			     why(rc));
 	if (!rc && moved)
