@@ -660,6 +660,29 @@ static void committed(void *ctx, const char *name, const char *owner, uint64_t e
 	}
 }
 
+/* The node's CPU time from /proc/stat's first line: busy is everything but
+ * idle and iowait. */
+static int cpu_ticks(void *ctx, uint64_t *busy, uint64_t *all)
+{
+	unsigned long long v[8] = { 0 };
+	FILE *f = fopen("/proc/stat", "re");
+	int n;
+
+	(void)ctx;
+	if (!f)
+		return -errno;
+	n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+		   &v[4], &v[5], &v[6], &v[7]);
+	fclose(f);
+	if (n < 5)
+		return -EIO;
+	*all = 0;
+	for (int i = 0; i < 8; i++)
+		*all += v[i];
+	*busy = *all - v[3] - v[4];
+	return 0;
+}
+
 static void ended(void *ctx, const char *name, struct job *j, bool moved)
 {
 	struct vmm *m = ctx;
@@ -825,6 +848,7 @@ void vmm_mig_setup(struct vmm *m)
 		.max_out = (unsigned)m->conf->mig_max_out,
 		.max_in = (unsigned)m->conf->mig_max_in,
 		.host_cores = (unsigned)sysconf(_SC_NPROCESSORS_ONLN),
+		.cpu_ticks = cpu_ticks,
 	};
 
 	if (x) {

@@ -134,8 +134,11 @@ struct mig_plan {
 	uint32_t deadline_s;    /* abort after this long; 0: choose */
 
 	/* ---- known or measured; 0: unknown ---- */
-	uint32_t host_cores;    /* cores the migration may use on the source
-				 * (the caller leaves the guest's vCPUs out) */
+	uint32_t host_cores;    /* the source's cores */
+	uint32_t busy_milli;    /* of those, how many were in use (by anything:
+				 * guests, Ceph, us) while the dirty rate was
+				 * measured, in thousandths of a core; 0:
+				 * unknown (or idle) */
 	uint64_t link_rate;     /* bytes/s between the two nodes */
 	uint64_t dirty_rate;    /* bytes/s the guest dirties (calc-dirty-rate) */
 	uint64_t ram_bytes;     /* guest RAM; required */
@@ -395,6 +398,11 @@ struct mig_host {
 	const char *scratch_dir;
 	unsigned max_out, max_in; /* migrations at once; 0: 2 */
 	unsigned host_cores;
+	/* The node's CPU time so far, busy and in all, in any one unit
+	 * (/proc/stat's ticks): two reads give the share of host_cores in use
+	 * meanwhile. NULL, or < 0: unknown (compression is then planned as if
+	 * the cores were free). */
+	int (*cpu_ticks)(void *ctx, uint64_t *busy, uint64_t *all);
 };
 
 /* The service: registers the channel methods "mig.*" (again whenever the

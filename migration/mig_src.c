@@ -121,6 +121,8 @@ struct mig_out {
 	unsigned sample_i;
 	uint32_t zstd_pct;
 	uint64_t zstd_rate;
+	uint64_t cpu_busy0, cpu_all0; /* the node's CPU ticks when the check began */
+	bool cpu_known;
 	unsigned calls;     /* channel calls whose answer is still to come */
 	bool dead;          /* ended while some were: the last one frees it */
 	/* --with-storage: the volumes, their mirrors, the destination's NBD */
@@ -1294,6 +1296,20 @@ static void prepare(struct mig_out *o)
 
 /* The plan as asked, with what was measured, in @conv mode; resolved into
  * o->plan, the reasons in @why. */
+/* The cores in use on this node since the check began, in thousandths;
+ * 0: unknown. */
+static uint32_t busy_milli(const struct mig_out *o)
+{
+	uint64_t busy, all;
+	unsigned cores = o->m->host.host_cores;
+
+	if (!o->cpu_known || !cores || o->m->host.cpu_ticks(o->m->host.ctx, &busy, &all) < 0 ||
+	    all <= o->cpu_all0 || busy < o->cpu_busy0)
+		return 0;
+	busy = (busy - o->cpu_busy0) * 1000u * cores / (all - o->cpu_all0);
+	return busy > 1000u * cores ? 1000u * cores : busy ? (uint32_t)busy : 1;
+}
+
 static int plan_resolve(struct mig_out *o, enum mig_converge conv, uint64_t dirty_rate,
 			char *why, size_t len)
 {
@@ -1307,6 +1323,7 @@ static int plan_resolve(struct mig_out *o, enum mig_converge conv, uint64_t dirt
 		.converge = conv,
 		.deadline_s = o->req_deadline,
 		.host_cores = o->m->host.host_cores,
+		.busy_milli = busy_milli(o),
 		.dirty_rate = dirty_rate,
 		.link_rate = slot ? slot->rate : 0,
 		.ram_bytes = o->ram,
@@ -1526,6 +1543,8 @@ static void begin(struct mig_out *o)
 	o->m->n_out++;
 	o->counted = true;
 	phase(o, OUT_DIRTY, PH(CHECK));
+	o->cpu_known = o->m->host.cpu_ticks &&
+		       o->m->host.cpu_ticks(o->m->host.ctx, &o->cpu_busy0, &o->cpu_all0) >= 0;
 	o->m->env->job_progress(o->j, 0, o->ram, "bytes", "measuring the guest's dirty rate");
 	if (hv_vm_qmp(o->hv, "calc-dirty-rate", json_pack("{s:i}", "calc-time", DIRTY_CALC_S), 0,
 		      dirty_started, o) < 0)

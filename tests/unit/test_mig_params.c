@@ -428,6 +428,39 @@ static void compression_needs_a_measurement(void **state)
 	}
 }
 
+/* zstd only on cores nothing else uses: a node whose guests hold its CPU
+ * migrates faster without it */
+static void compression_needs_idle_cores(void **state)
+{
+	static const struct {
+		uint32_t busy_milli;
+		enum mig_compress want;
+		const char *why;
+	} c[] = {
+		{ 0, MIG_COMPRESS_ZSTD, "shrink to 20 %" },    /* not measured */
+		{ 1000, MIG_COMPRESS_ZSTD, "shrink to 20 %" }, /* 3 of 4 idle, 2 needed */
+		{ 2000, MIG_COMPRESS_ZSTD, "shrink to 20 %" }, /* 2 idle, 2 needed */
+		{ 2001, MIG_COMPRESS_NONE, "and 1.9 of the 4 cores were idle" },
+		{ 3500, MIG_COMPRESS_NONE, "and 0.5 of the 4 cores were idle" },
+		{ 4000, MIG_COMPRESS_NONE, "and 0.0 of the 4 cores were idle" },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(c); i++) {
+		struct mig_plan p = { .host_cores = 4, .link_rate = GBE_1, .tls_creds = "t",
+				      .converge = MIG_CONVERGE_THROTTLE, .ram_bytes = GiB,
+				      .zstd_pct = 20, .zstd_rate = 200000000,
+				      .busy_milli = c[i].busy_milli };
+		char why[1024];
+
+		assert_int_equal(mig_plan_resolve(&p, why, sizeof(why)), 0);
+		assert_int_equal(p.compress, c[i].want);
+		assert_non_null(strstr(why, c[i].why));
+		if (c[i].want == MIG_COMPRESS_NONE)
+			assert_non_null(strstr(why, "zstd needs 2 idle cores"));
+	}
+}
+
 static void tls_choice_for_issue_1937(void **state)
 {
 	static const struct {
@@ -542,6 +575,7 @@ int main(void)
 		cmocka_unit_test(converge_auto_from_dirty_rate_vs_usable),
 		cmocka_unit_test(streams_and_compression),
 		cmocka_unit_test(compression_needs_a_measurement),
+		cmocka_unit_test(compression_needs_idle_cores),
 		cmocka_unit_test(tls_choice_for_issue_1937),
 		cmocka_unit_test(no_tls_and_no_plan),
 		cmocka_unit_test(names_round_trip),
