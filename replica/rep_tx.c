@@ -10,7 +10,11 @@
  * Extents go to the workers in batches: a big one alone, small ones (below
  * BATCH_SMALL) together up to BATCH_BYTES, or whatever the caller pushed
  * by the end of the loop's turn (the kick sends it): a worker round trip
- * costs more than encoding a 4 KiB extent.
+ * costs more than encoding a 4 KiB extent. The worker writes a batch's
+ * small frames back to back into one buffer (a run), which goes to the
+ * channel in one write: one channel message for many frames, where one
+ * each cost both ends more than the frames' bytes (4 KiB extents: measured
+ * with tests/tools/rep_bench, REP_BENCH_EXTENT=4).
  *
  * zstd saves the wire, never at the wire's expense: while the channel takes
  * all we have and then waits for the next frame's encoding, the workers are
@@ -42,8 +46,16 @@
 #define FIN_RETRY_MS 10u  /* chan_stream_finish() found the queue full */
 #define BATCH_SMALL (64u << 10)
 #define JOIN_MAX (64u << 10) /* a frame this small is written in one piece */
-#define BATCH_BYTES (256u << 10)
+#define BATCH_BYTES (256u << 10) /* = RUN_SIZE: a batch's frames fit one run */
 #define BATCH_MAX 64u
+#define RUN_SIZE (256u << 10)
+
+/* Small frames a worker encoded, back to back; shared by their items. */
+struct tx_run {
+	uint8_t *buf; /* a pool buffer */
+	size_t cap, len;
+	unsigned refs; /* items in it */
+};
 
 struct tx_item {
 	struct rep_tx *tx;
@@ -59,8 +71,8 @@ struct tx_item {
 	void *buf;	    /* the caller's bytes, until released */
 	uint8_t *scratch;   /* zstd's output (a pool buffer), taken by the worker */
 	size_t scratch_cap;
-	uint8_t *whole;	    /* a small frame, header and data joined (a pool buffer) */
-	size_t whole_cap;
+	struct tx_run *run; /* a small frame: header and data joined in it, at roff */
+	size_t roff;
 	struct rep_enc enc;
 	size_t woff;	    /* bytes of hdr + data written */
 	size_t cost;	    /* counted in tx->inflight */
@@ -107,7 +119,7 @@ struct tx_batch {
 	struct exec_item work;
 	struct rep_tx *tx;
 	unsigned n;
-	size_t bytes;
+	size_t bytes; /* counting REP_ENC_HDR_MAX per extent */
 	struct tx_item *items[BATCH_MAX];
 };
 
@@ -143,7 +155,10 @@ static void item_free(struct rep_tx *tx, struct tx_item *i)
 {
 	buf_release(tx, i);
 	rep_buf_put(tx->x, i->scratch, i->scratch_cap);
-	rep_buf_put(tx->x, i->whole, i->whole_cap);
+	if (i->run && --i->run->refs == 0) {
+		rep_buf_put(tx->x, i->run->buf, i->run->cap);
+		free(i->run);
+	}
 	tx->inflight -= i->cost;
 	free(i);
 }
@@ -206,10 +221,7 @@ static int item_write(struct rep_tx *tx, struct tx_item *i)
 		size_t n;
 		ssize_t w;
 
-		if (i->whole) {
-			p = i->whole + i->woff;
-			n = total - i->woff;
-		} else if (i->woff < i->enc.hlen) {
+		if (i->woff < i->enc.hlen) {
 			p = i->enc.hdr + i->woff;
 			n = i->enc.hlen - i->woff;
 		} else {
@@ -225,6 +237,11 @@ static int item_write(struct rep_tx *tx, struct tx_item *i)
 		tx->s.wire_bytes += (uint64_t)w;
 	}
 	return 1;
+}
+
+static size_t item_left(const struct tx_item *i)
+{
+	return i->enc.hlen + i->enc.dlen - i->woff;
 }
 
 static int item_count(struct rep_tx *tx, struct tx_item *i)
@@ -248,6 +265,46 @@ static int item_count(struct rep_tx *tx, struct tx_item *i)
 		tx->s.zero_bytes += f->length;
 	}
 	return 0;
+}
+
+/*
+ * The head is in a run: it and the ready items whose bytes follow its in
+ * that run go in one write (counted first, in order). 1 when something was
+ * written, 0 when the channel takes nothing now, -1 when the cycle failed.
+ */
+static int run_write(struct rep_tx *tx)
+{
+	struct tx_item *i = tx->head, *j;
+	size_t n = item_left(i), end = i->roff + i->enc.hlen + i->enc.dlen;
+	ssize_t w;
+
+	for (j = i->next; j && j->ready && j->run == i->run && j->roff == end; j = j->next) {
+		if (!j->counted && item_count(tx, j) < 0)
+			return -1;
+		n += item_left(j);
+		end += item_left(j);
+	}
+	w = chan_stream_write(tx->st, i->run->buf + i->roff + i->woff, n);
+	if (w == -EAGAIN)
+		return 0;
+	if (w < 0) {
+		fail(tx, (int)w, "cannot write to the stream: %s", strerror((int)-w));
+		return -1;
+	}
+	tx->s.wire_bytes += (uint64_t)w;
+	while (w > 0) {
+		i = tx->head;
+		if ((size_t)w < item_left(i)) {
+			i->woff += (size_t)w;
+			break;
+		}
+		w -= (ssize_t)item_left(i);
+		tx->head = i->next;
+		if (!tx->head)
+			tx->tail = NULL;
+		item_free(tx, i);
+	}
+	return 1;
 }
 
 static void timer_cb(void *data);
@@ -289,6 +346,16 @@ static void pump(struct rep_tx *tx)
 		}
 		if (!i->counted && item_count(tx, i) < 0)
 			return;
+		if (i->run) {
+			rc = run_write(tx);
+			if (rc < 0)
+				return;
+			if (rc > 0)
+				continue;
+			tx->chan_full = true;
+			tx->hurry = false;
+			return;
+		}
 		rc = item_write(tx, i);
 		if (rc == 0) {
 			tx->chan_full = true;
@@ -420,45 +487,93 @@ static const struct chan_stream_ops st_ops = {
 
 /* ---- the workers ---- */
 
-static void encode(struct rep_ctx *x, ZSTD_CCtx *cc, struct tx_item *i)
+/* What one worker call shares between the extents of its batch. */
+struct tx_work {
+	struct rep_ctx *x;
+	ZSTD_CCtx *cc;
+	struct tx_run *run;	/* the run small frames join */
+	uint8_t *scratch;	/* zstd's output for small extents: copied to the run */
+	size_t scratch_cap;
+};
+
+/* A small frame joins the batch's run (a new one when it is full): one
+ * piece with its neighbours instead of a header alone. false without
+ * memory: it goes on its own. */
+static bool join(struct tx_work *w, struct tx_item *i)
+{
+	size_t n = i->enc.hlen + i->enc.dlen;
+	struct tx_run *r = w->run;
+
+	if (!r || r->cap - r->len < n) {
+		r = calloc(1, sizeof(*r));
+		if (!r)
+			return false;
+		r->buf = rep_buf_get(w->x, RUN_SIZE, &r->cap);
+		if (!r->buf) {
+			free(r);
+			return false;
+		}
+		w->run = r;
+	}
+	memcpy(r->buf + r->len, i->enc.hdr, i->enc.hlen);
+	memcpy(r->buf + r->len + i->enc.hlen, i->enc.data, i->enc.dlen);
+	i->run = r;
+	i->roff = r->len;
+	r->len += n;
+	r->refs++;
+	return true;
+}
+
+/*
+ * A small extent is compressed into the batch's scratch and joins the run;
+ * a big one (or a small one that could not join) keeps a scratch of its
+ * own until written. A pool buffer per small extent cost more than zstd
+ * itself (the pool keeps 16: the rest were malloc'd and freed, faulting).
+ */
+static void encode(struct tx_work *w, struct tx_item *i)
 {
 	size_t len = (size_t)i->len;
-	enum rep_plan plan = rep_enc_plan(i->hurry ? NULL : cc, i->buf, len);
+	bool small = len + REP_ENC_HDR_MAX <= JOIN_MAX;
+	enum rep_plan plan = rep_enc_plan(i->hurry ? NULL : w->cc, i->buf, len);
+	uint8_t *out = NULL;
 
-	if (plan == REP_PLAN_ZSTD) {
-		i->scratch = rep_buf_get(x, REP_ZSTD_KEEP(len), &i->scratch_cap);
-		plan = i->scratch ? plan : REP_PLAN_RAW;
+	if (plan == REP_PLAN_ZSTD && small) {
+		if (!w->scratch)
+			w->scratch = rep_buf_get(w->x, JOIN_MAX, &w->scratch_cap);
+		out = w->scratch;
+	} else if (plan == REP_PLAN_ZSTD) {
+		out = i->scratch = rep_buf_get(w->x, REP_ZSTD_KEEP(len), &i->scratch_cap);
 	}
-	rep_enc_extent(&i->enc, plan, cc, i->scratch, i->seq, i->disk, i->off, i->buf, len);
-	/* Small: one piece, one channel message, instead of a header alone. */
-	if (i->enc.dlen && i->enc.hlen + i->enc.dlen <= JOIN_MAX) {
-		i->whole = rep_buf_get(x, i->enc.hlen + i->enc.dlen, &i->whole_cap);
-		if (i->whole) {
-			memcpy(i->whole, i->enc.hdr, i->enc.hlen);
-			memcpy(i->whole + i->enc.hlen, i->enc.data, i->enc.dlen);
-		}
-	}
+	if (!out && plan == REP_PLAN_ZSTD)
+		plan = REP_PLAN_RAW;
+	rep_enc_extent(&i->enc, plan, w->cc, out, i->seq, i->disk, i->off, i->buf, len);
+	if (!small || !i->enc.dlen || join(w, i) || i->enc.data != w->scratch)
+		return;
+	i->scratch = w->scratch; /* could not join: the bytes are this frame's now */
+	i->scratch_cap = w->scratch_cap;
+	w->scratch = NULL;
 }
 
 static void work_fn(struct exec_item *it)
 {
 	struct tx_batch *b = EXEC_CONTAINER_OF(it, struct tx_batch, work);
-	struct rep_ctx *x = b->tx->x; /* set at open, never written again */
-	ZSTD_CCtx *cc = rep_cctx_get(x);
+	struct tx_work w = { .x = b->tx->x }; /* set at open, never written again */
 
+	w.cc = rep_cctx_get(w.x);
 	for (unsigned k = 0; k < b->n; k++)
-		encode(x, cc, b->items[k]);
-	if (cc)
-		rep_cctx_put(x, cc);
+		encode(&w, b->items[k]);
+	rep_buf_put(w.x, w.scratch, w.scratch_cap);
+	if (w.cc)
+		rep_cctx_put(w.x, w.cc);
 }
 
 /* An item is encoded: the bytes its frame does not need go now. */
 static void item_encoded(struct rep_tx *tx, struct tx_item *i)
 {
 	i->ready = true;
-	if (i->enc.data != i->buf || i->whole)
+	if (i->enc.data != i->buf || i->run)
 		buf_release(tx, i); /* zstd, zeros or joined: not needed */
-	if (i->enc.data != i->scratch || i->whole) {
+	if (i->enc.data != i->scratch || i->run) {
 		rep_buf_put(tx->x, i->scratch, i->scratch_cap);
 		i->scratch = NULL;
 	}
@@ -593,6 +708,8 @@ int rep_tx_extent(struct rep_tx *tx, uint32_t disk, uint64_t off, void *buf, siz
 	rc = push_check(tx, disk, off, len);
 	if (rc < 0)
 		return rc;
+	if (tx->batch && tx->batch->bytes + len + REP_ENC_HDR_MAX > BATCH_BYTES)
+		batch_send(tx); /* its frames fill a run */
 	if (!tx->batch && !(tx->batch = calloc(1, sizeof(*tx->batch))))
 		return -ENOMEM;
 	tx->batch->tx = tx;
@@ -607,8 +724,8 @@ int rep_tx_extent(struct rep_tx *tx, uint32_t disk, uint64_t off, void *buf, siz
 	i->on_worker = true;
 	tx->working++;
 	tx->batch->items[tx->batch->n++] = i;
-	tx->batch->bytes += len;
-	if (len >= BATCH_SMALL || tx->batch->bytes >= BATCH_BYTES || tx->batch->n == BATCH_MAX)
+	tx->batch->bytes += len + REP_ENC_HDR_MAX;
+	if (len >= BATCH_SMALL || tx->batch->n == BATCH_MAX)
 		batch_send(tx);
 	else
 		kick_arm(tx); /* what else the caller pushes now goes with it */
