@@ -1,11 +1,15 @@
 /*
  * rep_rx.c: the receiver of cycles (rep_stream.h).
  *
- * The channel hands a cycle's bytes to rx_data() in pieces of any size. The
- * framer (rep_wire.h) copies them into the frame being received; a whole
- * frame is parsed, bounded, checked against the cycle's disks and counted
- * (sequence, totals, digest) on the loop, in order; an extent then goes to
- * a worker to be decompressed and its CRC32C checked. Frames reach the sink
+ * The channel hands a cycle's bytes to rx_data() in pieces of any size. A
+ * frame wholly inside a piece is parsed where it lies, and only an
+ * extent's data is copied out (the piece is borrowed for the call): small
+ * ones into a slab they share, big ones into a buffer of their own. A
+ * frame cut between pieces is put together by the framer (rep_wire.h) in a
+ * buffer that becomes the frame's. Each frame is parsed, bounded, checked
+ * against the cycle's disks and counted (sequence, totals, digest) on the
+ * loop, in order; an extent then goes to a worker to be decompressed and
+ * its CRC32C checked. Frames reach the sink
  * in order from the head of the queue as they are ready; the end goes to
  * the sink once every frame before it was done.
  *
@@ -33,6 +37,16 @@
 #include "replica/rep_stream_priv.h"
 
 #define RX_INLINE (64u << 10)
+#define SLAB_SIZE (256u << 10)
+#define SLAB_PIECE (64u << 10) /* extents' data up to this share slabs */
+#define SLAB_ALIGN 64u
+
+/* Small extents' data, copied out of the stream back to back. */
+struct rx_slab {
+	uint8_t *buf; /* a pool buffer */
+	size_t cap, used;
+	unsigned refs; /* the frames in it, and the cycle while it fills it */
+};
 
 struct rep_rx_frame {
 	struct exec_item work;
@@ -40,6 +54,7 @@ struct rep_rx_frame {
 	struct rep_rx_frame *next; /* in the queue, until handed to the sink */
 	struct rep_frame f;
 	uint8_t *buf;		   /* the frame's bytes (a pool buffer): extents */
+	struct rx_slab *slab;	   /* or its data in a slab */
 	uint8_t *out;		   /* the decompressed bytes (a pool buffer): zstd */
 	size_t buf_cap, out_cap;
 	size_t wire;		   /* its stream bytes, prefix included */
@@ -70,7 +85,8 @@ struct rep_rx {
 	struct rep_framer fr;
 	struct rep_rx_frame *head, *tail; /* decoded, not yet handed to the sink */
 	unsigned nframes;		   /* decoded and not yet done */
-	size_t held;			   /* and the buffers they hold */
+	size_t held;			   /* and the buffers they hold, slabs included */
+	struct rx_slab *slab;		   /* the one small extents go to */
 	unsigned at_sink;
 	unsigned working;
 	uint8_t *backlog;
@@ -102,6 +118,44 @@ static void frame_free(struct rep_rx *rx, struct rep_rx_frame *fr)
 	free(fr);
 }
 
+static void slab_unref(struct rep_rx *rx, struct rx_slab *s)
+{
+	if (!s || --s->refs > 0)
+		return;
+	rx->held -= s->cap;
+	rep_buf_put(rx->r->x, s->buf, s->cap);
+	free(s);
+}
+
+/* @n bytes for @fr's data in the current slab, or in a new one when that
+ * is full; NULL without memory. */
+static uint8_t *slab_take(struct rep_rx *rx, struct rep_rx_frame *fr, size_t n)
+{
+	struct rx_slab *s = rx->slab;
+	size_t need = (n + SLAB_ALIGN - 1) & ~(size_t)(SLAB_ALIGN - 1);
+	uint8_t *p;
+
+	if (!s || s->cap - s->used < need) {
+		s = calloc(1, sizeof(*s));
+		if (!s)
+			return NULL;
+		s->buf = rep_buf_get(rx->r->x, SLAB_SIZE, &s->cap);
+		if (!s->buf) {
+			free(s);
+			return NULL;
+		}
+		s->refs = 1;
+		rx->held += s->cap;
+		slab_unref(rx, rx->slab);
+		rx->slab = s;
+	}
+	p = s->buf + s->used;
+	s->used += need;
+	s->refs++;
+	fr->slab = s;
+	return p;
+}
+
 /* Done with: its credit goes back to the sender. */
 static void frame_release(struct rep_rx *rx, struct rep_rx_frame *fr)
 {
@@ -109,6 +163,7 @@ static void frame_release(struct rep_rx *rx, struct rep_rx_frame *fr)
 		chan_stream_consume(rx->st, fr->wire);
 	rx->nframes--;
 	rx->held -= fr->buf_cap + fr->out_cap;
+	slab_unref(rx, fr->slab);
 	frame_free(rx, fr);
 }
 
@@ -182,14 +237,37 @@ static void work_done(struct exec_item *it)
 	leave(rx);
 }
 
-/* An extent keeps the framer's buffer (the framer gets another), and a
- * buffer to decompress into; a small raw one is checked here. */
-static int extent_take(struct rep_rx *rx, struct rep_rx_frame *fr)
+/* An extent parsed in place: its data copied out of the stream's piece. */
+static int extent_copy(struct rep_rx *rx, struct rep_rx_frame *fr)
 {
-	fr->buf = rx->fr.buf;
-	fr->buf_cap = rx->fr.cap;
-	rx->fr.buf = NULL;
-	rx->fr.cap = 0;
+	uint8_t *p;
+
+	if (fr->f.dlen <= SLAB_PIECE)
+		p = slab_take(rx, fr, fr->f.dlen);
+	else
+		p = fr->buf = rep_buf_get(rx->r->x, fr->f.dlen, &fr->buf_cap);
+	if (!p)
+		return -ENOMEM;
+	memcpy(p, fr->f.data, fr->f.dlen);
+	fr->f.data = p;
+	return 0;
+}
+
+/* An extent keeps its bytes (the framer's buffer, the framer gets
+ * another), and a buffer to decompress into; a small raw one is checked
+ * here. */
+static int extent_take(struct rep_rx *rx, struct rep_rx_frame *fr, bool in_place)
+{
+	int rc = in_place ? extent_copy(rx, fr) : 0;
+
+	if (rc < 0)
+		return rc;
+	if (!in_place) {
+		fr->buf = rx->fr.buf;
+		fr->buf_cap = rx->fr.cap;
+		rx->fr.buf = NULL;
+		rx->fr.cap = 0;
+	}
 	if (fr->f.codec == REP_CODEC_NONE && fr->f.length <= RX_INLINE) {
 		fr->err = rep_frame_inflate(&fr->f, NULL, NULL, &fr->e);
 		fr->ready = !fr->err;
@@ -207,13 +285,14 @@ static int extent_take(struct rep_rx *rx, struct rep_rx_frame *fr)
 	return 0;
 }
 
-/* The framer holds a whole frame: check it in order and queue it. */
-static void frame_take(struct rep_rx *rx)
+/* A whole frame's payload @p (@n bytes: the stream's piece @in_place, else
+ * the framer's buffer): check it in order and queue it. */
+static void frame_take(struct rep_rx *rx, const uint8_t *p, size_t n, bool in_place)
 {
 	struct rep_rx_frame *fr;
 	struct rep_frame f;
 	struct rep_err e;
-	int rc = rep_frame_parse(rx->fr.buf, rx->fr.need, &f, &e);
+	int rc = rep_frame_parse(p, n, &f, &e);
 
 	if (rc == 0)
 		rc = rep_frame_check(&rx->c, &f, &e);
@@ -230,7 +309,7 @@ static void frame_take(struct rep_rx *rx)
 	}
 	fr->rx = rx;
 	fr->f = f;
-	fr->wire = REP_PREFIX_LEN + rx->fr.need;
+	fr->wire = REP_PREFIX_LEN + n;
 	fr->ready = f.kind != REP_KIND_EXTENT;
 	if (rx->tail)
 		rx->tail->next = fr;
@@ -240,7 +319,7 @@ static void frame_take(struct rep_rx *rx)
 	rx->nframes++;
 	if (f.kind != REP_KIND_EXTENT)
 		return;
-	rc = extent_take(rx, fr);
+	rc = extent_take(rx, fr, in_place);
 	rx->held += fr->buf_cap + fr->out_cap;
 	if (rc == -ENOMEM)
 		fail(rx, rc, "no memory for frame %llu", (unsigned long long)f.seq);
@@ -277,7 +356,15 @@ static size_t feed(struct rep_rx *rx, const uint8_t *p, size_t n)
 	struct rep_err e;
 
 	while (!rx->failed && used < n && room(rx)) {
-		ssize_t k = rep_framer_feed(&rx->fr, p + used, n - used, &e);
+		size_t whole = rep_framer_idle(&rx->fr) ? rep_frame_whole(p + used, n - used) : 0;
+		ssize_t k;
+
+		if (whole) {
+			frame_take(rx, p + used + REP_PREFIX_LEN, whole - REP_PREFIX_LEN, true);
+			used += whole;
+			continue;
+		}
+		k = rep_framer_feed(&rx->fr, p + used, n - used, &e);
 
 		if (k < 0) {
 			fail(rx, (int)k, "%s", e.msg);
@@ -287,7 +374,7 @@ static size_t feed(struct rep_rx *rx, const uint8_t *p, size_t n)
 		if (rep_framer_wants(&rx->fr) && framer_buf(rx) < 0)
 			break;
 		if (rx->fr.whole) {
-			frame_take(rx);
+			frame_take(rx, rx->fr.buf, rx->fr.need, false);
 			rep_framer_next(&rx->fr);
 		}
 	}
@@ -403,6 +490,7 @@ static void rx_free(struct rep_rx *rx)
 		}
 	}
 	rep_buf_put(r->x, rx->fr.buf, rx->fr.cap);
+	slab_unref(rx, rx->slab);
 	free(rx->backlog);
 	free(rx);
 	recv_unref(r);

@@ -492,6 +492,18 @@ ssize_t rep_framer_feed(struct rep_framer *fr, const uint8_t *p, size_t n, struc
 	return (ssize_t)(used + k);
 }
 
+size_t rep_frame_whole(const uint8_t *p, size_t n)
+{
+	uint32_t len;
+
+	if (n < REP_PREFIX_LEN)
+		return 0;
+	len = get32be(p);
+	if (!len || len > REP_FRAME_MAX || len > n - REP_PREFIX_LEN)
+		return 0;
+	return REP_PREFIX_LEN + len;
+}
+
 bool rep_framer_wants(const struct rep_framer *fr)
 {
 	return fr->npfx == REP_PREFIX_LEN && fr->need && fr->cap < fr->need;
@@ -771,10 +783,10 @@ out:
 	return NULL;
 }
 
-static int one_frame(struct rep_dec *d)
+static int one_frame(struct rep_dec *d, const uint8_t *p, size_t n)
 {
 	struct rep_frame f;
-	int rc = rep_frame_parse(d->fr.buf, d->fr.need, &f, &d->e);
+	int rc = rep_frame_parse(p, n, &f, &d->e);
 
 	if (rc == 0)
 		rc = rep_frame_check(&d->c, &f, &d->e);
@@ -804,8 +816,16 @@ int rep_dec_feed(struct rep_dec *d, const void *buf, size_t len)
 	const uint8_t *p = buf;
 
 	while (!d->err && len) {
-		ssize_t n = rep_framer_feed(&d->fr, p, len, &d->e);
+		size_t whole = rep_framer_idle(&d->fr) ? rep_frame_whole(p, len) : 0;
+		ssize_t n;
 
+		if (whole) { /* in place, as rep_rx.c does */
+			d->err = one_frame(d, p + REP_PREFIX_LEN, whole - REP_PREFIX_LEN);
+			p += whole;
+			len -= whole;
+			continue;
+		}
+		n = rep_framer_feed(&d->fr, p, len, &d->e);
 		if (n < 0) {
 			d->err = (int)n;
 			break;
@@ -814,7 +834,7 @@ int rep_dec_feed(struct rep_dec *d, const void *buf, size_t len)
 		len -= (size_t)n;
 		if (!d->fr.whole)
 			continue;
-		d->err = one_frame(d);
+		d->err = one_frame(d, d->fr.buf, d->fr.need);
 		rep_framer_next(&d->fr);
 	}
 	return d->err;

@@ -248,6 +248,14 @@ struct rep_framer {
  */
 ssize_t rep_framer_feed(struct rep_framer *fr, const uint8_t *p, size_t n, struct rep_err *e);
 
+/*
+ * The bytes of the frame at the start of @p (@n bytes), prefix included,
+ * when all of them are there and its length is within bounds: the frame's
+ * payload can then be parsed in place, without the framer's copy. 0
+ * otherwise (the framer says what is wrong with a length, if anything).
+ */
+size_t rep_frame_whole(const uint8_t *p, size_t n);
+
 /* @fixed: the frame's length is known and @buf cannot hold it. */
 bool rep_framer_wants(const struct rep_framer *fr);
 

@@ -615,6 +615,14 @@ static void framing_bounds(void **state)
 	s.p[3] = 3;
 	put(&s, "\xff\xff\xff", 3);
 	assert_int_equal(decode(&h, &s, 0, &g, why, sizeof(why)), -EPROTO);
+	/* in place only when whole and within bounds: else the framer says why */
+	assert_int_equal(rep_frame_whole(s.p, 7), 7);
+	assert_int_equal(rep_frame_whole(s.p, 6), 0);
+	assert_int_equal(rep_frame_whole(s.p, 3), 0);
+	memset(s.p, 0, 4);
+	assert_int_equal(rep_frame_whole(s.p, 7), 0);
+	memcpy(s.p, pfx, 4);
+	assert_int_equal(rep_frame_whole(s.p, 7), 0);
 	free(s.p);
 	free(h.p);
 }
