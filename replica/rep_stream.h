@@ -13,7 +13,8 @@
  *   detection, zstd, CRC32C) on the executor queue given to rep_ctx_new(),
  *   several at once, and written to the channel in push order as the
  *   channel's credit allows. zstd is skipped while the workers are behind
- *   the channel, so compression never slows a cycle down. Memory is
+ *   the channel, so compression never slows a cycle down, and tried on only
+ *   some small extents after a run of them it could not shrink. Memory is
  *   bounded: once max_inflight bytes were pushed and not yet written, a
  *   push returns -EAGAIN and more() says when to go on.
  *

@@ -49,6 +49,15 @@
 #define BATCH_BYTES (256u << 10) /* = RUN_SIZE: a batch's frames fit one run */
 #define BATCH_MAX 64u
 #define RUN_SIZE (256u << 10)
+/*
+ * An extent below REP_PROBE_MIN is tried with zstd whole, no probe
+ * (rep_wire.h): a 4 KiB attempt costs ~3 us whatever the data, most of it
+ * setting zstd up, which on incompressible data was a fifth of the CPU
+ * both nodes spent on the stream. After SKIP_AFTER misses in a row in a
+ * batch only every SKIP_EVERY-th is tried, until one shrinks.
+ */
+#define SKIP_AFTER 4u
+#define SKIP_EVERY 8u
 
 /* Small frames a worker encoded, back to back; shared by their items. */
 struct tx_run {
@@ -494,6 +503,8 @@ struct tx_work {
 	struct tx_run *run;	/* the run small frames join */
 	uint8_t *scratch;	/* zstd's output for small extents: copied to the run */
 	size_t scratch_cap;
+	unsigned misses;	/* small extents zstd could not shrink, in a row */
+	unsigned passed;	/* small extents since: every SKIP_EVERY-th is tried */
 };
 
 /* A small frame joins the batch's run (a new one when it is full): one
@@ -534,7 +545,10 @@ static void encode(struct tx_work *w, struct tx_item *i)
 {
 	size_t len = (size_t)i->len;
 	bool small = len + REP_ENC_HDR_MAX <= JOIN_MAX;
-	enum rep_plan plan = rep_enc_plan(i->hurry ? NULL : w->cc, i->buf, len);
+	bool unprobed = len < REP_PROBE_MIN;
+	bool try = !i->hurry && (!unprobed || w->misses < SKIP_AFTER ||
+				 ++w->passed % SKIP_EVERY == 0);
+	enum rep_plan plan = rep_enc_plan(try ? w->cc : NULL, i->buf, len);
 	uint8_t *out = NULL;
 
 	if (plan == REP_PLAN_ZSTD && small) {
@@ -547,6 +561,8 @@ static void encode(struct tx_work *w, struct tx_item *i)
 	if (!out && plan == REP_PLAN_ZSTD)
 		plan = REP_PLAN_RAW;
 	rep_enc_extent(&i->enc, plan, w->cc, out, i->seq, i->disk, i->off, i->buf, len);
+	if (plan == REP_PLAN_ZSTD && unprobed)
+		w->misses = i->enc.f.codec == REP_CODEC_ZSTD ? 0 : w->misses + 1;
 	if (!small || !i->enc.dlen || join(w, i) || i->enc.data != w->scratch)
 		return;
 	i->scratch = w->scratch; /* could not join: the bytes are this frame's now */
