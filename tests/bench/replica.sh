@@ -33,7 +33,9 @@
 # puts node2's replica stores on a tmpfs: on this one machine every node
 # shares one disk, so the replica's flushes land on the disk the guest's
 # fdatasync waits for, which real hosts do not share; with it, the write
-# latency shows what is left of the overhead.
+# latency shows what is left of the overhead. HCA_BENCH_REPLICA_AB=1: (a)
+# and (b) only. Both (a) and (b) run the same status sampler, and the table
+# shows where the two cores went in each (tests/bench/cpu_mark.py).
 set -uo pipefail
 
 BUILD=$(cd "${1:?usage: replica.sh BUILD_DIR}" && pwd)
@@ -59,7 +61,7 @@ cleanup() {
 	rm -rf "$LOGS" && mkdir -p "$LOGS" &&
 		for n in 1 2 3; do
 			cp "$HCA_DC_DIR/n$n/hcad.log" "$LOGS/node$n-hcad.log" 2>/dev/null
-		done && cp "$B"/rbd_* "$B"/rpo* "$LOGS/" 2>/dev/null
+		done && cp "$B"/rbd_* "$B"/rpo* "$B"/cpu_* "$LOGS/" 2>/dev/null
 	"$DCSH" down >/dev/null 2>&1
 	rm -rf "$B"
 }
@@ -112,6 +114,13 @@ print("n=%d p50_us=%.0f p99_us=%.0f mib_s=%.2f wr_bytes=%d jr_bytes=%d" % (
 PY
 }
 field() { sed -n "s/.*\b$2=\([0-9.]*\).*/\1/p" <<<"$1"; }
+# cpu_mark FILE: where the two cores go (tests/bench/cpu_mark.py), by process
+cpu_mark() {
+	python3 "$TOP/tests/bench/cpu_mark.py" mark "$1" "qemu_w1=guest=w1," \
+		"qemu_other=qemu-system" "qsd=qemu-storage-daemon" "hcad1=$HCA_DC_DIR/n1/" \
+		"hcad2=$HCA_DC_DIR/n2/" "ceph=ceph-" "corosync=corosync"
+}
+cpu_diff() { python3 "$TOP/tests/bench/cpu_mark.py" diff "$1" "$2"; }
 
 define_start() { # VM MEMORY CMDLINE-EXTRA [DISK]
 	ctl node1 vm define --name "$1" --memory "$2" --disk "${4:-8G}" --kernel "$G/vmlinux" \
@@ -132,16 +141,24 @@ start_writer() { # RATE
 
 fail() { echo "bench: $*" >&2; exit 1; }
 
-# rpo_sample VM OUT SECONDS: VM's status every 0.5 s, or as often as a
-# status call (~0.5 s under load) allows
+# rpo_sample VM OUT SECONDS: VM's status every 0.5 s (plus a call's time),
+# one JSON object a line in OUT. The observer runs in both (a) and (b), so
+# the latency figures carry its cost alike, and it is kept cheap: one shell
+# inside node1 loops, a sample costs an hcactl and a sleep (a sampler that
+# spawned nsenter, a shell and python twice a second used 0.4 of the two
+# cores and doubled the guest's p99 by itself)
 rpo_sample() {
-	local end=$((SECONDS + $3)) t
-	: >"$2"
-	while [ $SECONDS -lt $end ]; do
-		t=$(now)
-		echo "$(status "$1")" >>"$2"
-		sleep "$(awk -v t="$t" -v n="$(now)" 'BEGIN {d = 0.5 - (n - t); print (d > 0 ? d : 0)}')"
-	done
+	on node1 bash -c 'while [ $SECONDS -lt "$2" ]; do
+		"$0" replica status "$1" --json 2>/dev/null; echo "@@"; sleep 0.5; done' \
+		"$BUILD/hcactl" "$1" "$3" >"$2.raw"
+	python3 - "$2.raw" >"$2" <<'PY'
+import json, sys
+for block in open(sys.argv[1]).read().split("@@"):
+    try:
+        print(json.dumps(json.loads(block)))
+    except ValueError:
+        print("{}")
+PY
 }
 
 "$DCSH" down >/dev/null 2>&1
@@ -166,7 +183,11 @@ LOG=$(serial w1)
 
 # ---- (a) replication off ----
 a=$(size "$LOG")
-sleep "$OFF_S"
+cpu_mark "$B/cpu_a0"
+# the same observer as in (b), so both phases carry its cost: w1 has no
+# relation yet, each call just fails
+rpo_sample w1 "$B/rpo_off" "$OFF_S"
+cpu_mark "$B/cpu_a1"
 OFF=$(wr_stats "$LOG" "$a" "$(size "$LOG")")
 
 # ---- (b) replication on ----
@@ -180,7 +201,9 @@ FIRST_S=$((SECONDS - t))
 wait_point_above w1 "$(last_point w1)" 60 || fail "no second point of w1 in 60 s"
 s0=$(status w1)
 a=$(size "$LOG")
+cpu_mark "$B/cpu_b0"
 rpo_sample w1 "$B/rpo" "$ON_S"
+cpu_mark "$B/cpu_b1"
 # close the window on a point, as it opened on one
 p=$(last_point w1)
 wait_point_above w1 "$p" 60
@@ -191,6 +214,13 @@ echo "$s1" >"$B/s1"
 ctl node1 replica pause w1 >/dev/null 2>&1
 ctl node1 vm stop w1 --force >/dev/null 2>&1
 
+# HCA_BENCH_REPLICA_AB=1: (a) and (b) only, for a quicker look
+if [ "${HCA_BENCH_REPLICA_AB:-0}" = 1 ]; then
+	: >"$B/idle"
+	: >"$B/rbd_cycles"
+	OUT_C=skip
+fi
+if [ "${OUT_C:-}" != skip ]; then
 # ---- (c) an idle guest's cycles ----
 L1=$HCA_DC_DIR/n1/hcad.log
 c=$(size "$L1")
@@ -212,7 +242,7 @@ p = json.load(sys.stdin)["disks"][0]["path"]
 print(p.split(":", 1)[1] if p.startswith("rbd:") else p)')
 	[[ $img == */* ]] || img="hca/$img"
 	a=$(size "$BLOG")
-	sleep 20
+	rpo_sample b1 "$B/rbd_rpo_off" 20 # the same observer as with hca on
 	wr_stats "$BLOG" "$a" "$(size "$BLOG")" >"$B/rbd_off"
 	# hca
 	if ctl node1 replica enable b1 --to node2 --interval 5s >/dev/null &&
@@ -261,16 +291,20 @@ else
 	echo "bench: b1 (RBD disk) did not boot" >&2
 fi
 
+fi
+
 echo
 echo "Asynchronous replication (issue 10) on a 3-node devcluster (accel: tcg): w1, 256 MiB,"
 echo "8 GiB local qcow2, node1 -> node2 every 5 s; the guest writes random 4 KiB blocks"
 echo "(incompressible, O_DIRECT + fdatasync each) into 256 MiB at 1 GiB plus its journal"
-python3 - "$B" "$WANT" "$REACHED" "$RATE" "$OFF" "$ON" "$FIRST_S" "$OFF_S" <<'PY'
+python3 - "$B" "$WANT" "$REACHED" "$RATE" "$OFF" "$ON" "$FIRST_S" "$OFF_S" \
+	"$(cpu_diff "$B/cpu_a0" "$B/cpu_a1")" "$(cpu_diff "$B/cpu_b0" "$B/cpu_b1")" <<'PY'
 import json, os, re, statistics, sys
 
 b, want, reached, rate = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]) / 1024
 kv = lambda s: dict((k, float(v)) for k, v in re.findall(r"(\w+)=([\d.]+)", s))
 off, on, first_s, off_s = kv(sys.argv[5]), kv(sys.argv[6]), sys.argv[7], sys.argv[8]
+cpu_off, cpu_on = sys.argv[9], sys.argv[10]
 
 
 def load(f):
@@ -318,6 +352,11 @@ if off["p50_us"] and off["p99_us"]:
     r50, r99 = on["p50_us"] / off["p50_us"], on["p99_us"] / off["p99_us"]
     row("  on / off, p50", "%.2f" % r50, "<= 1.10", r50 <= 1.10)
     row("  on / off, p99", "%.2f" % r99, "<= 1.10", r99 <= 1.10)
+# where the cores went, in cores used on average (2 on this machine)
+for label, c in (("CPU, replication off (cores)", cpu_off), ("CPU, replication on (cores)", cpu_on)):
+    f = kv(c)
+    row(label, "busy %.2f, idle %.2f" % (f.get("busy", 0), f.get("idle", 0)), "")
+    rows.append(("", " ".join("%s %.2f" % (k, v) for k, v in f.items() if k not in ("busy", "idle")), "", ""))
 if rpo:
     p99 = pct(rpo, 99)
     row("RPO (newest point's age) p50", "%.0f ms" % pct(rpo, 50), "%d samples in %d s" % (len(rpo), on["n"]))
