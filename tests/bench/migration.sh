@@ -181,7 +181,7 @@ if rc or j.get("phase") != "succeeded":
     print(json.dumps({"failed": "exit %d, phase %s: %s" % (rc, j.get("phase"), err[:200])}))
 else:
     print(json.dumps({k: m.get(k) for k in ("total_ms", "downtime_ms", "pause_ms", "setup_ms",
-          "transferred", "passes", "mode")}))' "$rc" "$B/err" >>"$out"
+          "transferred", "passes", "mode", "plan")}))' "$rc" "$B/err" >>"$out"
 }
 
 # ---- one guest ----
@@ -290,7 +290,12 @@ for about in sorted(glob.glob(b + "/res.*.about"), key=lambda f: (len(f), f)):
     ok = res["hca"][0]
     hca_ran = hca_ran or bool(ok)
     if ok and ok[0].get("mode"):
-        print("   hca mode: %s" % ok[0]["mode"])
+        modes = sorted(set(r.get("mode") or "" for r in ok))
+        print("   hca mode: %s" % "; ".join(modes))
+        # why zstd was or was not chosen, from the first run's plan
+        for part in (ok[0].get("plan") or "").split("; "):
+            if part.startswith("compression"):
+                print("   hca plan: %s" % part)
     for key, _ in PATHS:
         print("   runs %-8s total %s; pause %s" % (key, " ".join(fmt(r["total_ms"]) for r in res[key][0]),
               " ".join(fmt(r["pause_ms"], 1) for r in res[key][0])))

@@ -437,10 +437,10 @@ static void compression_needs_idle_cores(void **state)
 		enum mig_compress want;
 		const char *why;
 	} c[] = {
-		{ 0, MIG_COMPRESS_ZSTD, "shrink to 20 %" },    /* not measured */
-		{ 1000, MIG_COMPRESS_ZSTD, "shrink to 20 %" }, /* 3 of 4 idle, 2 needed */
-		{ 2000, MIG_COMPRESS_ZSTD, "shrink to 20 %" }, /* 2 idle, 2 needed */
-		{ 2001, MIG_COMPRESS_NONE, "and 1.9 of the 4 cores were idle" },
+		{ 0, MIG_COMPRESS_ZSTD, "shrink to 20 %" },   /* not measured */
+		{ 500, MIG_COMPRESS_ZSTD, "shrink to 20 %" }, /* 3.5 of 4 idle, 2 + 1 needed */
+		{ 1000, MIG_COMPRESS_ZSTD, "shrink to 20 %" }, /* 3 idle */
+		{ 1001, MIG_COMPRESS_NONE, "and 2.9 of the 4 cores were idle" },
 		{ 3500, MIG_COMPRESS_NONE, "and 0.5 of the 4 cores were idle" },
 		{ 4000, MIG_COMPRESS_NONE, "and 0.0 of the 4 cores were idle" },
 	};
