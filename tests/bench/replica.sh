@@ -264,6 +264,8 @@ print(p.split(":", 1)[1] if p.startswith("rbd:") else p)')
 		a=$(size "$BLOG")
 		end=$((SECONDS + RBD_S))
 		k=0
+		rpo_sample b1 "$B/rbd_rpo_base" "$RBD_S" & # the same observer again
+		obs=$!
 		while [ $SECONDS -lt $end ]; do
 			t0=$(now)
 			k=$((k + 1))
@@ -282,6 +284,7 @@ print(p.split(":", 1)[1] if p.startswith("rbd:") else p)')
 			echo "$t0 $t1 $t2 $n" >>"$B/rbd_cycles"
 			sleep "$(awk -v t="$t0" -v n="$(now)" 'BEGIN {d = 5 - (n - t); print (d > 0 ? d : 0)}')"
 		done
+		wait "$obs"
 		wr_stats "$BLOG" "$a" "$(size "$BLOG")" >"$B/rbd_base"
 	else
 		echo "bench: the rbd baseline's first full copy failed: $(tail -n 2 "$B/rbd_err")" >&2
