@@ -73,3 +73,25 @@ rep_point_raw() {
 	[ "$run" != enabled ] || ctl "$1" replica resume "$2" >/dev/null || rc=1
 	return $rc
 }
+
+# Guests with local disks (the replica and shared-nothing tests): quiet
+# COMMAND; a VM's first local volume and its replica store on a node; a
+# field of `replica status`; the guest's counter advancing in a node's
+# serial log; node K's hcad stopped (by SIGNAL, TERM by default; lib.sh's
+# hcad_stop is the single-node tests' own).
+quiet() { "$@" >/dev/null; }
+vol() { echo "$HCA_DC_DIR/n${1#node}/vols/$2-disk0.qcow2"; }
+rdir() { echo "$HCA_DC_DIR/n${1#node}/s/replica/$2"; }
+st() { ctl "$1" replica status "$2" --json | json "d['$3']"; }
+counting_on() { # NODE NAME
+	local log=$HCA_DC_DIR/n${1#node}/s/vm/$2/serial.log a
+	a=$(grep -ac 'count=' "$log" 2>/dev/null)
+	sleep 1
+	[ "$(grep -ac 'count=' "$log" 2>/dev/null)" -gt "${a:-0}" ]
+}
+node_hcad_stop() { # K [SIGNAL]
+	local p
+	p=$(hcad_pid "$1") || return 1
+	kill "-${2:-TERM}" "$p"
+	wait_for 20 bash -c "! kill -0 $p 2>/dev/null"
+}

@@ -48,21 +48,13 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$TMP"
 
-quiet() { "$@" >/dev/null; }
 job_detail() { job_field "$1" "$2" "(d.get('progress') or {}).get('detail','')"; }
 # job_in NODE JOB WORDS: the job's progress line says WORDS ("disk phase", "memory phase")
 job_in() { case "$(job_detail "$1" "$2")" in *"$3"*) return 0 ;; esac; return 1; }
-vol() { echo "$HCA_DC_DIR/n${1#node}/vols/$2-disk0.qcow2"; }
 notes_empty() { [ -z "$(ls -A "$HCA_DC_DIR/n${1#node}/s/mig/" 2>/dev/null | grep -v sample)" ]; }
 tx_bytes() {
 	ip netns exec "$HCA_DC_NETNS-$1" sh -c 'cat /sys/class/net/*/statistics/tx_bytes' |
 		awk '{s += $1} END {printf "%.0f\n", s}'
-}
-hcad_stop() {
-	local p
-	p=$(hcad_pid "$1") || return 1
-	kill "-${2:-TERM}" "$p"
-	wait_for 20 bash -c "! kill -0 $p 2>/dev/null"
 }
 qemu_on() { qemu_list "$1" | sed -n "s/^$2://p"; }
 # define_on NODE NAME WRITTEN-MiB: 128 MiB guest, 8 GiB local disk with
@@ -73,12 +65,6 @@ define_on() {
 		--disk 8G >/dev/null &&
 		qemu-io -f qcow2 -c "write -P 0x5a 1G ${3}M" "$(vol "$1" "$2")" >/dev/null &&
 		ctl "$1" vm start "$2" >/dev/null
-}
-counting_on() { # NODE NAME: the guest's counter advances in that node's serial log
-	local log=$HCA_DC_DIR/n${1#node}/s/vm/$2/serial.log a
-	a=$(grep -ac 'count=' "$log" 2>/dev/null)
-	sleep 1
-	[ "$(grep -ac 'count=' "$log" 2>/dev/null)" -gt "${a:-0}" ]
 }
 # after_rollback NODE(src) NAME PID DST JOB: the checks every failed case makes
 after_rollback() {
@@ -149,7 +135,7 @@ expect_fail "--target-storage without --with-storage: refused" "with-storage" \
 check "s1 untouched: same QEMU on node1" test "$(qemu_list "$U1")" = "node1:$P1"
 
 # ---- (d) a destination without room ----
-check "node3's hcad stops" hcad_stop 3
+check "node3's hcad stops" node_hcad_stop 3
 MOUNTED=$HCA_DC_DIR/n3/vols
 # in node3's own mount namespace, where its hcad looks
 check "node3's storage becomes a 200 MiB file system" on node3 mount -t tmpfs -o size=200M hcas-small "$MOUNTED"
@@ -158,7 +144,7 @@ expect_fail "node3 has no room for s1's disk: refused before anything moves" "no
 	ctl node1 vm migrate s1 node3 --with-storage
 check "s1 untouched: same QEMU on node1, only there" test "$(qemu_list "$U1")" = "node1:$P1"
 check "nothing was made on node3" test -z "$(on node3 ls -A "$MOUNTED" | grep -v '^\.lock$')"
-check "node3's hcad stops again" hcad_stop 3
+check "node3's hcad stops again" node_hcad_stop 3
 on node3 umount "$MOUNTED" && MOUNTED=
 check "node3's hcad restarts on its own storage" hcad_restart 3
 
@@ -210,7 +196,7 @@ after_rollback node1 s2 "$P2" node2 "$jid" "cancel after the mirror, before the 
 # ---- (f) the destination's hcad killed in the disk phase ----
 jid=$(ctl node1 vm migrate s2 node3 --with-storage --no-wait)
 check "hcad kill: the migration reaches the disk phase" wait_for 60 job_in node1 "$jid" "disk phase"
-check "kill -9 node3's hcad" hcad_stop 3 KILL
+check "kill -9 node3's hcad" node_hcad_stop 3 KILL
 check "the job ends" wait_for 120 job_ended node1 "$jid"
 check "node3's hcad restarts" hcad_restart 3
 after_rollback node1 s2 "$P2" node3 "$jid" "destination hcad killed in the disk phase"

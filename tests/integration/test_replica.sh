@@ -46,23 +46,7 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$TMP"
 
-quiet() { "$@" >/dev/null; }
-vol() { echo "$HCA_DC_DIR/n${1#node}/vols/$2-disk0.qcow2"; }
-rdir() { echo "$HCA_DC_DIR/n${1#node}/s/replica/$2"; }
-hcad_stop() {
-	local p
-	p=$(hcad_pid "$1") || return 1
-	kill "-${2:-TERM}" "$p"
-	wait_for 20 bash -c "! kill -0 $p 2>/dev/null"
-}
-st() { ctl "$1" replica status "$2" --json | json "d['$3']"; }
 point_above() { [ "$(st node3 r1 last_point 2>/dev/null || echo 0)" -gt "$1" ]; }
-counting_on() {
-	local log=$HCA_DC_DIR/n${1#node}/s/vm/$2/serial.log a
-	a=$(grep -ac 'count=' "$log" 2>/dev/null)
-	sleep 1
-	[ "$(grep -ac 'count=' "$log" 2>/dev/null)" -gt "${a:-0}" ]
-}
 
 SECONDS=0
 if dc up 3 >/dev/null; then ok "3-node devcluster up in ${SECONDS}s"; else not_ok "devcluster up"; hca_done; exit 1; fi
@@ -138,14 +122,14 @@ check "resume" quiet ctl node2 replica resume r1
 check "resumed: points again" wait_for 30 point_above "$p"
 
 # ---- (f) node1's hcad restarted ----
-check "node1's hcad stops" hcad_stop 1
+check "node1's hcad stops" node_hcad_stop 1
 check "node1's hcad starts again" hcad_restart 1
 p=$(st node3 r1 last_point)
 check "cycles go on after node1's restart" wait_for 60 point_above $((p + 1))
 check "tracking resumed from the bitmap: still one full copy" test "$(st node3 r1 full_copies)" = 1
 
 # ---- (g) node2's hcad killed ----
-check "node2's hcad killed (-9)" hcad_stop 2 KILL
+check "node2's hcad killed (-9)" node_hcad_stop 2 KILL
 sleep 4
 check "node2's hcad starts again" hcad_restart 2
 p=$(st node3 r1 last_point)

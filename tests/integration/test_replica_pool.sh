@@ -36,17 +36,7 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$TMP"
 
-quiet() { "$@" >/dev/null; }
-vol() { echo "$HCA_DC_DIR/n${1#node}/vols/$2-disk0.qcow2"; }
-rdir() { echo "$HCA_DC_DIR/n${1#node}/s/replica/$2"; }
-st() { ctl "$1" replica status "$2" --json | json "d['$3']"; }
 point_above() { [ "$(st node3 "${2:-p1}" last_point 2>/dev/null || echo 0)" -gt "$1" ]; }
-counting_on() {
-	local log=$HCA_DC_DIR/n${1#node}/s/vm/$2/serial.log a
-	a=$(grep -ac 'count=' "$log" 2>/dev/null)
-	sleep 1
-	[ "$(grep -ac 'count=' "$log" 2>/dev/null)" -gt "${a:-0}" ]
-}
 RBD=(on node1 rbd -c "$HCA_DC_DIR/ceph/ceph.conf")
 images() { "${RBD[@]}" ls far 2>/dev/null | grep "^hca-replica\.node2\.$1\." || true; }
 # the snapshots of IMAGE's, as ids, sorted; and the points node2 lists
