@@ -159,3 +159,40 @@ void rep_dctx_put(struct rep_ctx *x, ZSTD_DCtx *dc)
 	pthread_mutex_unlock(&x->lock);
 	ZSTD_freeDCtx(dc);
 }
+
+uint8_t *rep_slab_take(struct rep_ctx *x, struct rep_slab **cur, size_t size, size_t n,
+		       size_t align, size_t *held)
+{
+	struct rep_slab *s = *cur;
+	size_t need = (n + align - 1) & ~(align - 1);
+	uint8_t *p;
+
+	if (!s || s->cap - s->used < need) {
+		if (!(s = calloc(1, sizeof(*s))))
+			return NULL;
+		if (!(s->buf = rep_buf_get(x, size, &s->cap)) || s->cap < need) {
+			rep_buf_put(x, s->buf, s->cap);
+			free(s);
+			return NULL;
+		}
+		s->refs = 1; /* the holder's */
+		if (held)
+			*held += s->cap;
+		rep_slab_unref(x, *cur, held);
+		*cur = s;
+	}
+	p = s->buf + s->used;
+	s->used += need;
+	s->refs++;
+	return p;
+}
+
+void rep_slab_unref(struct rep_ctx *x, struct rep_slab *s, size_t *held)
+{
+	if (!s || --s->refs > 0)
+		return;
+	if (held)
+		*held -= s->cap;
+	rep_buf_put(x, s->buf, s->cap);
+	free(s);
+}

@@ -41,12 +41,6 @@
 #define SLAB_PIECE (64u << 10) /* extents' data up to this share slabs */
 #define SLAB_ALIGN 64u
 
-/* Small extents' data, copied out of the stream back to back. */
-struct rx_slab {
-	uint8_t *buf; /* a pool buffer */
-	size_t cap, used;
-	unsigned refs; /* the frames in it, and the cycle while it fills it */
-};
 
 struct rep_rx_frame {
 	struct exec_item work;
@@ -54,7 +48,7 @@ struct rep_rx_frame {
 	struct rep_rx_frame *next; /* in the queue, until handed to the sink */
 	struct rep_frame f;
 	uint8_t *buf;		   /* the frame's bytes (a pool buffer): extents */
-	struct rx_slab *slab;	   /* or its data in a slab */
+	struct rep_slab *slab;	   /* or its data in a slab */
 	uint8_t *out;		   /* the decompressed bytes (a pool buffer): zstd */
 	size_t buf_cap, out_cap;
 	size_t wire;		   /* its stream bytes, prefix included */
@@ -86,7 +80,7 @@ struct rep_rx {
 	struct rep_rx_frame *head, *tail; /* decoded, not yet handed to the sink */
 	unsigned nframes;		   /* decoded and not yet done */
 	size_t held;			   /* and the buffers they hold, slabs included */
-	struct rx_slab *slab;		   /* the one small extents go to */
+	struct rep_slab *slab;		   /* the one small extents' data goes to */
 	unsigned at_sink;
 	unsigned working;
 	uint8_t *backlog;
@@ -118,44 +112,6 @@ static void frame_free(struct rep_rx *rx, struct rep_rx_frame *fr)
 	free(fr);
 }
 
-static void slab_unref(struct rep_rx *rx, struct rx_slab *s)
-{
-	if (!s || --s->refs > 0)
-		return;
-	rx->held -= s->cap;
-	rep_buf_put(rx->r->x, s->buf, s->cap);
-	free(s);
-}
-
-/* @n bytes for @fr's data in the current slab, or in a new one when that
- * is full; NULL without memory. */
-static uint8_t *slab_take(struct rep_rx *rx, struct rep_rx_frame *fr, size_t n)
-{
-	struct rx_slab *s = rx->slab;
-	size_t need = (n + SLAB_ALIGN - 1) & ~(size_t)(SLAB_ALIGN - 1);
-	uint8_t *p;
-
-	if (!s || s->cap - s->used < need) {
-		s = calloc(1, sizeof(*s));
-		if (!s)
-			return NULL;
-		s->buf = rep_buf_get(rx->r->x, SLAB_SIZE, &s->cap);
-		if (!s->buf) {
-			free(s);
-			return NULL;
-		}
-		s->refs = 1;
-		rx->held += s->cap;
-		slab_unref(rx, rx->slab);
-		rx->slab = s;
-	}
-	p = s->buf + s->used;
-	s->used += need;
-	s->refs++;
-	fr->slab = s;
-	return p;
-}
-
 /* Done with: its credit goes back to the sender. */
 static void frame_release(struct rep_rx *rx, struct rep_rx_frame *fr)
 {
@@ -163,7 +119,7 @@ static void frame_release(struct rep_rx *rx, struct rep_rx_frame *fr)
 		chan_stream_consume(rx->st, fr->wire);
 	rx->nframes--;
 	rx->held -= fr->buf_cap + fr->out_cap;
-	slab_unref(rx, fr->slab);
+	rep_slab_unref(rx->r->x, fr->slab, &rx->held);
 	frame_free(rx, fr);
 }
 
@@ -242,9 +198,10 @@ static int extent_copy(struct rep_rx *rx, struct rep_rx_frame *fr)
 {
 	uint8_t *p;
 
-	if (fr->f.dlen <= SLAB_PIECE)
-		p = slab_take(rx, fr, fr->f.dlen);
-	else
+	if (fr->f.dlen <= SLAB_PIECE) {
+		p = rep_slab_take(rx->r->x, &rx->slab, SLAB_SIZE, fr->f.dlen, SLAB_ALIGN, &rx->held);
+		fr->slab = p ? rx->slab : NULL;
+	} else
 		p = fr->buf = rep_buf_get(rx->r->x, fr->f.dlen, &fr->buf_cap);
 	if (!p)
 		return -ENOMEM;
@@ -258,11 +215,12 @@ static int extent_copy(struct rep_rx *rx, struct rep_rx_frame *fr)
  * here. */
 static int extent_take(struct rep_rx *rx, struct rep_rx_frame *fr, bool in_place)
 {
-	int rc = in_place ? extent_copy(rx, fr) : 0;
+	if (in_place) {
+		int rc = extent_copy(rx, fr);
 
-	if (rc < 0)
-		return rc;
-	if (!in_place) {
+		if (rc < 0)
+			return rc;
+	} else {
 		fr->buf = rx->fr.buf;
 		fr->buf_cap = rx->fr.cap;
 		rx->fr.buf = NULL;
@@ -490,7 +448,7 @@ static void rx_free(struct rep_rx *rx)
 		}
 	}
 	rep_buf_put(r->x, rx->fr.buf, rx->fr.cap);
-	slab_unref(rx, rx->slab);
+	rep_slab_unref(r->x, rx->slab, &rx->held);
 	free(rx->backlog);
 	free(rx);
 	recv_unref(r);

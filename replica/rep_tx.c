@@ -46,9 +46,9 @@
 #define FIN_RETRY_MS 10u  /* chan_stream_finish() found the queue full */
 #define BATCH_SMALL (64u << 10)
 #define JOIN_MAX (64u << 10) /* a frame this small is written in one piece */
-#define BATCH_BYTES (256u << 10) /* = RUN_SIZE: a batch's frames fit one run */
-#define BATCH_MAX 64u
 #define RUN_SIZE (256u << 10)
+#define BATCH_BYTES RUN_SIZE /* a batch's frames fit one run */
+#define BATCH_MAX 64u
 /*
  * An extent below REP_PROBE_MIN is tried with zstd whole, no probe
  * (rep_wire.h): a 4 KiB attempt costs ~3 us whatever the data, most of it
@@ -58,13 +58,6 @@
  */
 #define SKIP_AFTER 4u
 #define SKIP_EVERY 8u
-
-/* Small frames a worker encoded, back to back; shared by their items. */
-struct tx_run {
-	uint8_t *buf; /* a pool buffer */
-	size_t cap, len;
-	unsigned refs; /* items in it */
-};
 
 struct tx_item {
 	struct rep_tx *tx;
@@ -80,7 +73,8 @@ struct tx_item {
 	void *buf;	    /* the caller's bytes, until released */
 	uint8_t *scratch;   /* zstd's output (a pool buffer), taken by the worker */
 	size_t scratch_cap;
-	struct tx_run *run; /* a small frame: header and data joined in it, at roff */
+	struct rep_slab *run; /* a small frame: header and data joined in this
+			       * run of a batch's frames, at roff */
 	size_t roff;
 	struct rep_enc enc;
 	size_t woff;	    /* bytes of hdr + data written */
@@ -164,10 +158,7 @@ static void item_free(struct rep_tx *tx, struct tx_item *i)
 {
 	buf_release(tx, i);
 	rep_buf_put(tx->x, i->scratch, i->scratch_cap);
-	if (i->run && --i->run->refs == 0) {
-		rep_buf_put(tx->x, i->run->buf, i->run->cap);
-		free(i->run);
-	}
+	rep_slab_unref(tx->x, i->run, NULL);
 	tx->inflight -= i->cost;
 	free(i);
 }
@@ -500,7 +491,7 @@ static const struct chan_stream_ops st_ops = {
 struct tx_work {
 	struct rep_ctx *x;
 	ZSTD_CCtx *cc;
-	struct tx_run *run;	/* the run small frames join */
+	struct rep_slab *run;	/* the run small frames join, back to back */
 	uint8_t *scratch;	/* zstd's output for small extents: copied to the run */
 	size_t scratch_cap;
 	unsigned misses;	/* small extents zstd could not shrink, in a row */
@@ -512,26 +503,14 @@ struct tx_work {
  * memory: it goes on its own. */
 static bool join(struct tx_work *w, struct tx_item *i)
 {
-	size_t n = i->enc.hlen + i->enc.dlen;
-	struct tx_run *r = w->run;
+	uint8_t *p = rep_slab_take(w->x, &w->run, RUN_SIZE, i->enc.hlen + i->enc.dlen, 1, NULL);
 
-	if (!r || r->cap - r->len < n) {
-		r = calloc(1, sizeof(*r));
-		if (!r)
-			return false;
-		r->buf = rep_buf_get(w->x, RUN_SIZE, &r->cap);
-		if (!r->buf) {
-			free(r);
-			return false;
-		}
-		w->run = r;
-	}
-	memcpy(r->buf + r->len, i->enc.hdr, i->enc.hlen);
-	memcpy(r->buf + r->len + i->enc.hlen, i->enc.data, i->enc.dlen);
-	i->run = r;
-	i->roff = r->len;
-	r->len += n;
-	r->refs++;
+	if (!p)
+		return false;
+	memcpy(p, i->enc.hdr, i->enc.hlen);
+	memcpy(p + i->enc.hlen, i->enc.data, i->enc.dlen);
+	i->run = w->run;
+	i->roff = (size_t)(p - w->run->buf);
 	return true;
 }
 
@@ -579,6 +558,7 @@ static void work_fn(struct exec_item *it)
 	for (unsigned k = 0; k < b->n; k++)
 		encode(&w, b->items[k]);
 	rep_buf_put(w.x, w.scratch, w.scratch_cap);
+	rep_slab_unref(w.x, w.run, NULL); /* the worker's hold: its items keep theirs */
 	if (w.cc)
 		rep_cctx_put(w.x, w.cc);
 }
